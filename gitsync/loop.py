@@ -1,0 +1,247 @@
+"""When to sync: periods, timeouts, failure limits, one-time, signals.
+
+The loop knows nothing of how a sync works. Each sync runs in a worker thread so that the
+main thread can abandon it at ``--sync-timeout`` and answer SIGTERM at once; an abandoned
+sync is cancelled at its next step and never publishes (the publish step checks first).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from dulwich.errors import ApplyDeltaError, ChecksumMismatch, ObjectFormatException
+
+from gitsync import files, log
+from gitsync.remote import FULL_SHA, RefNotFound, RemoteError
+from gitsync.store import StoreError
+from gitsync.sync import Outcome, Syncer
+from gitsync.worktree import Cancelled, UnsafeTree
+
+
+class Listener(Protocol):
+    """What the server, metrics, status file and hooks plug into (later issues)."""
+
+    def on_success(self, outcome: Outcome, duration: float) -> None: ...
+    def on_failure(self, error: str, failures: int, duration: float) -> None: ...
+
+
+@dataclass
+class Policy:
+    period: float
+    init_period: float | None
+    sync_timeout: float
+    max_failures: int
+    init_max_failures: int | None
+    one_time: bool
+    stale_worktree_timeout: float
+    sha_ref: bool
+
+    def limit(self, succeeded: bool) -> int:
+        if not succeeded and self.init_max_failures is not None:
+            return self.init_max_failures
+        return self.max_failures
+
+    def wait(self, succeeded: bool) -> float:
+        if not succeeded and self.init_period:
+            return self.init_period
+        return self.period
+
+
+def exceeded(limit: int, failures: int) -> bool:
+    """git-sync's rule: N aborts at the N-th consecutive failure; 0 and 1 alike; <0 never."""
+    return limit >= 0 and failures >= max(limit, 1)
+
+
+@dataclass
+class _Attempt:
+    done: threading.Event = field(default_factory=threading.Event)
+    cancel: threading.Event = field(default_factory=threading.Event)
+    outcome: Outcome | None = None
+    error: BaseException | None = None
+    thread: threading.Thread | None = None
+
+
+class Loop:
+    def __init__(self, syncer: Syncer, policy: Policy, *, error_file: Path | None,
+                 touch_file: Path | None, listeners: list[Listener] | None = None) -> None:
+        self.syncer = syncer
+        self.policy = policy
+        self.error_file = error_file
+        self.touch_file = touch_file
+        self.listeners = listeners or []
+        self.wake = threading.Event()
+        self.stop = threading.Event()
+        self.log = log.get()
+        self._previous: _Attempt | None = None
+        self._reinit_store = False
+
+    # ----- signals -------------------------------------------------------------------------
+
+    def install_signals(self, sync_signal: int | None) -> None:
+        def on_stop(signum: int, _frame: Any) -> None:
+            self.stop.set()
+            self.wake.set()
+
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGINT, on_stop)
+        if sync_signal is not None:
+            def on_sync(signum: int, _frame: Any) -> None:
+                self.log.info("caught signal", v=1, signal=signal.Signals(signum).name)
+                self.wake.set()
+
+            signal.signal(sync_signal, on_sync)
+
+    # ----- the loop ------------------------------------------------------------------------
+
+    def run(self) -> int:
+        failures = 0
+        succeeded = False
+        while not self.stop.is_set():
+            start = time.monotonic()
+            try:
+                outcome = self._attempt(first=not succeeded)
+            except _Stopped:
+                break
+            except Exception as e:
+                duration = time.monotonic() - start
+                failures += 1
+                error = _describe(e)
+                for listener in self.listeners:
+                    listener.on_failure(error, failures, duration)
+                if exceeded(self.policy.limit(succeeded), failures):
+                    self._error("too many failures, aborting", error, failures=failures)
+                    return 1
+                self._error("error syncing repo, will retry", error, failures=failures)
+            else:
+                duration = time.monotonic() - start
+                first = not succeeded
+                succeeded = True
+                failures = 0
+                self._after_success(outcome, first, duration)
+                if self.policy.one_time:
+                    return 0
+                if self.policy.sha_ref:
+                    self.log.info("ref appears to be a git hash, no further sync needed",
+                                  ref=self.syncer.ref)
+                    self.stop.wait()
+                    break
+            self._sleep(self.policy.wait(succeeded))
+        self.log.info("stopping", v=1)
+        return 0
+
+    def _sleep(self, seconds: float) -> None:
+        self.log.info("next sync", v=3, wait=seconds)
+        self.wake.wait(seconds)
+        self.wake.clear()
+
+    def _attempt(self, first: bool) -> Outcome:
+        if self._previous is not None and self._previous.thread is not None:
+            # An abandoned sync must end before the next touches the same root.
+            self._previous.thread.join(self.policy.sync_timeout)
+            if self._previous.thread.is_alive():
+                raise Cancelled("the previous, abandoned sync is still running")
+            self._previous = None
+        if self._reinit_store:
+            self._reinit_store = False
+            self.log.info("re-initializing the local store")
+            self.syncer.store.reinit()
+        attempt = _Attempt()
+
+        def work() -> None:
+            try:
+                attempt.outcome = self.syncer.run(first, attempt.cancel)
+            except BaseException as e:
+                attempt.error = e
+            finally:
+                attempt.done.set()
+                self.wake.set()
+
+        attempt.thread = threading.Thread(target=work, name="sync", daemon=True)
+        attempt.thread.start()
+        deadline = time.monotonic() + self.policy.sync_timeout
+        while not attempt.done.is_set():
+            remaining = deadline - time.monotonic()
+            if self.stop.is_set():
+                attempt.cancel.set()
+                raise _Stopped
+            if remaining <= 0:
+                attempt.cancel.set()
+                self._previous = attempt
+                raise SyncTimeout(
+                    f"sync timed out after {self.policy.sync_timeout:g}s (context deadline exceeded)"
+                )
+            attempt.done.wait(min(remaining, 0.05))
+        self.wake.clear()
+        if attempt.error is not None:
+            if _is_store_damage(attempt.error):
+                self._reinit_store = True
+            raise attempt.error
+        assert attempt.outcome is not None
+        return attempt.outcome
+
+    def _after_success(self, outcome: Outcome, first: bool, duration: float) -> None:
+        if outcome.updated or first:
+            self.log.info("updated successfully", ref=self.syncer.ref, remote=outcome.commit,
+                          local=outcome.previous, changed=outcome.changed,
+                          **{f"{k}_s": v for k, v in outcome.timings.items()})
+        if outcome.changed or first:
+            try:
+                files.touch(self.touch_file)
+            except OSError as e:
+                self.log.error("failed to touch the touch file", error=str(e))
+        for listener in self.listeners:
+            listener.on_success(outcome, duration)
+        try:
+            removed = self.syncer.cleanup(self.policy.stale_worktree_timeout)
+            if removed:
+                self.log.info("removed stale worktrees", v=1, removed=removed)
+        except Exception as e:  # cleanup errors are logged, not counted (git-sync)
+            self.log.error("git cleanup failed", error=_describe(e))
+        files.clear_error(self.error_file)
+
+    def _error(self, msg: str, error: str, **fields: Any) -> None:
+        self.log.error(msg, error=error, **fields)
+        files.write_error(self.error_file, msg, error, fields)
+
+
+class _Stopped(Exception):
+    pass
+
+
+class SyncTimeout(Exception):
+    pass
+
+
+def _is_store_damage(e: BaseException) -> bool:
+    """Errors that mean the local store is broken, not the remote or the tree."""
+    if isinstance(e, RemoteError | UnsafeTree | Cancelled | SyncTimeout | RefNotFound):
+        return False
+    if isinstance(e, FileNotFoundError):
+        return "/.git/" in str(e.filename or "")
+    return isinstance(e, StoreError | KeyError | ValueError | AssertionError | ChecksumMismatch
+                      | ObjectFormatException | ApplyDeltaError)
+
+
+def _describe(e: BaseException) -> str:
+    text = str(e)
+    if isinstance(e, KeyError):
+        text = f"object {e.args[0]!r} missing from the local store" if e.args else "missing object"
+    return text or type(e).__name__
+
+
+def run_forever(loop: Loop, sync_signal: int | None, on_exit: Callable[[], None]) -> int:
+    loop.install_signals(sync_signal)
+    try:
+        return loop.run()
+    finally:
+        with contextlib.suppress(Exception):
+            on_exit()
+        sys.stderr.flush()

@@ -1,0 +1,178 @@
+"""The upstream repository: its URL, a dulwich client, and reference discovery.
+
+A poll where nothing moved must cost one reference discovery and nothing else, so
+discovery (``advertise``) is separate from fetching, and one client (with one HTTP
+connection pool) lives as long as the process.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from dulwich.client import GitClient, get_transport_and_path
+from dulwich.errors import GitProtocolError, HangupException, NotGitRepository
+from dulwich.protocol import PEELED_TAG_SUFFIX
+
+FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
+
+# git's ref_rev_parse_rules: the order in which `git fetch <name>` tries a short name.
+_REF_RULES = ("{}", "refs/{}", "refs/tags/{}", "refs/heads/{}", "refs/remotes/{}")
+
+
+class RemoteError(Exception):
+    """A failure talking to the remote; its text names the URL (never its secrets)."""
+
+
+class RefNotFound(RemoteError):
+    """The ref does not exist upstream (git's "couldn't find remote ref")."""
+
+
+def redact_url(url: str) -> str:
+    """Drop userinfo from a URL so it can be logged or shown."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if parts.scheme and "@" in parts.netloc:
+        host = parts.netloc.rsplit("@", 1)[1]
+        user = parts.netloc.rsplit("@", 1)[0].split(":", 1)[0]
+        netloc = f"{user}@{host}" if parts.scheme.startswith("ssh") else host
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+@dataclass(frozen=True)
+class Advertisement:
+    """What the remote advertised: refs, peeled tags and symrefs."""
+
+    refs: Mapping[bytes, bytes]
+    peeled: Mapping[bytes, bytes] = field(default_factory=dict)
+    symrefs: Mapping[bytes, bytes] = field(default_factory=dict)
+
+    @classmethod
+    def from_dulwich(cls, refs: Mapping[bytes, bytes | None], symrefs: Mapping[bytes, bytes]) -> Advertisement:
+        plain: dict[bytes, bytes] = {}
+        peeled: dict[bytes, bytes] = {}
+        for name, sha in refs.items():
+            if sha is None:
+                continue
+            if name.endswith(PEELED_TAG_SUFFIX):
+                peeled[name[: -len(PEELED_TAG_SUFFIX)]] = sha
+            else:
+                plain[name] = sha
+        return cls(plain, peeled, dict(symrefs))
+
+
+@dataclass(frozen=True)
+class Target:
+    """The object a ref names: ``want`` is what to fetch, ``commit`` the peeled commit if known."""
+
+    ref: str
+    want: str
+    commit: str | None
+    refname: str
+
+
+def resolve(ref: str, adv: Advertisement | None) -> Target:
+    """Resolve ``--ref`` against an advertisement, as ``git fetch <ref>`` would.
+
+    A full SHA needs no advertisement. A name is tried with git's rules, so a tag
+    shadows a branch of the same name, as in git.
+    """
+    if FULL_SHA.match(ref):
+        return Target(ref, ref, ref, ref)
+    if adv is None:
+        raise RefNotFound(f"couldn't find remote ref {ref}")
+    candidates = [rule.format(ref).encode() for rule in _REF_RULES]
+    if ref == "HEAD":
+        candidates = [b"HEAD"]
+    for name in candidates:
+        sha = adv.refs.get(name)
+        if sha is None:
+            continue
+        want = sha.decode()
+        peeled = adv.peeled.get(name)
+        if peeled is not None:
+            return Target(ref, want, peeled.decode(), name.decode())
+        # A branch or HEAD always names a commit; a tag may be annotated, and
+        # local transports do not advertise peeled values, so leave it unknown.
+        commit = None if name.startswith(b"refs/tags/") else want
+        return Target(ref, want, commit, name.decode())
+    raise RefNotFound(f"couldn't find remote ref {ref}")
+
+
+ClientFactory = Callable[[str], tuple[GitClient, str]]
+
+
+def default_client_factory(url: str) -> tuple[GitClient, str]:
+    return get_transport_and_path(url)
+
+
+class Remote:
+    """One upstream URL and the client that talks to it, kept across syncs."""
+
+    def __init__(self, url: str, client_factory: ClientFactory = default_client_factory) -> None:
+        self.url = url
+        self.display_url = redact_url(url)
+        self._factory = client_factory
+        self._client: GitClient | None = None
+        self._path = ""
+
+    def client(self) -> tuple[GitClient, str]:
+        if self._client is None:
+            try:
+                self._client, self._path = self._factory(self.url)
+            except (ValueError, NotGitRepository) as e:
+                raise RemoteError(f"unsupported repository URL {self.display_url}: {e}") from None
+        return self._client, self._path
+
+    def reset(self) -> None:
+        """Forget the client, so a broken connection is not reused."""
+        if self._client is not None:
+            self._client.close()
+        self._client = None
+
+    def advertise(self) -> Advertisement:
+        client, path = self.client()
+        try:
+            result = client.get_refs(path.encode() if isinstance(path, str) else path)
+        except Exception as e:
+            self.reset()
+            raise self._wrap(e) from None
+        return Advertisement.from_dulwich(result.refs, result.symrefs)
+
+    def fetch(self, target: Any, wants: list[str], depth: int | None, filter_spec: str = "") -> Any:
+        """Fetch ``wants`` into the dulwich repo ``target``; depth None means no deepen."""
+        client, path = self.client()
+        want_ids = [w.encode() for w in wants]
+
+        def determine_wants(refs: Mapping[bytes, bytes], depth: int | None = None) -> list[bytes]:
+            return want_ids
+
+        try:
+            return client.fetch(
+                path,
+                target,
+                determine_wants=determine_wants,
+                depth=depth,
+                filter_spec=filter_spec.encode() if filter_spec else None,
+            )
+        except Exception as e:
+            self.reset()
+            raise self._wrap(e) from None
+
+    def _wrap(self, e: Exception) -> RemoteError:
+        if isinstance(e, RemoteError):
+            return e
+        text = str(e) or type(e).__name__
+        if isinstance(e, NotGitRepository | FileNotFoundError):
+            return RemoteError(f"repository not found: {self.display_url}")
+        if isinstance(e, HangupException | GitProtocolError):
+            return RemoteError(f"unable to access '{self.display_url}': {text}")
+        if isinstance(e, OSError):
+            return RemoteError(f"unable to access '{self.display_url}': {text}")
+        return RemoteError(f"fetch from '{self.display_url}' failed: {type(e).__name__}: {text}")

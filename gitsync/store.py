@@ -1,0 +1,325 @@
+"""The local object store, ``<root>/.git``: a real repository the git CLI can read.
+
+gitsync computes the shallow boundary itself after every fetch instead of trusting the
+transport: dulwich's local transport does not report one, and an honest boundary is what
+keeps ``git fsck`` and ``git rev-list --count`` right across depth changes and backward
+moves. Disk is bounded by rewriting one pack of the live objects when the store outgrows
+twice its size after the last rewrite (dulwich's gc does not prune a shallow store).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from dulwich.errors import NotGitRepository
+from dulwich.objects import Commit, Tag, Tree
+from dulwich.pack import write_pack_from_container
+from dulwich.repo import Repo
+
+from gitsync.remote import Remote, Target
+
+BRANCH = b"refs/heads/git-sync"
+# A deepen value meaning "everything", as git's --unshallow sends.
+INFINITE_DEPTH = 0x7FFFFFFF
+# Lock files git or dulwich leave behind when killed; we hold the root lock, so any is stale.
+_LOCK_NAMES = ("shallow.lock", "index.lock", "HEAD.lock", "config.lock", "packed-refs.lock")
+# Files in the root that belong to gitsync itself and survive a wipe of the root.
+KEEP_IN_ROOT = frozenset({".gitsync.lock", ".git-sync"})
+# Rewrite the store when it grows past this many packs, whatever its size.
+_MAX_PACKS = 24
+
+
+class StoreError(Exception):
+    """The local store cannot be used or repaired."""
+
+
+def wipe_contents(root: Path, keep: Iterable[str] = KEEP_IN_ROOT) -> None:
+    """Remove everything in ``root`` but ``keep``; never the directory itself (a mount point)."""
+    keep = set(keep)
+    for entry in os.scandir(root):
+        if entry.name in keep:
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+            if os.path.lexists(entry.path):  # e.g. a .nfs* file held open: try again later
+                shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+
+
+def _dir_size(path: Path) -> int:
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+    return total
+
+
+class Store:
+    """``<root>/.git``: open, repair, fetch into, bound."""
+
+    def __init__(self, root: Path, repo_url: str) -> None:
+        self.root = root
+        self.gitdir = root / ".git"
+        self.repo_url = repo_url
+        self._repo: Repo | None = None
+        self._baseline = 0  # size of objects/ right after the last rewrite (or first fetch)
+
+    # ----- opening and repair -------------------------------------------------------------
+
+    @property
+    def repo(self) -> Repo:
+        if self._repo is None:
+            self._repo = self._open_or_init()
+        return self._repo
+
+    def close(self) -> None:
+        if self._repo is not None:
+            self._repo.close()
+            self._repo = None
+
+    def _valid(self) -> bool:
+        if not (self.gitdir / "objects").is_dir() or not (self.gitdir / "HEAD").is_file():
+            return False
+        try:
+            head = (self.gitdir / "HEAD").read_bytes()
+        except OSError:
+            return False
+        return head.startswith(b"ref: refs/") or len(head.strip()) == 40
+
+    def _open_or_init(self) -> Repo:
+        self.root.mkdir(parents=True, exist_ok=True)
+        if not self.gitdir.is_dir() or self.gitdir.is_symlink():
+            # Empty, or somebody else's directory: git-sync wipes it too (never the mount point).
+            wipe_contents(self.root)
+        elif self._valid():
+            self._clear_locks()
+            try:
+                repo = Repo(str(self.root))
+                repo.refs.read_ref(b"HEAD")
+                self._ensure_config(repo)
+                return repo
+            except (NotGitRepository, OSError, ValueError, KeyError):
+                pass
+        # A damaged store is replaced alone: the link and its worktree stay as they are
+        # until a good commit replaces them.
+        shutil.rmtree(self.gitdir, ignore_errors=True)
+        repo = Repo.init(str(self.root), mkdir=False, default_branch=b"git-sync")
+        self._ensure_config(repo)
+        return repo
+
+    def reinit(self) -> None:
+        """Start over with an empty store, keeping the published link and worktrees."""
+        self.close()
+        shutil.rmtree(self.gitdir, ignore_errors=True)
+        self._baseline = 0
+        self._repo = self._open_or_init()
+
+    def _clear_locks(self) -> None:
+        for name in _LOCK_NAMES:
+            with contextlib.suppress(FileNotFoundError):
+                (self.gitdir / name).unlink()
+        refs = self.gitdir / "refs"
+        for lock in refs.rglob("*.lock") if refs.is_dir() else ():
+            with contextlib.suppress(FileNotFoundError):
+                lock.unlink()
+        pack = self.gitdir / "objects" / "pack"
+        for tmp in pack.glob("tmp_*") if pack.is_dir() else ():
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        for tmp in (self.gitdir / "objects").glob("incoming-*"):
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        wts = self.gitdir / "worktrees"
+        for lock in wts.glob("*/*.lock") if wts.is_dir() else ():
+            with contextlib.suppress(FileNotFoundError):
+                lock.unlink()
+
+    def _ensure_config(self, repo: Repo) -> None:
+        config = repo.get_config()
+        changed = False
+        wanted: dict[tuple[tuple[bytes, ...], bytes], bytes] = {
+            ((b"remote", b"origin"), b"url"): self.repo_url.encode(),
+            ((b"core",), b"bare"): b"false",
+            ((b"gc",), b"auto"): b"0",
+        }
+        for (section, key), value in wanted.items():
+            try:
+                current = config.get(section, key)
+            except KeyError:
+                current = None
+            if current != value:
+                config.set(section, key, value)
+                changed = True
+        if changed:
+            config.write_to_path()
+
+    # ----- objects ------------------------------------------------------------------------
+
+    def has(self, sha: str) -> bool:
+        return sha.encode() in self.repo.object_store
+
+    def peel(self, sha: str) -> str:
+        """Follow annotated tags down to the commit."""
+        obj = self.repo.object_store[sha.encode()]
+        while isinstance(obj, Tag):
+            obj = self.repo.object_store[obj.object[1]]
+        if not isinstance(obj, Commit):
+            raise StoreError(f"{sha} is a {obj.type_name.decode()}, not a commit")
+        return obj.id.decode()
+
+    def _generations(self, commit: str, depth: int) -> Iterator[tuple[bytes, int, Commit | None]]:
+        """Breadth-first walk: (sha, distance, commit or None if missing) up to ``depth``."""
+        store = self.repo.object_store
+        seen = {commit.encode(): 0}
+        frontier = [commit.encode()]
+        dist = 0
+        while frontier and (depth == 0 or dist < depth):
+            nxt: list[bytes] = []
+            for sha in frontier:
+                try:
+                    obj = store[sha]
+                except KeyError:
+                    yield sha, dist, None
+                    continue
+                if not isinstance(obj, Commit):
+                    yield sha, dist, None
+                    continue
+                yield sha, dist, obj
+                for parent in obj.parents:
+                    if parent not in seen:
+                        seen[parent] = dist + 1
+                        nxt.append(parent)
+            frontier = nxt
+            dist += 1
+
+    def has_history(self, commit: str, depth: int) -> bool:
+        """True when the store holds ``commit`` with the history ``depth`` asks for."""
+        shallow = self.repo.get_shallow()
+        for sha, dist, obj in self._generations(commit, depth):
+            if obj is None:
+                return False
+            if depth == 0 and sha in shallow:
+                return False
+            del dist
+        return True
+
+    def boundary(self, commit: str, depth: int) -> set[bytes]:
+        """The commits that must be marked shallow for ``commit`` at ``depth``."""
+        if depth == 0:
+            return set()
+        return {
+            sha for sha, dist, obj in self._generations(commit, depth)
+            if obj is not None and dist == depth - 1 and obj.parents
+        }
+
+    def fetch(self, remote: Remote, target: Target, depth: int, filter_spec: str = "") -> str:
+        """Make ``target`` and its ``depth`` history present; return the peeled commit."""
+        commit = target.commit
+        if commit is None or not self.has_history(commit, depth) or (
+            target.want != commit and not self.has(target.want)
+        ):
+            deepen: int | None = depth if depth > 0 else None
+            if depth == 0 and self.repo.get_shallow():
+                deepen = INFINITE_DEPTH
+            remote.fetch(self.repo, [target.want], deepen, filter_spec)
+            if not self.has(target.want):
+                raise StoreError(f"remote did not send {target.want} for {target.ref}")
+            commit = self.peel(target.want)
+            if not self.has_history(commit, depth) and depth == 0:
+                # The server judged our shallow boundary complete; ask for everything.
+                remote.fetch(self.repo, [target.want], INFINITE_DEPTH, filter_spec)
+        return commit
+
+    def record(self, commit: str, live: Iterable[str], depth: int) -> None:
+        """Point the branch at ``commit`` and write the shallow file for every live commit."""
+        shallow: set[bytes] = set()
+        for sha in {commit, *live}:
+            if self.has(sha):
+                shallow |= self.boundary(sha, depth)
+        current = self.repo.get_shallow()
+        if shallow != current:
+            self.repo.update_shallow(shallow - current, current - shallow)
+        self.repo.refs.set_symbolic_ref(b"HEAD", BRANCH)
+        self.repo.refs[BRANCH] = commit.encode()
+
+    # ----- disk bound ---------------------------------------------------------------------
+
+    def _objects_size(self) -> int:
+        return _dir_size(self.gitdir / "objects")
+
+    def maybe_compact(self, live: Iterable[str], depth: int) -> bool:
+        """Rewrite the store as one pack of the live objects when it has grown too much."""
+        size = self._objects_size()
+        packs = list((self.gitdir / "objects" / "pack").glob("*.pack"))
+        if self._baseline == 0:
+            self._baseline = size
+            if len(packs) <= _MAX_PACKS:
+                return False
+        if size <= 2 * self._baseline and len(packs) <= _MAX_PACKS:
+            return False
+        self.compact(live, depth)
+        self._baseline = self._objects_size()
+        return True
+
+    def live_objects(self, commits: Iterable[str], depth: int) -> list[bytes]:
+        store = self.repo.object_store
+        wanted: dict[bytes, None] = {}
+        trees: list[bytes] = []
+        for commit in commits:
+            for sha, _dist, obj in self._generations(commit, depth):
+                if obj is None or sha in wanted:
+                    continue
+                wanted[sha] = None
+                trees.append(obj.tree)
+        while trees:
+            tid = trees.pop()
+            if tid in wanted:
+                continue
+            try:
+                tree = store[tid]
+            except KeyError:
+                continue
+            wanted[tid] = None
+            assert isinstance(tree, Tree)
+            for entry in tree.iteritems():
+                if entry.mode == 0o040000:
+                    trees.append(entry.sha)
+                elif entry.mode != 0o160000 and entry.sha not in wanted and entry.sha in store:
+                    wanted[entry.sha] = None
+        # Tags that peel to a live commit are kept too (signature checks need them).
+        return list(wanted)
+
+    def compact(self, live: Iterable[str], depth: int, extra: Iterable[str] = ()) -> None:
+        repo = self.repo
+        commits = [c for c in live if self.has(c)]
+        ids = self.live_objects(commits, depth) + [e.encode() for e in extra if self.has(e)]
+        store = repo.object_store
+        old = [Path(p._basename) for p in store.packs]  # noqa: SLF001
+        f, commit, abort = store.add_pack()
+        try:
+            write_pack_from_container(
+                f.write, store, [(i, None) for i in ids], object_format=repo.object_format
+            )
+        except BaseException:
+            abort()
+            raise
+        new = commit()
+        keep = Path(new._basename) if new is not None else None  # noqa: SLF001
+        self.close()
+        for base in old:
+            if base == keep:
+                continue
+            for suffix in (".pack", ".idx", ".bitmap", ".rev", ".promisor", ".keep"):
+                with contextlib.suppress(FileNotFoundError):
+                    Path(str(base) + suffix).unlink()
+        objects = self.gitdir / "objects"
+        for sub in objects.iterdir():
+            if len(sub.name) == 2 and sub.is_dir():
+                shutil.rmtree(sub, ignore_errors=True)

@@ -1,0 +1,181 @@
+"""One sync: a short list of steps run in order over one small state object.
+
+discover → decide → fetch → materialize → publish → record. Each step reads and extends
+``SyncState``; ``decide`` is a pure function, tested without I/O. The loop calls
+``Syncer.run`` and never looks inside; the syncer never schedules anything.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gitsync import log, publish
+from gitsync.remote import FULL_SHA, Remote, Target, resolve
+from gitsync.store import Store
+from gitsync.worktree import Cancelled, Materializer, worktree_path
+
+
+class Action(enum.Enum):
+    NOOP = "noop"  # the link already publishes the commit, intact
+    RELINK = "relink"  # the worktree is intact but the link is missing or elsewhere
+    UPDATE = "update"  # fetch what is missing, write the worktree, publish
+
+
+def decide(current: str | None, healthy: bool, linked: bool, remote: str | None, first: bool) -> Action:
+    """What to do, from the link's commit, the worktree's state and the remote's commit.
+
+    ``remote`` is None when the advertisement does not say which commit the ref peels
+    to (an annotated tag over a transport that does not advertise peeled tags): only a
+    fetch can tell. The first sync of a process always makes a full pass (like
+    git-sync), so depth changes and repairs are applied after a restart.
+    """
+    if remote is None or first:
+        return Action.UPDATE
+    if current == remote and healthy:
+        return Action.NOOP if linked else Action.RELINK
+    return Action.UPDATE
+
+
+@dataclass
+class Outcome:
+    """What a sync did, for the loop's bookkeeping (metrics, hooks, touch file)."""
+
+    commit: str
+    changed: bool  # the link now points at a different commit
+    updated: bool  # an update pass ran (git-sync's "success" rather than "noop")
+    previous: str | None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class SyncState:
+    first: bool
+    current: str | None = None
+    healthy: bool = False
+    linked: bool = False
+    target: Target | None = None
+    commit: str | None = None
+    action: Action = Action.UPDATE
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class Syncer:
+    """Holds what lives across syncs: the remote (its connections), the store, the worktrees."""
+
+    def __init__(self, *, remote: Remote, store: Store, root: Path, link: Path, ref: str,
+                 depth: int, filter_spec: str = "") -> None:
+        self.remote = remote
+        self.store = store
+        self.root = root
+        self.link = link
+        self.ref = ref
+        self.depth = depth
+        self.filter_spec = filter_spec
+        self.worktrees = Materializer(store, root)
+        self.log = log.get()
+
+    def run(self, first: bool, cancel: threading.Event) -> Outcome:
+        state = SyncState(first=first)
+        steps: list[tuple[str, Callable[[SyncState, threading.Event], None]]] = [
+            ("inspect", self._inspect),
+            ("discover", self._discover),
+            ("fetch", self._fetch),
+            ("checkout", self._checkout),
+            ("publish", self._publish),
+        ]
+        for name, step in steps:
+            if cancel.is_set():
+                raise Cancelled(f"sync abandoned before {name}")
+            start = time.monotonic()
+            step(state, cancel)
+            state.timings[name] = round(time.monotonic() - start, 4)
+            if state.action is Action.NOOP and name == "discover":
+                break
+        assert state.commit is not None
+        changed = state.commit != state.current or not state.linked
+        return Outcome(state.commit, changed, state.action is not Action.NOOP, state.current, state.timings)
+
+    # ----- steps ---------------------------------------------------------------------------
+
+    def _inspect(self, state: SyncState, _cancel: threading.Event) -> None:
+        sha, path = publish.current(self.link)
+        state.current = sha
+        state.linked = sha is not None and path == worktree_path(self.root, sha)
+        state.healthy = state.linked and sha is not None and self.worktrees.healthy(sha)
+        if sha is not None and not state.healthy:
+            self.log.info("current worktree is missing or damaged, rebuilding", v=1, hash=sha)
+
+    def _discover(self, state: SyncState, _cancel: threading.Event) -> None:
+        adv = None if FULL_SHA.match(self.ref) else self.remote.advertise()
+        state.target = target = resolve(self.ref, adv)
+        commit = target.commit
+        if commit is None and self.store.has(target.want):
+            commit = self.store.peel(target.want)
+        state.commit = commit
+        state.action = decide(state.current, state.healthy, state.linked, commit, state.first)
+        if state.action is Action.NOOP:
+            self.log.info("update not required", v=2, ref=self.ref, local=state.current, remote=commit)
+
+    def _fetch(self, state: SyncState, _cancel: threading.Event) -> None:
+        assert state.target is not None
+        state.commit = self.store.fetch(self.remote, state.target, self.depth, self.filter_spec)
+        if state.commit != state.current or not state.healthy:
+            self.log.info("update required", ref=self.ref, local=state.current, remote=state.commit)
+
+    def _checkout(self, state: SyncState, cancel: threading.Event) -> None:
+        assert state.commit is not None
+        if state.commit == state.current and state.healthy:
+            return
+        path = worktree_path(self.root, state.commit)
+        if state.commit != state.current and self.worktrees.healthy(state.commit) and path.is_dir():
+            return  # a kept worktree of that commit (a backward move within the stale window)
+        self.worktrees.build(state.commit, state.current, cancel)
+
+    def _publish(self, state: SyncState, cancel: threading.Event) -> None:
+        assert state.commit is not None
+        if cancel.is_set():
+            raise Cancelled("sync abandoned before publishing")
+        if state.commit != state.current or not state.linked:
+            publish.swap(self.link, worktree_path(self.root, state.commit))
+        self.store.record(state.commit, self.kept_commits(), self.depth)
+
+    # ----- after a successful sync ------------------------------------------------------------
+
+    def kept_commits(self) -> list[str]:
+        base = self.root / ".worktrees"
+        try:
+            return [p.name for p in base.iterdir() if FULL_SHA.match(p.name)]
+        except FileNotFoundError:
+            return []
+
+    def cleanup(self, stale_timeout: float) -> list[str]:
+        """Remove stale worktrees and bound the store; return what was removed."""
+        sha, _ = publish.current(self.link)
+        keep = {sha} if sha else set()
+        removed: list[str] = []
+        for path in publish.stale_entries(self.root, keep, stale_timeout):
+            if FULL_SHA.match(path.name):
+                self.worktrees.remove(path.name)
+            else:
+                publish.remove(path)
+            removed.append(path.name)
+        self._prune_admin()
+        if removed and sha:
+            live = self.kept_commits()
+            self.store.record(sha, live, self.depth)
+            self.store.maybe_compact(live, self.depth)
+        return removed
+
+    def _prune_admin(self) -> None:
+        """git worktree prune: admin dirs whose worktree is gone."""
+        admin = self.store.gitdir / "worktrees"
+        if not admin.is_dir():
+            return
+        for entry in admin.iterdir():
+            if not (self.root / ".worktrees" / entry.name).is_dir():
+                publish.remove(entry)

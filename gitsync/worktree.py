@@ -1,0 +1,276 @@
+"""A commit made into a complete directory under ``<root>/.worktrees/<sha>``.
+
+The tree is written into a hidden temporary directory and renamed into place only when
+complete, so a half-written worktree never carries a commit's name. Files the previous
+worktree already holds, unchanged by the commit and untouched by consumers (git's stat
+check), are hard-linked (or copied in the kernel) instead of written: an update writes
+only what the commit changed. Every name is checked before anything is written, and
+nothing is ever created through a symlink (``O_EXCL`` creation, ``mkdir`` that fails on
+an existing name), so a hostile tree cannot write outside its worktree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import stat
+import threading
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from dulwich.objects import Blob, Commit, Tree
+
+from gitsync.gitindex import IndexEntry, read_index, write_index
+from gitsync.store import Store
+
+MAX_TREE_DEPTH = 4096
+_CHECK_CANCEL_EVERY = 256
+_MODE_TREE = 0o040000
+_MODE_LINK = 0o120000
+_MODE_GITLINK = 0o160000
+# Code points HFS+ ignores in names: ".g\u200cit" is ".git" to macOS, so refuse it too.
+_IGNORABLE = dict.fromkeys(
+    [0x200C, 0x200D, 0x200E, 0x200F, 0x202A, 0x202B, 0x202C, 0x202D, 0x202E,
+     0x206A, 0x206B, 0x206C, 0x206D, 0x206E, 0x206F, 0xFEFF]
+)
+
+
+class UnsafeTree(Exception):
+    """The commit holds a path gitsync refuses to write."""
+
+
+class Cancelled(Exception):
+    """The sync was abandoned (timeout or shutdown) while writing."""
+
+
+def worktrees_dir(root: Path) -> Path:
+    return root / ".worktrees"
+
+
+def worktree_path(root: Path, sha: str) -> Path:
+    return worktrees_dir(root) / sha
+
+
+def _is_dotgit(name: bytes) -> bool:
+    """git's verify_dotfile for ``.git``, with its NTFS and HFS+ variants."""
+    try:
+        text = name.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    text = unicodedata.normalize("NFC", text.translate(_IGNORABLE)).rstrip(". ").lower()
+    return text == ".git" or text == "git~1"
+
+
+def check_name(name: bytes, mode: int) -> None:
+    if name in (b"", b".", b"..") or b"/" in name or b"\0" in name or b"\\" in name:
+        raise UnsafeTree(f"unsafe path component {name!r}")
+    if _is_dotgit(name):
+        raise UnsafeTree(f"tree entry {name!r} would write into git's metadata")
+    if mode == _MODE_LINK and name.lower() in (b".gitmodules", b".gitattributes", b".gitignore"):
+        raise UnsafeTree(f"{name.decode(errors='replace')} is a symlink")
+
+
+@dataclass
+class Previous:
+    """The worktree an update may reuse files from."""
+
+    path: Path
+    entries: dict[bytes, IndexEntry]
+
+
+class Materializer:
+    """Builds worktrees; remembers the last one's index so the next update can reuse it."""
+
+    def __init__(self, store: Store, root: Path) -> None:
+        self.store = store
+        self.root = root
+        self._last: tuple[str, dict[bytes, IndexEntry]] | None = None
+
+    # ----- inspection ----------------------------------------------------------------------
+
+    def admin_dir(self, sha: str) -> Path:
+        return self.store.gitdir / "worktrees" / sha
+
+    def healthy(self, sha: str) -> bool:
+        """The worktree exists and still says it is ``sha`` (nobody committed in it)."""
+        path = worktree_path(self.root, sha)
+        try:
+            if (path / ".git").read_text().strip() != f"gitdir: ../../.git/worktrees/{sha}":
+                return False
+            if (self.admin_dir(sha) / "HEAD").read_text().strip() != sha:
+                return False
+        except OSError:
+            return False
+        return (self.admin_dir(sha) / "index").is_file()
+
+    def _previous(self, sha: str | None) -> Previous | None:
+        if not sha:
+            return None
+        path = worktree_path(self.root, sha)
+        if not path.is_dir():
+            return None
+        if self._last is not None and self._last[0] == sha:
+            return Previous(path, self._last[1])
+        try:
+            return Previous(path, read_index(self.admin_dir(sha) / "index"))
+        except (OSError, ValueError):
+            return None
+
+    # ----- building ------------------------------------------------------------------------
+
+    def build(self, commit: str, previous: str | None, cancel: threading.Event) -> Path:
+        """Write ``commit`` into ``.worktrees/<commit>``; reuse ``previous`` where possible."""
+        final = worktree_path(self.root, commit)
+        worktrees_dir(self.root).mkdir(parents=True, exist_ok=True)
+        tmp = worktrees_dir(self.root) / f".tmp-{commit}-{os.getpid()}"
+        remove_tree(tmp)
+        prev = self._previous(previous) if previous != commit else None
+        obj = self.store.repo.object_store[commit.encode()]
+        if not isinstance(obj, Commit):
+            raise UnsafeTree(f"{commit} is not a commit")
+        os.mkdir(tmp)
+        try:
+            entries = _Writer(self.store, tmp, prev, cancel).write(obj.tree)
+            (tmp / ".git").write_text(f"gitdir: ../../.git/worktrees/{commit}\n")
+            self._write_admin(commit, final, entries)
+            if os.path.lexists(final):
+                remove_tree(final)
+            os.rename(tmp, final)
+        except BaseException:
+            remove_tree(tmp)
+            raise
+        self._last = (commit, {e.path: e for e in entries})
+        return final
+
+    def _write_admin(self, sha: str, final: Path, entries: list[IndexEntry]) -> None:
+        admin = self.admin_dir(sha)
+        if admin.exists():
+            shutil.rmtree(admin)
+        admin.mkdir(parents=True)
+        (admin / "HEAD").write_text(f"{sha}\n")
+        (admin / "commondir").write_text("../..\n")
+        (admin / "gitdir").write_text(f"{final}/.git\n")
+        write_index(admin / "index", entries)
+
+    def remove(self, sha: str) -> None:
+        remove_tree(worktree_path(self.root, sha))
+        remove_tree(self.admin_dir(sha))
+        if self._last is not None and self._last[0] == sha:
+            self._last = None
+
+
+def remove_tree(path: Path) -> None:
+    """rm -rf that tolerates what cannot go yet (a busy ``.nfs*`` file): tried again later."""
+    if path.is_symlink() or path.is_file():
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        return
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+
+
+class _Writer:
+    def __init__(self, store: Store, dest: Path, prev: Previous | None, cancel: threading.Event):
+        self.objects = store.repo.object_store
+        self.dest = os.fsencode(dest)
+        self.prev = prev
+        self.prev_base = os.fsencode(prev.path) if prev else b""
+        self.cancel = cancel
+        self.entries: list[IndexEntry] = []
+        self._reuse: Callable[[bytes, bytes], None] = self._link
+        self._count = 0
+
+    def write(self, tree_sha: bytes) -> list[IndexEntry]:
+        stack: list[tuple[bytes, bytes, int]] = [(tree_sha, b"", 0)]
+        while stack:
+            sha, prefix, depth = stack.pop()
+            if depth > MAX_TREE_DEPTH:
+                raise UnsafeTree(f"tree deeper than {MAX_TREE_DEPTH} levels at {prefix!r}")
+            tree = self.objects[sha]
+            if not isinstance(tree, Tree):
+                raise UnsafeTree(f"{sha.decode()} at {prefix!r} is not a tree")
+            for entry in tree.iteritems():
+                name, mode, child = entry.path, entry.mode, entry.sha
+                check_name(name, mode)
+                rel = prefix + name
+                target = self.dest + b"/" + rel
+                if stat.S_ISDIR(mode):
+                    os.mkdir(target)
+                    stack.append((child, rel + b"/", depth + 1))
+                elif mode == _MODE_GITLINK:
+                    os.mkdir(target)
+                    self.entries.append(IndexEntry(rel, mode, child))
+                else:
+                    self._file(rel, target, mode, child)
+                self._tick()
+        return self.entries
+
+    def _tick(self) -> None:
+        self._count += 1
+        if self._count % _CHECK_CANCEL_EVERY == 0 and self.cancel.is_set():
+            raise Cancelled("sync abandoned while writing the worktree")
+
+    def _file(self, rel: bytes, target: bytes, mode: int, sha: bytes) -> None:
+        if mode == _MODE_LINK:
+            os.symlink(self._blob(sha, rel), target)
+            self.entries.append(IndexEntry.from_stat(rel, mode, sha, os.lstat(target)))
+            return
+        mode = 0o100755 if mode & 0o100 else 0o100644
+        if self.prev is not None:
+            old = self.prev.entries.get(rel)
+            if old is not None and old.sha == sha and old.mode == mode:
+                src = self.prev_base + b"/" + rel
+                try:
+                    st = os.lstat(src)
+                    if stat.S_ISREG(st.st_mode) and old.unchanged(st):
+                        self._reuse(src, target)
+                        self.entries.append(IndexEntry.from_stat(rel, mode, sha, os.lstat(target)))
+                        return
+                except OSError:
+                    pass
+        data = self._blob(sha, rel)
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                     0o777 if mode == 0o100755 else 0o666)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        self.entries.append(IndexEntry.from_stat(rel, mode, sha, st))
+
+    def _blob(self, sha: bytes, rel: bytes) -> bytes:
+        blob = self.objects[sha]
+        if not isinstance(blob, Blob):
+            raise UnsafeTree(f"{rel!r} is not a blob")
+        return blob.as_raw_string()
+
+    def _link(self, src: bytes, dst: bytes) -> None:
+        try:
+            os.link(src, dst)
+        except OSError as e:
+            if e.errno not in (errno.EXDEV, errno.EMLINK, errno.EPERM, errno.ENOTSUP):
+                raise
+            self._reuse = _copy
+            _copy(src, dst)
+
+
+def _copy(src: bytes, dst: bytes) -> None:
+    """An in-kernel copy, for filesystems that refuse hard links."""
+    with open(src, "rb") as fin:
+        st = os.fstat(fin.fileno())
+        fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, st.st_mode & 0o777)
+        try:
+            remaining = st.st_size
+            while remaining > 0:
+                n = os.copy_file_range(fin.fileno(), fd, remaining)
+                if n == 0:
+                    break
+                remaining -= n
+        finally:
+            os.close(fd)
