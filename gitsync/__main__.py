@@ -11,7 +11,7 @@ from gitsync import __version__, cli, files, log
 from gitsync.config import Settings
 from gitsync.lock import RootLock, RootLocked
 from gitsync.loop import Loop, Policy, run_forever
-from gitsync.remote import FULL_SHA, Remote, redact_url
+from gitsync.remote import FULL_SHA, Remote, git_config, redact_url
 from gitsync.store import Store
 from gitsync.sync import Syncer
 
@@ -26,7 +26,8 @@ def _under(root: Path, value: str) -> Path | None:
 def build(settings: Settings, root: Path) -> tuple[Loop, RootLock]:
     link = _under(root, settings.link)
     assert link is not None
-    remote = Remote(settings.repo)
+    remote = Remote(settings.repo, git_config([*settings.git_config, *settings.git_config_add],
+                                              timeout=settings.sync_timeout))
     store = Store(root, redact_url(settings.repo))
     syncer = Syncer(remote=remote, store=store, root=root, link=link, ref=settings.ref,
                     depth=settings.depth, filter_spec=settings.filter)

@@ -132,7 +132,9 @@ def split_argv(argv: Sequence[str]) -> tuple[dict[str, list[str]], set[str], lis
 
 
 def _wrap(text: str, indent: int) -> str:
-    return textwrap.fill(text, width=80, initial_indent=" " * indent, subsequent_indent=" " * indent)
+    return textwrap.fill(
+        text, width=80, initial_indent=" " * indent, subsequent_indent=" " * indent
+    )
 
 
 def _flag_heading(oi: OptionInfo) -> str:
@@ -244,7 +246,9 @@ def man_text() -> str:
         out.append(_wrap(oi.help, 12))
         out.append("")
     hidden_flags = [f"--{f}" for o in OPTIONS.values() if o.env_only for f in o.opt.flags]
-    out.append(_wrap("Also accepted for tests and compatibility: " + ", ".join(hidden_flags) + ".", 4))
+    out.append(
+        _wrap("Also accepted for tests and compatibility: " + ", ".join(hidden_flags) + ".", 4)
+    )
     out += [
         "",
         "EXIT STATUS",

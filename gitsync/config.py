@@ -77,8 +77,18 @@ APPLIED_GIT_CONFIG_KEYS: frozenset[str] = frozenset(
 )
 
 Kind = Literal[
-    "str", "bool", "int", "float", "duration", "pathlist", "csv", "credential", "gitconfig",
-    "signal", "choice",
+    "str",
+    "secret",
+    "bool",
+    "int",
+    "float",
+    "duration",
+    "pathlist",
+    "csv",
+    "credential",
+    "gitconfig",
+    "signal",
+    "choice",
 ]
 
 
@@ -478,233 +488,513 @@ class Settings(BaseSettings):
     root: Annotated[Path, _o(flags=("root",), env=("GITSYNC_ROOT", "GIT_SYNC_ROOT"))] = Field(
         description="The directory holding all state; must not exist, be empty, or be emptiable. Required (the image sets /git)."
     )
-    link: Annotated[str, _o(flags=("link",), env=("GITSYNC_LINK", "GIT_SYNC_LINK"), default_text="last element of --repo")] = Field(
-        "", description="Path of the symlink that points at the current checkout; relative paths are under --root."
+    link: Annotated[
+        str,
+        _o(
+            flags=("link",),
+            env=("GITSYNC_LINK", "GIT_SYNC_LINK"),
+            default_text="last element of --repo",
+        ),
+    ] = Field(
+        "",
+        description="Path of the symlink that points at the current checkout; relative paths are under --root.",
     )
-    period: Annotated[float, _o(kind=_DUR, flags=("period",), env=("GITSYNC_PERIOD", "GIT_SYNC_PERIOD", "GITSYNC_SYNC_PERIOD"))] = Field(
-        10.0, description="How long to wait between sync attempts (Go duration or seconds); at least 10ms."
+    period: Annotated[
+        float,
+        _o(
+            kind=_DUR,
+            flags=("period",),
+            env=("GITSYNC_PERIOD", "GIT_SYNC_PERIOD", "GITSYNC_SYNC_PERIOD"),
+        ),
+    ] = Field(
+        10.0,
+        description="How long to wait between sync attempts (Go duration or seconds); at least 10ms.",
     )
-    init_period: Annotated[float | None, _o(kind=_DUR, flags=("init-period",), env=("GITSYNC_INIT_PERIOD",), default_text="0 (use --period)")] = Field(
-        None, description="Wait between attempts until the first successful sync; at least 10ms when set."
+    init_period: Annotated[
+        float | None,
+        _o(
+            kind=_DUR,
+            flags=("init-period",),
+            env=("GITSYNC_INIT_PERIOD",),
+            default_text="0 (use --period)",
+        ),
+    ] = Field(
+        None,
+        description="Wait between attempts until the first successful sync; at least 10ms when set.",
     )
-    sync_timeout: Annotated[float, _o(kind=_DUR, flags=("sync-timeout",), env=("GITSYNC_SYNC_TIMEOUT", "GIT_SYNC_SYNC_TIMEOUT"))] = Field(
-        120.0, description="The total time allowed for one complete sync; at least 10ms."
+    sync_timeout: Annotated[
+        float,
+        _o(
+            kind=_DUR,
+            flags=("sync-timeout",),
+            env=("GITSYNC_SYNC_TIMEOUT", "GIT_SYNC_SYNC_TIMEOUT"),
+        ),
+    ] = Field(120.0, description="The total time allowed for one complete sync; at least 10ms.")
+    one_time: Annotated[
+        bool, _o(kind="bool", flags=("one-time",), env=("GITSYNC_ONE_TIME", "GIT_SYNC_ONE_TIME"))
+    ] = Field(False, description="Exit after the first successful sync.")
+    max_failures: Annotated[
+        int,
+        _o(
+            kind="int",
+            flags=("max-failures",),
+            env=("GITSYNC_MAX_FAILURES", "GIT_SYNC_MAX_FAILURES"),
+        ),
+    ] = Field(
+        0,
+        description="Consecutive failures tolerated before exiting; 0 means the first failure is fatal, negative retries forever.",
     )
-    one_time: Annotated[bool, _o(kind="bool", flags=("one-time",), env=("GITSYNC_ONE_TIME", "GIT_SYNC_ONE_TIME"))] = Field(
-        False, description="Exit after the first successful sync."
+    init_max_failures: Annotated[
+        int | None,
+        _o(
+            kind="int",
+            flags=("init-max-failures",),
+            env=("GITSYNC_INIT_MAX_FAILURES",),
+            default_text="--max-failures",
+        ),
+    ] = Field(
+        None,
+        description="Like --max-failures, but only until the first success; honoured only when set.",
     )
-    max_failures: Annotated[int, _o(kind="int", flags=("max-failures",), env=("GITSYNC_MAX_FAILURES", "GIT_SYNC_MAX_FAILURES"))] = Field(
-        0, description="Consecutive failures tolerated before exiting; 0 means the first failure is fatal, negative retries forever."
-    )
-    init_max_failures: Annotated[int | None, _o(kind="int", flags=("init-max-failures",), env=("GITSYNC_INIT_MAX_FAILURES",), default_text="--max-failures")] = Field(
-        None, description="Like --max-failures, but only until the first success; honoured only when set."
-    )
-    depth: Annotated[int, _o(kind="int", flags=("depth",), env=("GITSYNC_DEPTH", "GIT_SYNC_DEPTH"))] = Field(
-        1, description="Shallow fetch depth; 0 syncs the full history."
-    )
+    depth: Annotated[
+        int, _o(kind="int", flags=("depth",), env=("GITSYNC_DEPTH", "GIT_SYNC_DEPTH"))
+    ] = Field(1, description="Shallow fetch depth; 0 syncs the full history.")
     filter: Annotated[str, _o(flags=("filter",), env=("GITSYNC_FILTER",))] = Field(
         "", description="Partial-clone filter for fetches (e.g. blob:none, tree:0)."
     )
-    submodules: Annotated[Literal["recursive", "shallow", "off"], _o(kind="choice", choices=("recursive", "shallow", "off"), flags=("submodules",), env=("GITSYNC_SUBMODULES", "GIT_SYNC_SUBMODULES"))] = Field(
-        "recursive", description="Submodule handling: recursive, shallow (one level) or off."
+    submodules: Annotated[
+        Literal["recursive", "shallow", "off"],
+        _o(
+            kind="choice",
+            choices=("recursive", "shallow", "off"),
+            flags=("submodules",),
+            env=("GITSYNC_SUBMODULES", "GIT_SYNC_SUBMODULES"),
+        ),
+    ] = Field("recursive", description="Submodule handling: recursive, shallow (one level) or off.")
+    sparse_checkout_file: Annotated[
+        str,
+        _o(
+            flags=("sparse-checkout-file",),
+            env=("GITSYNC_SPARSE_CHECKOUT_FILE", "GIT_SYNC_SPARSE_CHECKOUT_FILE"),
+        ),
+    ] = Field("", description="A git sparse-checkout pattern file applied to each checkout.")
+    sparse_paths: Annotated[
+        list[str], _o(kind="csv", flags=("sparse-paths",), env=("GITSYNC_SPARSE_PATHS",))
+    ] = Field(
+        default_factory=list,
+        description="Comma-separated directories to check out (cone-mode sparse checkout; gitsync extra).",
     )
-    sparse_checkout_file: Annotated[str, _o(flags=("sparse-checkout-file",), env=("GITSYNC_SPARSE_CHECKOUT_FILE", "GIT_SYNC_SPARSE_CHECKOUT_FILE"))] = Field(
-        "", description="A git sparse-checkout pattern file applied to each checkout."
+    error_file: Annotated[
+        str, _o(flags=("error-file",), env=("GITSYNC_ERROR_FILE", "GIT_SYNC_ERROR_FILE"))
+    ] = Field("", description="File receiving the last error; relative paths are under --root.")
+    touch_file: Annotated[
+        str, _o(flags=("touch-file",), env=("GITSYNC_TOUCH_FILE", "GIT_SYNC_TOUCH_FILE"))
+    ] = Field(
+        "",
+        description="File touched after each sync that changed the commit; relative paths are under --root.",
     )
-    sparse_paths: Annotated[list[str], _o(kind="csv", flags=("sparse-paths",), env=("GITSYNC_SPARSE_PATHS",))] = Field(
-        default_factory=list, description="Comma-separated directories to check out (cone-mode sparse checkout; gitsync extra)."
+    add_user: Annotated[
+        bool, _o(kind="bool", flags=("add-user",), env=("GITSYNC_ADD_USER", "GIT_SYNC_ADD_USER"))
+    ] = Field(False, description="Accepted for compatibility; gitsync needs no /etc/passwd entry.")
+    group_write: Annotated[
+        bool,
+        _o(
+            kind="bool", flags=("group-write",), env=("GITSYNC_GROUP_WRITE", "GIT_SYNC_GROUP_WRITE")
+        ),
+    ] = Field(False, description="Make everything written group-writable (umask 0002).")
+    stale_worktree_timeout: Annotated[
+        float,
+        _o(kind=_DUR, flags=("stale-worktree-timeout",), env=("GITSYNC_STALE_WORKTREE_TIMEOUT",)),
+    ] = Field(
+        0.0,
+        description="How long to keep checkouts that are no longer linked; 0 removes them at once.",
     )
-    error_file: Annotated[str, _o(flags=("error-file",), env=("GITSYNC_ERROR_FILE", "GIT_SYNC_ERROR_FILE"))] = Field(
-        "", description="File receiving the last error; relative paths are under --root."
-    )
-    touch_file: Annotated[str, _o(flags=("touch-file",), env=("GITSYNC_TOUCH_FILE", "GIT_SYNC_TOUCH_FILE"))] = Field(
-        "", description="File touched after each sync that changed the commit; relative paths are under --root."
-    )
-    add_user: Annotated[bool, _o(kind="bool", flags=("add-user",), env=("GITSYNC_ADD_USER", "GIT_SYNC_ADD_USER"))] = Field(
-        False, description="Accepted for compatibility; gitsync needs no /etc/passwd entry."
-    )
-    group_write: Annotated[bool, _o(kind="bool", flags=("group-write",), env=("GITSYNC_GROUP_WRITE", "GIT_SYNC_GROUP_WRITE"))] = Field(
-        False, description="Make everything written group-writable (umask 0002)."
-    )
-    stale_worktree_timeout: Annotated[float, _o(kind=_DUR, flags=("stale-worktree-timeout",), env=("GITSYNC_STALE_WORKTREE_TIMEOUT",))] = Field(
-        0.0, description="How long to keep checkouts that are no longer linked; 0 removes them at once."
-    )
-    sync_on_signal: Annotated[int | None, _o(kind="signal", flags=("sync-on-signal",), env=("GITSYNC_SYNC_ON_SIGNAL", "GIT_SYNC_SYNC_ON_SIGNAL"))] = Field(
-        None, description="Signal (SIGHUP, HUP or 1) that triggers an immediate sync."
-    )
+    sync_on_signal: Annotated[
+        int | None,
+        _o(
+            kind="signal",
+            flags=("sync-on-signal",),
+            env=("GITSYNC_SYNC_ON_SIGNAL", "GIT_SYNC_SYNC_ON_SIGNAL"),
+        ),
+    ] = Field(None, description="Signal (SIGHUP, HUP or 1) that triggers an immediate sync.")
 
     # --- hooks -----------------------------------------------------------------------
-    exechook_command: Annotated[str, _o(flags=("exechook-command",), env=("GITSYNC_EXECHOOK_COMMAND", "GIT_SYNC_EXECHOOK_COMMAND"))] = Field(
-        "", description="Executable run (no shell, no arguments) in the new checkout after each publish."
+    exechook_command: Annotated[
+        str,
+        _o(
+            flags=("exechook-command",),
+            env=("GITSYNC_EXECHOOK_COMMAND", "GIT_SYNC_EXECHOOK_COMMAND"),
+        ),
+    ] = Field(
+        "",
+        description="Executable run (no shell, no arguments) in the new checkout after each publish.",
     )
-    exechook_timeout: Annotated[float, _o(kind=_DUR, flags=("exechook-timeout",), env=("GITSYNC_EXECHOOK_TIMEOUT", "GIT_SYNC_EXECHOOK_TIMEOUT"))] = Field(
-        30.0, description="Timeout of one --exechook-command run; at least 1s."
+    exechook_timeout: Annotated[
+        float,
+        _o(
+            kind=_DUR,
+            flags=("exechook-timeout",),
+            env=("GITSYNC_EXECHOOK_TIMEOUT", "GIT_SYNC_EXECHOOK_TIMEOUT"),
+        ),
+    ] = Field(30.0, description="Timeout of one --exechook-command run; at least 1s.")
+    exechook_backoff: Annotated[
+        float,
+        _o(
+            kind=_DUR,
+            flags=("exechook-backoff",),
+            env=("GITSYNC_EXECHOOK_BACKOFF", "GIT_SYNC_EXECHOOK_BACKOFF"),
+        ),
+    ] = Field(3.0, description="Wait before retrying a failed --exechook-command; at least 1s.")
+    pre_publish_exechook_command: Annotated[
+        str,
+        _o(flags=("pre-publish-exechook-command",), env=("GITSYNC_PRE_PUBLISH_EXECHOOK_COMMAND",)),
+    ] = Field("", description="Executable run after checkout but before the link is flipped.")
+    pre_publish_exechook_timeout: Annotated[
+        float,
+        _o(
+            kind=_DUR,
+            flags=("pre-publish-exechook-timeout",),
+            env=("GITSYNC_PRE_PUBLISH_EXECHOOK_TIMEOUT",),
+        ),
+    ] = Field(30.0, description="Timeout of one --pre-publish-exechook-command run; at least 1s.")
+    pre_publish_exechook_backoff: Annotated[
+        float,
+        _o(
+            kind=_DUR,
+            flags=("pre-publish-exechook-backoff",),
+            env=("GITSYNC_PRE_PUBLISH_EXECHOOK_BACKOFF",),
+        ),
+    ] = Field(
+        3.0,
+        description="Wait before retrying a failed --pre-publish-exechook-command; at least 1s.",
     )
-    exechook_backoff: Annotated[float, _o(kind=_DUR, flags=("exechook-backoff",), env=("GITSYNC_EXECHOOK_BACKOFF", "GIT_SYNC_EXECHOOK_BACKOFF"))] = Field(
-        3.0, description="Wait before retrying a failed --exechook-command; at least 1s."
-    )
-    pre_publish_exechook_command: Annotated[str, _o(flags=("pre-publish-exechook-command",), env=("GITSYNC_PRE_PUBLISH_EXECHOOK_COMMAND",))] = Field(
-        "", description="Executable run after checkout but before the link is flipped."
-    )
-    pre_publish_exechook_timeout: Annotated[float, _o(kind=_DUR, flags=("pre-publish-exechook-timeout",), env=("GITSYNC_PRE_PUBLISH_EXECHOOK_TIMEOUT",))] = Field(
-        30.0, description="Timeout of one --pre-publish-exechook-command run; at least 1s."
-    )
-    pre_publish_exechook_backoff: Annotated[float, _o(kind=_DUR, flags=("pre-publish-exechook-backoff",), env=("GITSYNC_PRE_PUBLISH_EXECHOOK_BACKOFF",))] = Field(
-        3.0, description="Wait before retrying a failed --pre-publish-exechook-command; at least 1s."
-    )
-    webhook_url: Annotated[str, _o(flags=("webhook-url",), env=("GITSYNC_WEBHOOK_URL", "GIT_SYNC_WEBHOOK_URL"))] = Field(
-        "", description="URL called (header Gitsync-Hash) after each publish."
-    )
-    webhook_method: Annotated[str, _o(flags=("webhook-method",), env=("GITSYNC_WEBHOOK_METHOD", "GIT_SYNC_WEBHOOK_METHOD"))] = Field(
-        "POST", description="HTTP method of the webhook."
-    )
-    webhook_success_status: Annotated[int, _o(kind="int", flags=("webhook-success-status",), env=("GITSYNC_WEBHOOK_SUCCESS_STATUS", "GIT_SYNC_WEBHOOK_SUCCESS_STATUS"))] = Field(
-        200, description="HTTP status meaning success; 0 (or -1) means fire-and-forget."
-    )
-    webhook_timeout: Annotated[float, _o(kind=_DUR, flags=("webhook-timeout",), env=("GITSYNC_WEBHOOK_TIMEOUT", "GIT_SYNC_WEBHOOK_TIMEOUT"))] = Field(
-        1.0, description="Timeout of one webhook call; at least 1s."
-    )
-    webhook_backoff: Annotated[float, _o(kind=_DUR, flags=("webhook-backoff",), env=("GITSYNC_WEBHOOK_BACKOFF", "GIT_SYNC_WEBHOOK_BACKOFF"))] = Field(
-        3.0, description="Wait before retrying a failed webhook; at least 1s."
-    )
-    webhook_after_exechook: Annotated[bool, _o(kind="bool", flags=("webhook-after-exechook",), env=("GITSYNC_WEBHOOK_AFTER_EXECHOOK",))] = Field(
+    webhook_url: Annotated[
+        str, _o(flags=("webhook-url",), env=("GITSYNC_WEBHOOK_URL", "GIT_SYNC_WEBHOOK_URL"))
+    ] = Field("", description="URL called (header Gitsync-Hash) after each publish.")
+    webhook_method: Annotated[
+        str,
+        _o(flags=("webhook-method",), env=("GITSYNC_WEBHOOK_METHOD", "GIT_SYNC_WEBHOOK_METHOD")),
+    ] = Field("POST", description="HTTP method of the webhook.")
+    webhook_success_status: Annotated[
+        int,
+        _o(
+            kind="int",
+            flags=("webhook-success-status",),
+            env=("GITSYNC_WEBHOOK_SUCCESS_STATUS", "GIT_SYNC_WEBHOOK_SUCCESS_STATUS"),
+        ),
+    ] = Field(200, description="HTTP status meaning success; 0 (or -1) means fire-and-forget.")
+    webhook_timeout: Annotated[
+        float,
+        _o(
+            kind=_DUR,
+            flags=("webhook-timeout",),
+            env=("GITSYNC_WEBHOOK_TIMEOUT", "GIT_SYNC_WEBHOOK_TIMEOUT"),
+        ),
+    ] = Field(1.0, description="Timeout of one webhook call; at least 1s.")
+    webhook_backoff: Annotated[
+        float,
+        _o(
+            kind=_DUR,
+            flags=("webhook-backoff",),
+            env=("GITSYNC_WEBHOOK_BACKOFF", "GIT_SYNC_WEBHOOK_BACKOFF"),
+        ),
+    ] = Field(3.0, description="Wait before retrying a failed webhook; at least 1s.")
+    webhook_after_exechook: Annotated[
+        bool,
+        _o(kind="bool", flags=("webhook-after-exechook",), env=("GITSYNC_WEBHOOK_AFTER_EXECHOOK",)),
+    ] = Field(
         False, description="Call the webhook only after the exechook succeeded (gitsync extra)."
     )
 
     # --- authentication --------------------------------------------------------------
-    username: Annotated[str, _o(flags=("username",), env=("GITSYNC_USERNAME", "GIT_SYNC_USERNAME"))] = Field(
-        "", description="HTTP(S) username; needs GITSYNC_PASSWORD or --password-file."
+    username: Annotated[
+        str, _o(flags=("username",), env=("GITSYNC_USERNAME", "GIT_SYNC_USERNAME"))
+    ] = Field("", description="HTTP(S) username; needs GITSYNC_PASSWORD or --password-file.")
+    password: Annotated[
+        SecretStr,
+        _o(
+            kind="secret",
+            flags=("__env__GITSYNC_PASSWORD", "password"),
+            env=("GITSYNC_PASSWORD", "GIT_SYNC_PASSWORD"),
+            ignore_empty_flag=True,
+            secret=True,
+            env_only=True,
+        ),
+    ] = Field(
+        SecretStr(""),
+        description="HTTP(S) password or token, used with --username (environment only).",
     )
-    password: Annotated[SecretStr, _o(flags=("__env__GITSYNC_PASSWORD", "password"), env=("GITSYNC_PASSWORD", "GIT_SYNC_PASSWORD"), ignore_empty_flag=True, secret=True, env_only=True)] = Field(
-        SecretStr(""), description="HTTP(S) password or token, used with --username (environment only)."
-    )
-    password_file: Annotated[str, _o(flags=("password-file",), env=("GITSYNC_PASSWORD_FILE", "GIT_SYNC_PASSWORD_FILE"))] = Field(
-        "", description="File holding the password, re-read before every sync."
-    )
-    credentials: Annotated[list[Credential], _o(kind="credential", flags=("credential",), env=("GITSYNC_CREDENTIAL",), repeatable=True, append_to_env=True, secret=True)] = Field(
+    password_file: Annotated[
+        str, _o(flags=("password-file",), env=("GITSYNC_PASSWORD_FILE", "GIT_SYNC_PASSWORD_FILE"))
+    ] = Field("", description="File holding the password, re-read before every sync.")
+    credentials: Annotated[
+        list[Credential],
+        _o(
+            kind="credential",
+            flags=("credential",),
+            env=("GITSYNC_CREDENTIAL",),
+            repeatable=True,
+            append_to_env=True,
+            secret=True,
+        ),
+    ] = Field(
         default_factory=list,
         description='Per-URL credentials as JSON, e.g. {"url":"https://host/x","username":"u","password-file":"/f"}; repeatable, appended to the env value.',
     )
-    ssh_key_files: Annotated[list[str], _o(kind="pathlist", flags=("ssh-key-file",), env=("GITSYNC_SSH_KEY_FILE", "GIT_SYNC_SSH_KEY_FILE", "GIT_SSH_KEY_FILE"), repeatable=True)] = Field(
-        default_factory=lambda: ["/etc/git-secret/ssh"], description="SSH private key file(s); repeatable flag, ':'-separated env."
+    ssh_key_files: Annotated[
+        list[str],
+        _o(
+            kind="pathlist",
+            flags=("ssh-key-file",),
+            env=("GITSYNC_SSH_KEY_FILE", "GIT_SYNC_SSH_KEY_FILE", "GIT_SSH_KEY_FILE"),
+            repeatable=True,
+        ),
+    ] = Field(
+        default_factory=lambda: ["/etc/git-secret/ssh"],
+        description="SSH private key file(s); repeatable flag, ':'-separated env.",
     )
-    ssh_known_hosts: Annotated[bool, _o(kind="bool", flags=("ssh-known-hosts",), env=("GITSYNC_SSH_KNOWN_HOSTS", "GIT_SYNC_KNOWN_HOSTS", "GIT_KNOWN_HOSTS"))] = Field(
-        True, description="Verify SSH host keys against --ssh-known-hosts-file."
-    )
-    ssh_known_hosts_file: Annotated[str, _o(flags=("ssh-known-hosts-file",), env=("GITSYNC_SSH_KNOWN_HOSTS_FILE", "GIT_SYNC_SSH_KNOWN_HOSTS_FILE", "GIT_SSH_KNOWN_HOSTS_FILE"))] = Field(
-        "/etc/git-secret/known_hosts", description="The known_hosts file."
-    )
-    cookie_file: Annotated[bool, _o(kind="bool", flags=("cookie-file",), env=("GITSYNC_COOKIE_FILE", "GIT_SYNC_COOKIE_FILE", "GIT_COOKIE_FILE"))] = Field(
-        False, description="Use /etc/git-secret/cookie_file as the HTTP cookie file."
-    )
-    askpass_url: Annotated[str, _o(flags=("askpass-url",), env=("GITSYNC_ASKPASS_URL", "GIT_SYNC_ASKPASS_URL", "GIT_ASKPASS_URL"))] = Field(
-        "", description="URL queried before each sync for username=/password= lines."
-    )
-    github_base_url: Annotated[str, _o(flags=("github-base-url",), env=("GITSYNC_GITHUB_BASE_URL",))] = Field(
-        "https://api.github.com/", description="GitHub API base URL for GitHub App tokens."
-    )
-    github_app_private_key: Annotated[str, _o(flags=("__env__GITSYNC_GITHUB_APP_PRIVATE_KEY",), env=("GITSYNC_GITHUB_APP_PRIVATE_KEY",), ignore_empty_flag=True, secret=True, env_only=True)] = Field(
+    ssh_known_hosts: Annotated[
+        bool,
+        _o(
+            kind="bool",
+            flags=("ssh-known-hosts",),
+            env=("GITSYNC_SSH_KNOWN_HOSTS", "GIT_SYNC_KNOWN_HOSTS", "GIT_KNOWN_HOSTS"),
+        ),
+    ] = Field(True, description="Verify SSH host keys against --ssh-known-hosts-file.")
+    ssh_known_hosts_file: Annotated[
+        str,
+        _o(
+            flags=("ssh-known-hosts-file",),
+            env=(
+                "GITSYNC_SSH_KNOWN_HOSTS_FILE",
+                "GIT_SYNC_SSH_KNOWN_HOSTS_FILE",
+                "GIT_SSH_KNOWN_HOSTS_FILE",
+            ),
+        ),
+    ] = Field("/etc/git-secret/known_hosts", description="The known_hosts file.")
+    cookie_file: Annotated[
+        bool,
+        _o(
+            kind="bool",
+            flags=("cookie-file",),
+            env=("GITSYNC_COOKIE_FILE", "GIT_SYNC_COOKIE_FILE", "GIT_COOKIE_FILE"),
+        ),
+    ] = Field(False, description="Use /etc/git-secret/cookie_file as the HTTP cookie file.")
+    askpass_url: Annotated[
+        str,
+        _o(
+            flags=("askpass-url",),
+            env=("GITSYNC_ASKPASS_URL", "GIT_SYNC_ASKPASS_URL", "GIT_ASKPASS_URL"),
+        ),
+    ] = Field("", description="URL queried before each sync for username=/password= lines.")
+    github_base_url: Annotated[
+        str, _o(flags=("github-base-url",), env=("GITSYNC_GITHUB_BASE_URL",))
+    ] = Field("https://api.github.com/", description="GitHub API base URL for GitHub App tokens.")
+    github_app_private_key: Annotated[
+        str,
+        _o(
+            flags=("__env__GITSYNC_GITHUB_APP_PRIVATE_KEY",),
+            env=("GITSYNC_GITHUB_APP_PRIVATE_KEY",),
+            ignore_empty_flag=True,
+            secret=True,
+            env_only=True,
+        ),
+    ] = Field(
         "", repr=False, description="GitHub App private key (PEM) content (environment only)."
     )
-    github_app_private_key_file: Annotated[str, _o(flags=("github-app-private-key-file",), env=("GITSYNC_GITHUB_APP_PRIVATE_KEY_FILE",))] = Field(
-        "", description="File holding the GitHub App private key (PEM)."
-    )
-    github_app_client_id: Annotated[str, _o(flags=("github-app-client-id",), env=("GITSYNC_GITHUB_APP_CLIENT_ID",))] = Field(
-        "", description="GitHub App client ID (alternative to --github-app-application-id)."
-    )
-    github_app_application_id: Annotated[int, _o(kind="int", flags=("github-app-application-id",), env=("GITSYNC_GITHUB_APP_APPLICATION_ID",))] = Field(
-        0, description="GitHub App application ID."
-    )
-    github_app_installation_id: Annotated[int, _o(kind="int", flags=("github-app-installation-id",), env=("GITSYNC_GITHUB_APP_INSTALLATION_ID",))] = Field(
-        0, description="GitHub App installation ID."
-    )
+    github_app_private_key_file: Annotated[
+        str,
+        _o(flags=("github-app-private-key-file",), env=("GITSYNC_GITHUB_APP_PRIVATE_KEY_FILE",)),
+    ] = Field("", description="File holding the GitHub App private key (PEM).")
+    github_app_client_id: Annotated[
+        str, _o(flags=("github-app-client-id",), env=("GITSYNC_GITHUB_APP_CLIENT_ID",))
+    ] = Field("", description="GitHub App client ID (alternative to --github-app-application-id).")
+    github_app_application_id: Annotated[
+        int,
+        _o(
+            kind="int",
+            flags=("github-app-application-id",),
+            env=("GITSYNC_GITHUB_APP_APPLICATION_ID",),
+        ),
+    ] = Field(0, description="GitHub App application ID.")
+    github_app_installation_id: Annotated[
+        int,
+        _o(
+            kind="int",
+            flags=("github-app-installation-id",),
+            env=("GITSYNC_GITHUB_APP_INSTALLATION_ID",),
+        ),
+    ] = Field(0, description="GitHub App installation ID.")
 
     # --- git behaviour ----------------------------------------------------------------
     git: Annotated[str, _o(flags=("git",), env=("GITSYNC_GIT", "GIT_SYNC_GIT"))] = Field(
         "git", description="Accepted for compatibility and ignored: gitsync needs no git binary."
     )
-    git_config: Annotated[list[tuple[str, str]], _o(kind="gitconfig", flags=("git-config",), env=("GITSYNC_GIT_CONFIG", "GIT_SYNC_GIT_CONFIG"))] = Field(
+    git_config: Annotated[
+        list[tuple[str, str]],
+        _o(
+            kind="gitconfig",
+            flags=("git-config",),
+            env=("GITSYNC_GIT_CONFIG", "GIT_SYNC_GIT_CONFIG"),
+        ),
+    ] = Field(
         default_factory=list,
         description='Comma-separated key:val git config pairs (quote keys containing ":"); then every --git-config-add.',
     )
-    git_config_add: Annotated[list[tuple[str, str]], _o(kind="gitconfig", flags=("git-config-add",), repeatable=True, metavar="<key:val>")] = Field(
-        default_factory=list, description="One more key:val git config pair; repeatable, applied after --git-config."
+    git_config_add: Annotated[
+        list[tuple[str, str]],
+        _o(kind="gitconfig", flags=("git-config-add",), repeatable=True, metavar="<key:val>"),
+    ] = Field(
+        default_factory=list,
+        description="One more key:val git config pair; repeatable, applied after --git-config.",
     )
-    git_gc: Annotated[Literal["auto", "always", "aggressive", "off"], _o(kind="choice", choices=("auto", "always", "aggressive", "off"), flags=("git-gc",), env=("GITSYNC_GIT_GC", "GIT_SYNC_GIT_GC"))] = Field(
+    git_gc: Annotated[
+        Literal["auto", "always", "aggressive", "off"],
+        _o(
+            kind="choice",
+            choices=("auto", "always", "aggressive", "off"),
+            flags=("git-gc",),
+            env=("GITSYNC_GIT_GC", "GIT_SYNC_GIT_GC"),
+        ),
+    ] = Field(
         "always", description="Garbage collection after each sync: auto, always, aggressive or off."
     )
-    garbage_collection: Annotated[bool | None, _o(kind="bool", env=("GITSYNC_GARBAGE_COLLECTION",), replaced_by="git_gc", env_only=True)] = Field(
+    garbage_collection: Annotated[
+        bool | None,
+        _o(kind="bool", env=("GITSYNC_GARBAGE_COLLECTION",), replaced_by="git_gc", env_only=True),
+    ] = Field(
         None, description="true sets --git-gc=auto, false sets --git-gc=off (environment only)."
     )
 
     # --- HTTP server, logging ----------------------------------------------------------
-    http_bind: Annotated[str, _o(flags=("http-bind",), env=("GITSYNC_HTTP_BIND", "GIT_SYNC_HTTP_BIND"))] = Field(
+    http_bind: Annotated[
+        str, _o(flags=("http-bind",), env=("GITSYNC_HTTP_BIND", "GIT_SYNC_HTTP_BIND"))
+    ] = Field(
         "", description="host:port for the HTTP server (readiness /, /metrics); off when empty."
     )
-    http_metrics: Annotated[bool, _o(kind="bool", flags=("http-metrics",), env=("GITSYNC_HTTP_METRICS", "GIT_SYNC_HTTP_METRICS"))] = Field(
-        False, description="Serve Prometheus metrics at /metrics; needs --http-bind."
-    )
-    http_pprof: Annotated[bool, _o(kind="bool", flags=("http-pprof",), env=("GITSYNC_HTTP_PPROF", "GIT_SYNC_HTTP_PPROF"))] = Field(
-        False, description="Accepted for compatibility (unsupported); needs --http-bind."
-    )
-    verbose: Annotated[int, _o(kind="int", flags=("verbose",), short="v", env=("GITSYNC_VERBOSE",))] = Field(
-        0, description="Log verbosity, 0 (updates only) to 9 (tracing)."
-    )
+    http_metrics: Annotated[
+        bool,
+        _o(
+            kind="bool",
+            flags=("http-metrics",),
+            env=("GITSYNC_HTTP_METRICS", "GIT_SYNC_HTTP_METRICS"),
+        ),
+    ] = Field(False, description="Serve Prometheus metrics at /metrics; needs --http-bind.")
+    http_pprof: Annotated[
+        bool,
+        _o(kind="bool", flags=("http-pprof",), env=("GITSYNC_HTTP_PPROF", "GIT_SYNC_HTTP_PPROF")),
+    ] = Field(False, description="Accepted for compatibility (unsupported); needs --http-bind.")
+    verbose: Annotated[
+        int, _o(kind="int", flags=("verbose",), short="v", env=("GITSYNC_VERBOSE",))
+    ] = Field(0, description="Log verbosity, 0 (updates only) to 9 (tracing).")
 
     # --- gitsync extras -----------------------------------------------------------------
-    ready_max_staleness: Annotated[float, _o(kind=_DUR, flags=("ready-max-staleness",), env=("GITSYNC_READY_MAX_STALENESS",), default_text="0 (3*period+sync-timeout)")] = Field(
-        0.0, description="Readiness fails when the last success is older than this."
-    )
-    ready_max_failures: Annotated[int, _o(kind="int", flags=("ready-max-failures",), env=("GITSYNC_READY_MAX_FAILURES",))] = Field(
-        3, description="Readiness fails after this many consecutive failed syncs."
-    )
+    ready_max_staleness: Annotated[
+        float,
+        _o(
+            kind=_DUR,
+            flags=("ready-max-staleness",),
+            env=("GITSYNC_READY_MAX_STALENESS",),
+            default_text="0 (3*period+sync-timeout)",
+        ),
+    ] = Field(0.0, description="Readiness fails when the last success is older than this.")
+    ready_max_failures: Annotated[
+        int, _o(kind="int", flags=("ready-max-failures",), env=("GITSYNC_READY_MAX_FAILURES",))
+    ] = Field(3, description="Readiness fails after this many consecutive failed syncs.")
     status_file: Annotated[str, _o(flags=("status-file",), env=("GITSYNC_STATUS_FILE",))] = Field(
         ".git-sync", description="JSON status file; relative paths are under --root."
     )
-    trigger_secret_file: Annotated[str, _o(flags=("trigger-secret-file",), env=("GITSYNC_TRIGGER_SECRET_FILE",))] = Field(
-        "", description="File with the shared secret that authorises POST /trigger."
+    trigger_secret_file: Annotated[
+        str, _o(flags=("trigger-secret-file",), env=("GITSYNC_TRIGGER_SECRET_FILE",))
+    ] = Field("", description="File with the shared secret that authorises POST /trigger.")
+    trigger_min_interval: Annotated[
+        float, _o(kind=_DUR, flags=("trigger-min-interval",), env=("GITSYNC_TRIGGER_MIN_INTERVAL",))
+    ] = Field(1.0, description="Minimum time between triggered syncs.")
+    verify_mode: Annotated[
+        Literal["none", "head", "tag", "tag-and-head"],
+        _o(
+            kind="choice",
+            choices=("none", "head", "tag", "tag-and-head"),
+            flags=("verify-mode",),
+            env=("GITSYNC_VERIFY_MODE",),
+        ),
+    ] = Field(
+        "none",
+        description="Signature verification: none, head, tag or tag-and-head (Flux spellings accepted).",
     )
-    trigger_min_interval: Annotated[float, _o(kind=_DUR, flags=("trigger-min-interval",), env=("GITSYNC_TRIGGER_MIN_INTERVAL",))] = Field(
-        1.0, description="Minimum time between triggered syncs."
-    )
-    verify_mode: Annotated[Literal["none", "head", "tag", "tag-and-head"], _o(kind="choice", choices=("none", "head", "tag", "tag-and-head"), flags=("verify-mode",), env=("GITSYNC_VERIFY_MODE",))] = Field(
-        "none", description="Signature verification: none, head, tag or tag-and-head (Flux spellings accepted)."
-    )
-    verify_keys_dir: Annotated[str, _o(flags=("verify-keys-dir",), env=("GITSYNC_VERIFY_KEYS_DIR",))] = Field(
-        "/etc/git-verify", description="Directory of trusted public keys for --verify-mode."
-    )
+    verify_keys_dir: Annotated[
+        str, _o(flags=("verify-keys-dir",), env=("GITSYNC_VERIFY_KEYS_DIR",))
+    ] = Field("/etc/git-verify", description="Directory of trusted public keys for --verify-mode.")
 
     # --- deprecated inputs (hidden; folded into the settings above) ----------------------
-    branch: Annotated[str, _o(flags=("branch",), env=("GITSYNC_BRANCH", "GIT_SYNC_BRANCH"), hidden=True, replaced_by="ref")] = Field(
-        "", description="Deprecated: use --ref."
-    )
-    rev: Annotated[str, _o(flags=("rev",), env=("GIT_SYNC_REV",), hidden=True, replaced_by="ref")] = Field(
-        "", description="Deprecated: use --ref."
-    )
-    dest: Annotated[str, _o(flags=("dest",), env=("GIT_SYNC_DEST",), hidden=True, replaced_by="link")] = Field(
-        "", description="Deprecated: use --link."
-    )
-    wait: Annotated[float, _o(kind="float", flags=("wait",), env=("GIT_SYNC_WAIT",), hidden=True, replaced_by="period")] = Field(
-        0.0, description="Deprecated: use --period (seconds, non-zero overrides it)."
-    )
-    timeout: Annotated[int, _o(kind="int", flags=("timeout",), env=("GIT_SYNC_TIMEOUT",), hidden=True, replaced_by="sync_timeout")] = Field(
+    branch: Annotated[
+        str,
+        _o(
+            flags=("branch",),
+            env=("GITSYNC_BRANCH", "GIT_SYNC_BRANCH"),
+            hidden=True,
+            replaced_by="ref",
+        ),
+    ] = Field("", description="Deprecated: use --ref.")
+    rev: Annotated[
+        str, _o(flags=("rev",), env=("GIT_SYNC_REV",), hidden=True, replaced_by="ref")
+    ] = Field("", description="Deprecated: use --ref.")
+    dest: Annotated[
+        str, _o(flags=("dest",), env=("GIT_SYNC_DEST",), hidden=True, replaced_by="link")
+    ] = Field("", description="Deprecated: use --link.")
+    wait: Annotated[
+        float,
+        _o(
+            kind="float", flags=("wait",), env=("GIT_SYNC_WAIT",), hidden=True, replaced_by="period"
+        ),
+    ] = Field(0.0, description="Deprecated: use --period (seconds, non-zero overrides it).")
+    timeout: Annotated[
+        int,
+        _o(
+            kind="int",
+            flags=("timeout",),
+            env=("GIT_SYNC_TIMEOUT",),
+            hidden=True,
+            replaced_by="sync_timeout",
+        ),
+    ] = Field(
         0, description="Deprecated: use --sync-timeout (whole seconds, non-zero overrides it)."
     )
-    max_sync_failures: Annotated[int, _o(kind="int", flags=("max-sync-failures",), env=("GITSYNC_MAX_SYNC_FAILURES", "GIT_SYNC_MAX_SYNC_FAILURES"), hidden=True, replaced_by="max_failures")] = Field(
-        0, description="Deprecated: use --max-failures (non-zero overrides it)."
-    )
-    sync_hook_command: Annotated[str, _o(flags=("sync-hook-command",), env=("GIT_SYNC_HOOK_COMMAND",), hidden=True, replaced_by="exechook_command")] = Field(
-        "", description="Deprecated: use --exechook-command."
-    )
+    max_sync_failures: Annotated[
+        int,
+        _o(
+            kind="int",
+            flags=("max-sync-failures",),
+            env=("GITSYNC_MAX_SYNC_FAILURES", "GIT_SYNC_MAX_SYNC_FAILURES"),
+            hidden=True,
+            replaced_by="max_failures",
+        ),
+    ] = Field(0, description="Deprecated: use --max-failures (non-zero overrides it).")
+    sync_hook_command: Annotated[
+        str,
+        _o(
+            flags=("sync-hook-command",),
+            env=("GIT_SYNC_HOOK_COMMAND",),
+            hidden=True,
+            replaced_by="exechook_command",
+        ),
+    ] = Field("", description="Deprecated: use --exechook-command.")
     v: Annotated[int, _o(kind="int", flags=("v",), hidden=True, replaced_by="verbose")] = Field(
         -1, description="Deprecated: use -v/--verbose."
     )
     ssh: Annotated[bool, _o(kind="bool", flags=("ssh",), hidden=True)] = Field(
         False, description="Deprecated and ignored: SSH is used for ssh URLs."
     )
-    change_permissions: Annotated[int, _o(kind="int", flags=("change-permissions",), env=("GIT_SYNC_PERMISSIONS",), hidden=True, replaced_by="group_write")] = Field(
-        0, description="No longer supported: use --group-write."
-    )
+    change_permissions: Annotated[
+        int,
+        _o(
+            kind="int",
+            flags=("change-permissions",),
+            env=("GIT_SYNC_PERMISSIONS",),
+            hidden=True,
+            replaced_by="group_write",
+        ),
+    ] = Field(0, description="No longer supported: use --group-write.")
 
     @model_validator(mode="before")
     @classmethod
@@ -789,6 +1079,8 @@ def default_link(repo: str) -> str:
 def _convert(kind: Kind, text: str, opt: Opt, from_env: bool) -> Any:
     if kind == "str":
         return text
+    if kind == "secret":
+        return SecretStr(text)
     if kind == "bool":
         return parse_bool(text)
     if kind == "int":
@@ -862,7 +1154,7 @@ class _Resolver:
             if env_set:
                 env_name = env_set[-1]
                 raw = self.environ[env_name]
-                if raw == "" and opt.kind not in ("str", "gitconfig", "pathlist", "csv"):
+                if raw == "" and opt.kind not in ("str", "secret", "gitconfig", "pathlist", "csv"):
                     env_set = []  # an empty env value for a typed setting means unset
                 else:
                     self.origin[oi.name] = env_name
@@ -908,7 +1200,11 @@ class _Resolver:
             self.notices.append(
                 Notice(
                     "deprecated setting overrides newer one",
-                    {"old": winner, "new": env_set[0], "value": self.shown(oi.name, self.environ[winner])},
+                    {
+                        "old": winner,
+                        "new": env_set[0],
+                        "value": self.shown(oi.name, self.environ[winner]),
+                    },
                 )
             )
         else:
@@ -964,11 +1260,17 @@ class _Resolver:
         if self.get("v") >= 0:
             self._override("v", "verbose", self.get("v"))
         if "garbage_collection" in self.explicit:
-            self._override("garbage_collection", "git_gc", "auto" if self.get("garbage_collection") else "off")
+            self._override(
+                "garbage_collection", "git_gc", "auto" if self.get("garbage_collection") else "off"
+            )
         if self.origin.get("password") == "--password":
-            self.notices.append(Notice("deprecated setting used", {"old": "--password", "new": "GITSYNC_PASSWORD"}))
+            self.notices.append(
+                Notice("deprecated setting used", {"old": "--password", "new": "GITSYNC_PASSWORD"})
+            )
         if "ssh" in self.explicit:
-            self.notices.append(Notice("deprecated setting used", {"old": "--ssh", "new": "(none: ignored)"}))
+            self.notices.append(
+                Notice("deprecated setting used", {"old": "--ssh", "new": "(none: ignored)"})
+            )
         if self.get("change_permissions") != 0:
             raise ConfigError(
                 f"invalid value for {self.name('change_permissions')}={self.get('change_permissions')}: "
@@ -1005,7 +1307,9 @@ class _Resolver:
         if g("init_period") == 0:
             self.values["init_period"] = None
         if g("init_period") is not None and g("init_period") < 0.01:
-            raise self.fail("init_period", format_duration(g("init_period")), "must be at least 10ms")
+            raise self.fail(
+                "init_period", format_duration(g("init_period")), "must be at least 10ms"
+            )
         for name in ("stale_worktree_timeout", "ready_max_staleness", "trigger_min_interval"):
             if g(name) < 0:
                 raise self.fail(name, format_duration(g(name)), "must not be negative")
@@ -1013,24 +1317,40 @@ class _Resolver:
             if g(f"{hook}_command"):
                 for part in ("timeout", "backoff"):
                     if g(f"{hook}_{part}") < 1:
-                        raise self.fail(f"{hook}_{part}", format_duration(g(f"{hook}_{part}")), "must be at least 1s")
+                        raise self.fail(
+                            f"{hook}_{part}",
+                            format_duration(g(f"{hook}_{part}")),
+                            "must be at least 1s",
+                        )
         if g("webhook_url"):
             for part in ("timeout", "backoff"):
                 if g(f"webhook_{part}") < 1:
-                    raise self.fail(f"webhook_{part}", format_duration(g(f"webhook_{part}")), "must be at least 1s")
+                    raise self.fail(
+                        f"webhook_{part}",
+                        format_duration(g(f"webhook_{part}")),
+                        "must be at least 1s",
+                    )
             status = g("webhook_success_status")
             if status == -1:
                 self.values["webhook_success_status"] = status = 0
             if status < 0:
-                raise self.fail("webhook_success_status", str(status), "must be 0 (fire-and-forget) or an HTTP status")
+                raise self.fail(
+                    "webhook_success_status",
+                    str(status),
+                    "must be 0 (fire-and-forget) or an HTTP status",
+                )
         self._auth()
         for name in ("http_metrics", "http_pprof"):
             if g(name) and not g("http_bind"):
                 raise ConfigError(f"{self.name(name)} requires --http-bind (or GITSYNC_HTTP_BIND)")
         if g("http_pprof"):
-            self.notices.append(Notice("--http-pprof is not supported by gitsync and is ignored", {}))
+            self.notices.append(
+                Notice("--http-pprof is not supported by gitsync and is ignored", {})
+            )
         if "git" in self.explicit:
-            self.notices.append(Notice("--git is ignored: gitsync needs no git binary", {"value": g("git")}))
+            self.notices.append(
+                Notice("--git is ignored: gitsync needs no git binary", {"value": g("git")})
+            )
         if "init_max_failures" not in self.explicit:
             self.values["init_max_failures"] = None
         self._git_config()
@@ -1081,7 +1401,9 @@ class _Resolver:
                     "is set: use only one"
                 )
         elif pw:
-            raise ConfigError(f"{self.name('password')} is set but --username (GITSYNC_USERNAME) is not")
+            raise ConfigError(
+                f"{self.name('password')} is set but --username (GITSYNC_USERNAME) is not"
+            )
         elif pwfile:
             raise ConfigError(
                 f"{self.name('password_file')}={quote(pwfile)} is set but --username (GITSYNC_USERNAME) is not"
@@ -1108,7 +1430,7 @@ class _Resolver:
                     f"{self.name('github_app_private_key_file')}={quote(keyfile)} is set: use only one"
                 )
             for other in ("username", "password", "password_file"):
-                if (g(other).get_secret_value() if other == "password" else g(other)):
+                if g(other).get_secret_value() if other == "password" else g(other):
                     raise ConfigError(f"{who} cannot be combined with {self.name(other)}")
         elif inst:
             raise ConfigError(
@@ -1177,4 +1499,3 @@ def load_settings(
         where = source.origin_of(loc) if loc in OPTIONS else loc
         raise ConfigError(f"invalid value for {where}: {err['msg']}") from None
     return settings, source.notices
-

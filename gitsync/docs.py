@@ -29,6 +29,7 @@ def _code(text: str) -> str:
 def _type(oi: OptionInfo) -> str:
     return {
         "str": "string",
+        "secret": "string",
         "bool": "bool",
         "int": "int",
         "float": "float seconds",
@@ -51,9 +52,11 @@ def _row(oi: OptionInfo) -> str:
     legacy = ", ".join(_code(e) for e in oi.opt.env[1:])
     default = oi.default_text
     default = default if default in ("(required)", "") or " " in default else _code(default)
-    return "| " + " | ".join(
-        _cell(c) for c in (flags, env, legacy, _type(oi), default, oi.help)
-    ) + " |"
+    return (
+        "| "
+        + " | ".join(_cell(c) for c in (flags, env, legacy, _type(oi), default, oi.help))
+        + " |"
+    )
 
 
 def settings_table_markdown() -> str:
@@ -64,7 +67,10 @@ def settings_table_markdown() -> str:
     return (
         head + "\n" + "\n".join(public) + "\n\n"
         "Deprecated names (accepted, hidden from `--help`; a warning is logged when used):\n\n"
-        + head + "\n" + "\n".join(deprecated) + "\n"
+        + head
+        + "\n"
+        + "\n".join(deprecated)
+        + "\n"
     )
 
 

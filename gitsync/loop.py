@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from dulwich.errors import ApplyDeltaError, ChecksumMismatch, ObjectFormatException
 
 from gitsync import files, log
-from gitsync.remote import FULL_SHA, RefNotFound, RemoteError
+from gitsync.remote import RefNotFound, RemoteError
 from gitsync.store import StoreError
 from gitsync.sync import Outcome, Syncer
 from gitsync.worktree import Cancelled, UnsafeTree

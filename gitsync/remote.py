@@ -8,14 +8,17 @@ connection pool) lives as long as the process.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from dulwich.client import GitClient, get_transport_and_path
+from dulwich.config import ConfigDict
 from dulwich.errors import GitProtocolError, HangupException, NotGitRepository
+from dulwich.objects import ObjectID
 from dulwich.protocol import PEELED_TAG_SUFFIX
+from dulwich.refs import Ref
 
 FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
 
@@ -54,7 +57,7 @@ class Advertisement:
     symrefs: Mapping[bytes, bytes] = field(default_factory=dict)
 
     @classmethod
-    def from_dulwich(cls, refs: Mapping[bytes, bytes | None], symrefs: Mapping[bytes, bytes]) -> Advertisement:
+    def from_dulwich(cls, refs: Mapping[Ref, ObjectID | None], symrefs: Mapping[Ref, Ref]) -> Advertisement:
         plain: dict[bytes, bytes] = {}
         peeled: dict[bytes, bytes] = {}
         for name, sha in refs.items():
@@ -64,7 +67,7 @@ class Advertisement:
                 peeled[name[: -len(PEELED_TAG_SUFFIX)]] = sha
             else:
                 plain[name] = sha
-        return cls(plain, peeled, dict(symrefs))
+        return cls(plain, peeled, {bytes(k): bytes(v) for k, v in symrefs.items()})
 
 
 @dataclass(frozen=True)
@@ -105,30 +108,50 @@ def resolve(ref: str, adv: Advertisement | None) -> Target:
     raise RefNotFound(f"couldn't find remote ref {ref}")
 
 
-ClientFactory = Callable[[str], tuple[GitClient, str]]
-
-
-def default_client_factory(url: str) -> tuple[GitClient, str]:
-    return get_transport_and_path(url)
+def git_config(pairs: Iterable[tuple[str, str]], timeout: float | None = None) -> ConfigDict:
+    """The ``--git-config`` pairs as a dulwich config, which its HTTP client reads for
+    ``http.sslVerify``, ``http.sslCAInfo``, ``http.proxy``, ``http.extraHeader`` and timeouts."""
+    config = ConfigDict()
+    if timeout:
+        config.set((b"http",), b"timeout", str(timeout).encode())
+    for key, value in pairs:
+        section, _, name = key.rpartition(".")
+        if not section or not name:
+            continue
+        head, _, sub = section.partition(".")
+        path = (head.encode(), sub.encode()) if sub else (head.encode(),)
+        config.set(path, name.encode(), value.encode())
+    return config
 
 
 class Remote:
     """One upstream URL and the client that talks to it, kept across syncs."""
 
-    def __init__(self, url: str, client_factory: ClientFactory = default_client_factory) -> None:
+    def __init__(self, url: str, config: ConfigDict | None = None) -> None:
         self.url = url
         self.display_url = redact_url(url)
-        self._factory = client_factory
+        self.config = config or ConfigDict()
         self._client: GitClient | None = None
         self._path = ""
 
     def client(self) -> tuple[GitClient, str]:
         if self._client is None:
+            if self._is_local() and self._file_protocol() == b"never":
+                raise RemoteError(f"transport 'file' not allowed for {self.display_url}")
             try:
-                self._client, self._path = self._factory(self.url)
+                self._client, self._path = get_transport_and_path(self.url, config=self.config)
             except (ValueError, NotGitRepository) as e:
                 raise RemoteError(f"unsupported repository URL {self.display_url}: {e}") from None
         return self._client, self._path
+
+    def _is_local(self) -> bool:
+        return self.url.startswith("file://") or ("://" not in self.url and ":" not in self.url)
+
+    def _file_protocol(self) -> bytes | None:
+        try:
+            return self.config.get((b"protocol", b"file"), b"allow")
+        except KeyError:
+            return None
 
     def reset(self) -> None:
         """Forget the client, so a broken connection is not reused."""
@@ -148,9 +171,9 @@ class Remote:
     def fetch(self, target: Any, wants: list[str], depth: int | None, filter_spec: str = "") -> Any:
         """Fetch ``wants`` into the dulwich repo ``target``; depth None means no deepen."""
         client, path = self.client()
-        want_ids = [w.encode() for w in wants]
+        want_ids = [ObjectID(w.encode()) for w in wants]
 
-        def determine_wants(refs: Mapping[bytes, bytes], depth: int | None = None) -> list[bytes]:
+        def determine_wants(refs: Mapping[Ref, ObjectID], depth: int | None = None) -> list[ObjectID]:
             return want_ids
 
         try:

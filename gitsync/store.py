@@ -16,13 +16,14 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from dulwich.errors import NotGitRepository
-from dulwich.objects import Commit, Tag, Tree
+from dulwich.objects import Commit, ObjectID, Tag, Tree
 from dulwich.pack import write_pack_from_container
+from dulwich.refs import Ref
 from dulwich.repo import Repo
 
 from gitsync.remote import Remote, Target
 
-BRANCH = b"refs/heads/git-sync"
+BRANCH = Ref(b"refs/heads/git-sync")
 # A deepen value meaning "everything", as git's --unshallow sends.
 INFINITE_DEPTH = 0x7FFFFFFF
 # Lock files git or dulwich leave behind when killed; we hold the root lock, so any is stale.
@@ -102,7 +103,7 @@ class Store:
             self._clear_locks()
             try:
                 repo = Repo(str(self.root))
-                repo.refs.read_ref(b"HEAD")
+                repo.refs.read_ref(Ref(b"HEAD"))
                 self._ensure_config(repo)
                 return repo
             except (NotGitRepository, OSError, ValueError, KeyError):
@@ -163,11 +164,11 @@ class Store:
     # ----- objects ------------------------------------------------------------------------
 
     def has(self, sha: str) -> bool:
-        return sha.encode() in self.repo.object_store
+        return ObjectID(sha.encode()) in self.repo.object_store
 
     def peel(self, sha: str) -> str:
         """Follow annotated tags down to the commit."""
-        obj = self.repo.object_store[sha.encode()]
+        obj = self.repo.object_store[ObjectID(sha.encode())]
         while isinstance(obj, Tag):
             obj = self.repo.object_store[obj.object[1]]
         if not isinstance(obj, Commit):
@@ -184,7 +185,7 @@ class Store:
             nxt: list[bytes] = []
             for sha in frontier:
                 try:
-                    obj = store[sha]
+                    obj = store[ObjectID(sha)]
                 except KeyError:
                     yield sha, dist, None
                     continue
@@ -245,9 +246,9 @@ class Store:
                 shallow |= self.boundary(sha, depth)
         current = self.repo.get_shallow()
         if shallow != current:
-            self.repo.update_shallow(shallow - current, current - shallow)
-        self.repo.refs.set_symbolic_ref(b"HEAD", BRANCH)
-        self.repo.refs[BRANCH] = commit.encode()
+            self.repo.update_shallow({ObjectID(s) for s in shallow - current}, current - shallow)
+        self.repo.refs.set_symbolic_ref(Ref(b"HEAD"), BRANCH)
+        self.repo.refs[BRANCH] = ObjectID(commit.encode())
 
     # ----- disk bound ---------------------------------------------------------------------
 
@@ -283,7 +284,7 @@ class Store:
             if tid in wanted:
                 continue
             try:
-                tree = store[tid]
+                tree = store[ObjectID(tid)]
             except KeyError:
                 continue
             wanted[tid] = None
@@ -301,17 +302,17 @@ class Store:
         commits = [c for c in live if self.has(c)]
         ids = self.live_objects(commits, depth) + [e.encode() for e in extra if self.has(e)]
         store = repo.object_store
-        old = [Path(p._basename) for p in store.packs]  # noqa: SLF001
+        old = [Path(p._basename) for p in store.packs]
         f, commit, abort = store.add_pack()
         try:
             write_pack_from_container(
-                f.write, store, [(i, None) for i in ids], object_format=repo.object_format
+                f.write, store, [(ObjectID(i), None) for i in ids], object_format=repo.object_format
             )
         except BaseException:
             abort()
             raise
         new = commit()
-        keep = Path(new._basename) if new is not None else None  # noqa: SLF001
+        keep = Path(new._basename) if new is not None else None
         self.close()
         for base in old:
             if base == keep:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from dulwich.objects import Blob, Commit, Tree
+from dulwich.objects import Blob, Commit, ObjectID, Tree
 
 from gitsync.gitindex import IndexEntry, read_index, write_index
 from gitsync.store import Store
@@ -129,7 +129,7 @@ class Materializer:
         tmp = worktrees_dir(self.root) / f".tmp-{commit}-{os.getpid()}"
         remove_tree(tmp)
         prev = self._previous(previous) if previous != commit else None
-        obj = self.store.repo.object_store[commit.encode()]
+        obj = self.store.repo.object_store[ObjectID(commit.encode())]
         if not isinstance(obj, Commit):
             raise UnsafeTree(f"{commit} is not a commit")
         os.mkdir(tmp)
@@ -190,7 +190,7 @@ class _Writer:
             sha, prefix, depth = stack.pop()
             if depth > MAX_TREE_DEPTH:
                 raise UnsafeTree(f"tree deeper than {MAX_TREE_DEPTH} levels at {prefix!r}")
-            tree = self.objects[sha]
+            tree = self.objects[ObjectID(sha)]
             if not isinstance(tree, Tree):
                 raise UnsafeTree(f"{sha.decode()} at {prefix!r} is not a tree")
             for entry in tree.iteritems():
@@ -245,7 +245,7 @@ class _Writer:
         self.entries.append(IndexEntry.from_stat(rel, mode, sha, st))
 
     def _blob(self, sha: bytes, rel: bytes) -> bytes:
-        blob = self.objects[sha]
+        blob = self.objects[ObjectID(sha)]
         if not isinstance(blob, Blob):
             raise UnsafeTree(f"{rel!r} is not a blob")
         return blob.as_raw_string()
