@@ -26,7 +26,7 @@ def _under(root: Path, value: str) -> Path | None:
 def build(settings: Settings, root: Path) -> tuple[Loop, RootLock]:
     link = _under(root, settings.link)
     assert link is not None
-    remote = Remote(settings.repo, git_config([*settings.git_config, *settings.git_config_add],
+    remote = Remote(settings.repo, git_config(settings.git_config,
                                               timeout=settings.sync_timeout))
     store = Store(root, redact_url(settings.repo))
     syncer = Syncer(remote=remote, store=store, root=root, link=link, ref=settings.ref,

@@ -1441,6 +1441,9 @@ class _Resolver:
     def _git_config(self) -> None:
         pairs = list(self.get("git_config")) + list(self.get("git_config_add"))
         self.values["git_config"] = pairs
+        # Folded into git_config; left empty so that code concatenating both cannot apply
+        # a multi-valued key such as http.extraHeader twice.
+        self.values["git_config_add"] = []
         seen: set[str] = set()
         for key, _ in pairs:
             low = key.lower()

@@ -12,6 +12,7 @@ an existing name), so a hostile tree cannot write outside its worktree.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import os
 import shutil
@@ -138,22 +139,23 @@ class Materializer:
             (tmp / ".git").write_text(f"gitdir: ../../.git/worktrees/{commit}\n")
             self._write_admin(commit, final, entries)
             if os.path.lexists(final):
-                remove_tree(final)
-            os.rename(tmp, final)
-        except BaseException:
+                # Rebuilding a damaged worktree the link points at: swap, never leave a gap.
+                _exchange(tmp, final)
+            else:
+                os.rename(tmp, final)
+        finally:
             remove_tree(tmp)
-            raise
         self._last = (commit, {e.path: e for e in entries})
         return final
 
     def _write_admin(self, sha: str, final: Path, entries: list[IndexEntry]) -> None:
+        """git's worktree admin files, each replaced atomically (a reader may be running git)."""
         admin = self.admin_dir(sha)
-        if admin.exists():
-            shutil.rmtree(admin)
-        admin.mkdir(parents=True)
-        (admin / "HEAD").write_text(f"{sha}\n")
-        (admin / "commondir").write_text("../..\n")
-        (admin / "gitdir").write_text(f"{final}/.git\n")
+        admin.mkdir(parents=True, exist_ok=True)
+        for name, text in (("HEAD", f"{sha}\n"), ("commondir", "../..\n"), ("gitdir", f"{final}/.git\n")):
+            tmp = admin / f"{name}.tmp"
+            tmp.write_text(text)
+            os.replace(tmp, admin / name)
         write_index(admin / "index", entries)
 
     def remove(self, sha: str) -> None:
@@ -161,6 +163,24 @@ class Materializer:
         remove_tree(self.admin_dir(sha))
         if self._last is not None and self._last[0] == sha:
             self._last = None
+
+
+_RENAME_EXCHANGE = 2
+
+
+def _exchange(a: Path, b: Path) -> None:
+    """Swap two directories atomically (renameat2 RENAME_EXCHANGE), or as near as possible."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is not None:
+        at_fdcwd = -100
+        if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+            return
+    aside = b.with_name(b.name + ".old")
+    remove_tree(aside)
+    os.rename(b, aside)
+    os.rename(a, b)
+    os.rename(aside, a)
 
 
 def remove_tree(path: Path) -> None:

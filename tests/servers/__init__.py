@@ -1,0 +1,53 @@
+"""Real upstream git servers for the test suite (no mocks).
+
+* :class:`~servers.git_http.GitHttpServer`: ``git http-backend`` behind a threaded Python HTTP
+  server (basic auth, TLS, fault injection, request log).
+* :class:`~servers.git_daemon.GitDaemon`: ``git daemon`` serving ``git://``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+import pytest
+
+GIT_CORE = "/usr/lib/git-core"
+
+
+def in_ci() -> bool:
+    """True when env CI says we run in CI: a server that cannot start must then fail loudly."""
+    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
+
+
+def cannot_start(what: str, why: str) -> None:
+    """Fail (CI) or skip with an explicit reason (local) when a server cannot be started."""
+    msg = f"cannot start {what}: {why}"
+    if in_ci():
+        pytest.fail(msg, pytrace=False)
+    pytest.skip(msg)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float, alive: object = None) -> bool:
+    """Poll until 127.0.0.1:port accepts a connection (or timeout).
+
+    ``alive`` may be a callable returning False when the serving process died (stop early).
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if callable(alive) and not alive():
+            return False
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return True
+        except OSError:
+            time.sleep(0.02)
+    return False
