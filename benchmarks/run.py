@@ -499,7 +499,9 @@ class Gitsync:
 class LoopingGitsync:
     """A long-running `python -m gitsync` process, killed on exit."""
 
-    def __init__(self, gs: Gitsync, repo_url: str, root: Path, period: str, log: Path) -> None:
+    def __init__(
+        self, gs: Gitsync, repo_url: str, root: Path, period: str, log: Path, **extra: str
+    ) -> None:
         self.root = root
         self.link = root / "repo"
         self.log_path = log
@@ -507,7 +509,7 @@ class LoopingGitsync:
         self.proc = subprocess.Popen(
             gs.argv,
             cwd=REPO_ROOT,
-            env=gs.env(repo_url, root, GITSYNC_PERIOD=period),
+            env=gs.env(repo_url, root, GITSYNC_PERIOD=period, **extra),
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -1070,9 +1072,9 @@ class Bench:
             GitSeq(self.genv, up.url, git_root).cleanup(new)
         r.latency.git = statistics.median(r.latency.git_samples)
 
-    def measure_latency_gitsync(self, up: Upstream, r: SizeResult) -> None:
+    def measure_latency_gitsync(self, up: Upstream, r: SizeResult, root: Path) -> None:
+        """Leaves `root` synced to the upstream head (the idle test reuses it)."""
         assert self.gs is not None
-        root = self.fresh("gitsync-loop")
         loop = LoopingGitsync(
             self.gs,
             up.url,
@@ -1095,67 +1097,108 @@ class Bench:
                 self.log(f"  WARNING {problem}")
         finally:
             loop.stop()
-            rmtree(root)
         r.latency.gitsync = statistics.median(r.latency.gitsync_samples)
 
     # ----- 3 + 4b: idle CPU and idle RSS -----------------------------------------------------
 
-    def measure_idle_gitsync(self, up: Upstream, r: SizeResult) -> None:
+    def start_idle_gitsync(self, up: Upstream, root: Path) -> LoopingGitsync:
+        """Start gitsync at period 1s and return once its first loop is done and it is quiet.
+
+        A root already synced to the head is reused; the first loop is then detected by the
+        touch file (touched after the first successful loop)."""
         assert self.gs is not None
-        root = self.fresh("gitsync-idle")
+        touch = self.work / f"idle-touch-{up.n_files}"
+        touch.unlink(missing_ok=True)
         loop = LoopingGitsync(
             self.gs,
             up.url,
             root,
             f"{int(IDLE_PERIOD * 1000)}ms",
             self.work / f"gitsync-idle-{up.n_files}.log",
+            GITSYNC_TOUCH_FILE=str(touch),
         )
         try:
-            loop.wait_for_sha(up.head(self.genv), T_FIRST_SYNC)
-            loop.wait_quiet()
-            dur = self.args.idle_seconds
-            c0, t0 = tree_cpu_seconds(loop.pid), time.perf_counter()
-            rss_at = t0 + min(IDLE_RSS_AFTER, dur)
-            rss_kb: int | None = None
-            while (now := time.perf_counter()) < t0 + dur:
+            head = up.head(self.genv)
+            loop.wait_for_sha(head, T_FIRST_SYNC)
+            deadline = time.monotonic() + T_FIRST_SYNC
+            while not touch.exists():
                 loop.check_alive()
-                if rss_kb is None and now >= rss_at:
-                    rss_kb = tree_rss_kb(loop.pid)
-                time.sleep(min(0.1, t0 + dur - now))
-            loop.check_alive()
-            c1, t1 = tree_cpu_seconds(loop.pid), time.perf_counter()
-            if rss_kb is None:
-                rss_kb = tree_rss_kb(loop.pid)
-            per_min = (c1 - c0) / (t1 - t0) * 60
-            r.idle_cpu.gitsync = per_min
-            r.idle_cpu.gitsync_samples.append(per_min)
-            r.idle_rss.gitsync = rss_kb / 1024
-            r.idle_rss.gitsync_samples.append(rss_kb / 1024)
-            self.log(
-                f"  idle gitsync: {per_min:.2f} CPU-s/min over {t1 - t0:.1f}s, "
-                f"RSS {rss_kb / 1024:.1f} MB"
-            )
-        finally:
+                if time.monotonic() > deadline:
+                    raise BenchError(
+                        "gitsync did not create its touch file (GITSYNC_TOUCH_FILE) after its"
+                        f" first loop; output tail:\n{tail(loop.log_path.read_bytes())}"
+                    )
+                time.sleep(0.02)
+            loop.wait_quiet()
+        except BaseException:
             loop.stop()
-            rmtree(root)
+            raise
+        return loop
 
-    def measure_idle_git(self, up: Upstream, r: SizeResult, git_root: Path) -> None:
+    def measure_idle(
+        self, up: Upstream, r: SizeResult, gs_root: Path | None, git_root: Path | None
+    ) -> None:
+        """gitsync (looping, period 1s) and git's fetch loop run side by side for the same window;
+        each one's CPU time is its own (gitsync: /proc; git: wait4 rusage of each command)."""
+        loop: LoopingGitsync | None = None
+        if gs_root is None and git_root is None:
+            return
+        if gs_root is not None:
+            try:
+                loop = self.start_idle_gitsync(up, gs_root)
+            except BenchError as e:
+                r.idle_cpu.errors.append(f"gitsync: {e}")
+                self.log(f"  ERROR {e}")
         dur = self.args.idle_seconds
-        cpu = 0.0
-        loops = 0
+        git_cpu, loops = 0.0, 0
+        rss_kb: int | None = None
+        c0 = tree_cpu_seconds(loop.pid) if loop else 0.0
         t0 = time.perf_counter()
-        while time.perf_counter() - t0 < dur:
-            seq = GitSeq(self.genv, up.url, git_root)
-            seq.fetch()
-            cpu += seq.cpu
-            loops += 1
-            remaining = t0 + dur - time.perf_counter()
-            time.sleep(max(0.0, min(IDLE_PERIOD, remaining)))
-        elapsed = time.perf_counter() - t0
-        per_min = cpu / elapsed * 60
-        r.idle_cpu.git = per_min
-        r.idle_cpu.git_samples.append(per_min)
-        self.log(f"  idle git: {per_min:.2f} CPU-s/min ({loops} fetches in {elapsed:.1f}s)")
+        try:
+            while (now := time.perf_counter()) < t0 + dur:
+                if loop is not None:
+                    loop.check_alive()
+                    if rss_kb is None and now - t0 >= min(IDLE_RSS_AFTER, dur):
+                        rss_kb = tree_rss_kb(loop.pid)
+                if git_root is not None:
+                    seq = GitSeq(self.genv, up.url, git_root)
+                    seq.fetch()
+                    git_cpu += seq.cpu
+                    loops += 1
+                    # git-sync waits one period after each attempt.
+                    wake = time.perf_counter() + IDLE_PERIOD
+                else:
+                    wake = now + 0.1
+                while (now := time.perf_counter()) < min(wake, t0 + dur):
+                    if loop is not None and rss_kb is None and now - t0 >= IDLE_RSS_AFTER:
+                        rss_kb = tree_rss_kb(loop.pid)
+                    time.sleep(min(0.1, max(0.0, min(wake, t0 + dur) - now)))
+            t1 = time.perf_counter()
+            if loop is not None:
+                loop.check_alive()
+                c1 = tree_cpu_seconds(loop.pid)
+                if rss_kb is None:
+                    rss_kb = tree_rss_kb(loop.pid)
+                per_min = (c1 - c0) / (t1 - t0) * 60
+                r.idle_cpu.gitsync = per_min
+                r.idle_cpu.gitsync_samples.append(per_min)
+                r.idle_rss.gitsync = rss_kb / 1024
+                r.idle_rss.gitsync_samples.append(rss_kb / 1024)
+                self.log(
+                    f"  idle gitsync: {per_min:.2f} CPU-s/min over {t1 - t0:.1f}s, "
+                    f"RSS {rss_kb / 1024:.1f} MB"
+                )
+            if git_root is not None:
+                per_min = git_cpu / (t1 - t0) * 60
+                r.idle_cpu.git = per_min
+                r.idle_cpu.git_samples.append(per_min)
+                self.log(f"  idle git: {per_min:.2f} CPU-s/min ({loops} fetches in {t1 - t0:.1f}s)")
+        except BenchError as e:
+            r.idle_cpu.errors.append(str(e))
+            self.log(f"  ERROR {e}")
+        finally:
+            if loop is not None:
+                loop.stop()
 
     # ----- per size --------------------------------------------------------------------------
 
@@ -1171,37 +1214,34 @@ class Bench:
         self.measure_cold(up, r)
 
         self.log(f"size {n}: update latency")
-        git_root = self.fresh("git-loop")
-        git_ready = False
+        git_root: Path | None = self.fresh("git-loop")
+        assert git_root is not None
         try:
             git_cold_sync(self.genv, up.url, git_root)
-            git_ready = True
             self.measure_latency_git(up, r, git_root)
         except BenchError as e:
             r.latency.errors.append(f"git: {e}")
             self.log(f"  ERROR {e}")
+            rmtree(git_root)
+            git_root = None
+        gs_root: Path | None = None
         if not self.gitsync_unavailable(r.latency):
+            gs_root = self.fresh("gitsync-loop")
             try:
-                self.measure_latency_gitsync(up, r)
+                self.measure_latency_gitsync(up, r, gs_root)
             except BenchError as e:
                 r.latency.errors.append(f"gitsync: {e}")
                 self.log(f"  ERROR {e}")
+                rmtree(gs_root)
+                gs_root = self.fresh("gitsync-idle")  # the idle test starts from scratch
+        else:
+            self.gitsync_unavailable(r.idle_cpu)
 
-        self.log(f"size {n}: idle ({self.args.idle_seconds:.0f}s each)")
-        if not self.gitsync_unavailable(r.idle_cpu):
-            try:
-                self.measure_idle_gitsync(up, r)
-            except BenchError as e:
-                r.idle_cpu.errors.append(f"gitsync: {e}")
-                self.log(f"  ERROR {e}")
-        if git_ready:
-            try:
-                self.measure_idle_git(up, r, git_root)
-            except BenchError as e:
-                r.idle_cpu.errors.append(f"git: {e}")
-                self.log(f"  ERROR {e}")
-        rmtree(git_root)
-        rmtree(up.path)
+        self.log(f"size {n}: idle, {self.args.idle_seconds:.0f}s (gitsync and git side by side)")
+        self.measure_idle(up, r, gs_root, git_root)
+        for p in (git_root, gs_root, up.path):
+            if p is not None:
+                rmtree(p)
         return r
 
 
@@ -1487,7 +1527,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"ERROR: {e}\n(continuing with the git side only)", file=sys.stderr)
         bench = Bench(args, work, genv, gs, gs_error)
         bench.log(
-            f"gitsync {gs_version or '(not run)'}; {machine_info()['git']}; sizes {args.size_list}"
+            f"gitsync: {gs_version or '(not run)'}; {machine_info()['git']}; sizes {args.size_list}"
         )
         for n in args.size_list:
             results.append(bench.measure_size(n))

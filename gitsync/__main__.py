@@ -7,11 +7,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from gitsync import __version__, cli, files, log
+from gitsync import __version__, cli, files, log, verify
 from gitsync.config import Settings
 from gitsync.lock import RootLock, RootLocked
 from gitsync.loop import Loop, Policy, run_forever
-from gitsync.remote import FULL_SHA, Remote, git_config, redact_url
+from gitsync.remote import FULL_SHA, redact_url
+from gitsync.remote import from_settings as remote_from_settings
 from gitsync.store import Store
 from gitsync.sync import Syncer
 
@@ -26,11 +27,11 @@ def _under(root: Path, value: str) -> Path | None:
 def build(settings: Settings, root: Path) -> tuple[Loop, RootLock]:
     link = _under(root, settings.link)
     assert link is not None
-    remote = Remote(settings.repo, git_config(settings.git_config,
-                                              timeout=settings.sync_timeout))
+    remote = remote_from_settings(settings)
     store = Store(root, redact_url(settings.repo))
     syncer = Syncer(remote=remote, store=store, root=root, link=link, ref=settings.ref,
-                    depth=settings.depth, filter_spec=settings.filter)
+                    depth=settings.depth, filter_spec=settings.filter,
+                    verifier=verify.from_settings(settings))
     policy = Policy(
         period=settings.period,
         init_period=settings.init_period,

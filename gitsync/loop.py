@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from dulwich.errors import ApplyDeltaError, ChecksumMismatch, ObjectFormatException
 
@@ -26,11 +26,21 @@ from gitsync.sync import Outcome, Syncer
 from gitsync.worktree import Cancelled, UnsafeTree
 
 
-class Listener(Protocol):
-    """What the server, metrics, status file and hooks plug into (later issues)."""
+class Listener:
+    """What the server, metrics, status file and hooks plug into; every method may be left alone.
 
-    def on_success(self, outcome: Outcome, duration: float) -> None: ...
-    def on_failure(self, error: str, failures: int, duration: float) -> None: ...
+    Listeners run on the loop's thread and must not block it (hooks queue their work).
+    """
+
+    def on_success(self, outcome: Outcome, first: bool, duration: float) -> None:
+        """After a successful sync (``first``: the first success of this process)."""
+
+    def on_failure(self, error: str, failures: int, duration: float) -> None:
+        """After a failed sync; ``failures`` counts consecutive failures."""
+
+    def finish_one_time(self) -> bool:
+        """One-time mode, after the success: wait for queued work; False makes the exit code 1."""
+        return True
 
 
 @dataclass
@@ -127,7 +137,8 @@ class Loop:
                 failures = 0
                 self._after_success(outcome, first, duration)
                 if self.policy.one_time:
-                    return 0
+                    ok = all([listener.finish_one_time() for listener in self.listeners])
+                    return 0 if ok else 1
                 if self.policy.sha_ref:
                     self.log.info("ref appears to be a git hash, no further sync needed",
                                   ref=self.syncer.ref)
@@ -198,7 +209,7 @@ class Loop:
             except OSError as e:
                 self.log.error("failed to touch the touch file", error=str(e))
         for listener in self.listeners:
-            listener.on_success(outcome, duration)
+            listener.on_success(outcome, first, duration)
         try:
             removed = self.syncer.cleanup(self.policy.stale_worktree_timeout)
             if removed:

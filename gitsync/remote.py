@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from dulwich.client import GitClient, get_transport_and_path
@@ -19,6 +19,9 @@ from dulwich.errors import GitProtocolError, HangupException, NotGitRepository
 from dulwich.objects import ObjectID
 from dulwich.protocol import PEELED_TAG_SUFFIX
 from dulwich.refs import Ref
+
+if TYPE_CHECKING:
+    from gitsync.config import Settings
 
 FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
 
@@ -144,6 +147,13 @@ class Remote:
                 raise RemoteError(f"unsupported repository URL {self.display_url}: {e}") from None
         return self._client, self._path
 
+    def refresh(self) -> None:
+        """Before each sync: re-read rotating credentials (password files, askpass, tokens)."""
+
+    def derive(self, url: str) -> Remote:
+        """A remote for another URL (a submodule) sharing this one's settings."""
+        return Remote(url, self.config)
+
     def _is_local(self) -> bool:
         return self.url.startswith("file://") or ("://" not in self.url and ":" not in self.url)
 
@@ -199,3 +209,8 @@ class Remote:
         if isinstance(e, OSError):
             return RemoteError(f"unable to access '{self.display_url}': {text}")
         return RemoteError(f"fetch from '{self.display_url}' failed: {type(e).__name__}: {text}")
+
+
+def from_settings(settings: Settings) -> Remote:
+    """The remote as the settings describe it (credentials, TLS, proxies, SSH)."""
+    return Remote(settings.repo, git_config(settings.git_config, timeout=settings.sync_timeout))

@@ -252,6 +252,14 @@ class Store:
 
     # ----- disk bound ---------------------------------------------------------------------
 
+    def pack_bytes(self) -> int:
+        """Bytes in packs: before and after a fetch, the size of what it brought."""
+        pack = self.gitdir / "objects" / "pack"
+        try:
+            return sum(e.stat().st_size for e in os.scandir(pack) if e.name.endswith(".pack"))
+        except FileNotFoundError:
+            return 0
+
     def _objects_size(self) -> int:
         return _dir_size(self.gitdir / "objects")
 

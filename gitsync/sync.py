@@ -19,6 +19,9 @@ from gitsync.remote import FULL_SHA, Remote, Target, resolve
 from gitsync.store import Store
 from gitsync.worktree import Cancelled, Materializer, worktree_path
 
+# Checks a fetched target before it is published; raises to refuse it (see verify.py).
+Verifier = Callable[[Store, Target, str], None]
+
 
 class Action(enum.Enum):
     NOOP = "noop"  # the link already publishes the commit, intact
@@ -50,6 +53,8 @@ class Outcome:
     updated: bool  # an update pass ran (git-sync's "success" rather than "noop")
     previous: str | None
     timings: dict[str, float] = field(default_factory=dict)
+    fetched_bytes: int = 0
+    target: Target | None = None
 
 
 @dataclass
@@ -62,13 +67,15 @@ class SyncState:
     commit: str | None = None
     action: Action = Action.UPDATE
     timings: dict[str, float] = field(default_factory=dict)
+    fetched_bytes: int = 0
 
 
 class Syncer:
     """Holds what lives across syncs: the remote (its connections), the store, the worktrees."""
 
     def __init__(self, *, remote: Remote, store: Store, root: Path, link: Path, ref: str,
-                 depth: int, filter_spec: str = "") -> None:
+                 depth: int, filter_spec: str = "", verifier: Verifier | None = None,
+                 before_publish: Callable[[str], None] | None = None) -> None:
         self.remote = remote
         self.store = store
         self.root = root
@@ -77,6 +84,9 @@ class Syncer:
         self.depth = depth
         self.filter_spec = filter_spec
         self.worktrees = Materializer(store, root)
+        self.verifier = verifier
+        # Called with the new commit after its worktree is complete and before the link moves.
+        self.before_publish = before_publish
         self.log = log.get()
 
     def run(self, first: bool, cancel: threading.Event) -> Outcome:
@@ -85,6 +95,7 @@ class Syncer:
             ("inspect", self._inspect),
             ("discover", self._discover),
             ("fetch", self._fetch),
+            ("verify", self._verify),
             ("checkout", self._checkout),
             ("publish", self._publish),
         ]
@@ -98,7 +109,8 @@ class Syncer:
                 break
         assert state.commit is not None
         changed = state.commit != state.current or not state.linked
-        return Outcome(state.commit, changed, state.action is not Action.NOOP, state.current, state.timings)
+        return Outcome(state.commit, changed, state.action is not Action.NOOP, state.current,
+                       state.timings, state.fetched_bytes, state.target)
 
     # ----- steps ---------------------------------------------------------------------------
 
@@ -111,6 +123,7 @@ class Syncer:
             self.log.info("current worktree is missing or damaged, rebuilding", v=1, hash=sha)
 
     def _discover(self, state: SyncState, _cancel: threading.Event) -> None:
+        self.remote.refresh()
         adv = None if FULL_SHA.match(self.ref) else self.remote.advertise()
         state.target = target = resolve(self.ref, adv)
         commit = target.commit
@@ -123,9 +136,19 @@ class Syncer:
 
     def _fetch(self, state: SyncState, _cancel: threading.Event) -> None:
         assert state.target is not None
+        before = self.store.pack_bytes()
         state.commit = self.store.fetch(self.remote, state.target, self.depth, self.filter_spec)
+        state.fetched_bytes = max(0, self.store.pack_bytes() - before)
         if state.commit != state.current or not state.healthy:
             self.log.info("update required", ref=self.ref, local=state.current, remote=state.commit)
+
+    def _verify(self, state: SyncState, _cancel: threading.Event) -> None:
+        """Signature checks on what is about to be published (a failure keeps the old link)."""
+        if self.verifier is None or state.target is None or state.commit is None:
+            return
+        if state.commit == state.current and state.healthy and not state.first:
+            return
+        self.verifier(self.store, state.target, state.commit)
 
     def _checkout(self, state: SyncState, cancel: threading.Event) -> None:
         assert state.commit is not None
@@ -140,6 +163,8 @@ class Syncer:
         assert state.commit is not None
         if cancel.is_set():
             raise Cancelled("sync abandoned before publishing")
+        if state.commit != state.current and self.before_publish is not None:
+            self.before_publish(state.commit)
         if state.commit != state.current or not state.linked:
             publish.swap(self.link, worktree_path(self.root, state.commit))
         self.store.record(state.commit, self.kept_commits(), self.depth)

@@ -74,11 +74,16 @@ def test_negative_max_failures_retries_and_recovers(
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize(
+    "extra",
+    [LOOP, {"GITSYNC_PERIOD": "100s"}, {"GITSYNC_PERIOD": "100s", "GITSYNC_SYNC_ON_SIGNAL": "HUP"}],
+    ids=["period-100ms", "period-100s", "sync-on-signal"],
+)
 def test_termination_signal_ends_loop_quickly(
-    sig: signal.Signals, upstream: Upstream, gs_env: dict[str, str]
+    sig: signal.Signals, extra: dict[str, str], upstream: Upstream, gs_env: dict[str, str]
 ) -> None:
     c1 = upstream.head_sha()
-    with running({**gs_env, **LOOP}) as gs:
+    with running({**gs_env, **extra}) as gs:
         gs.wait_for_sha(c1)
         t0 = time.monotonic()
         gs.send(sig)

@@ -6,15 +6,17 @@ import os
 import stat
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from gitsync_proc import assert_synced, parse_logs, run, run_once, running
-from upstream import Exec, Symlink, Upstream, git
+from servers.git_http import GitHttpServer
+from upstream import Exec, FileValue, Symlink, Upstream, git
 
 pytestmark = pytest.mark.timeout(60)
 
-CONTENT = {
+CONTENT: dict[str, FileValue] = {
     "file": "hello\n",
     "dir/sub/deep.txt": "deep\n",
     "bin/run.sh": Exec("#!/bin/sh\necho run\n"),
@@ -204,3 +206,22 @@ def test_flags_override_env(upstream: Upstream, gs_env: dict[str, str], root: Pa
     assert res.returncode == 0, res.stderr
     assert_synced(root / "from-flag", sha)
     assert not (root / "link").exists()
+
+
+def test_http_basic_auth(
+    upstream: Upstream,
+    gs_env: dict[str, str],
+    root: Path,
+    make_http_server: Callable[..., GitHttpServer],
+) -> None:
+    server = make_http_server(auth=("testuser", "testpass"))
+    env = {**gs_env, "GITSYNC_REPO": server.url_for(upstream.bare), "GITSYNC_USERNAME": "testuser"}
+    res = run_once({**env, "GITSYNC_PASSWORD": "wrong"})
+    assert res.returncode == 1, res.stderr
+    assert not (root / "link").is_symlink()
+    assert any(r.status == 401 for r in server.requests)
+    res = run_once({**env, "GITSYNC_PASSWORD": "testpass"})
+    assert res.returncode == 0, res.stderr
+    assert_synced(root / "link", upstream.head_sha())
+    assert any(r.user == "testuser" and r.status == 200 for r in server.requests)
+    assert "testpass" not in res.stderr  # secrets are not logged

@@ -348,7 +348,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
             while True:
-                data = proc.stdout.read1(65536)
+                data = proc.stdout.read1(65536)  # type: ignore[attr-defined]
                 if not data:
                     break
                 if has_length:
