@@ -23,8 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from dulwich.objects import Blob, Commit, ObjectID, Tree
+from dulwich.objects import Blob, Commit, ObjectID, Tree, TreeEntry
 
+from gitsync.attributes import Attributes
 from gitsync.gitindex import IndexEntry, read_index, write_index
 from gitsync.store import Store
 
@@ -205,42 +206,58 @@ class _Writer:
         self._count = 0
 
     def write(self, tree_sha: bytes) -> list[IndexEntry]:
-        stack: list[tuple[bytes, bytes, int]] = [(tree_sha, b"", 0)]
+        stack: list[tuple[bytes, bytes, int, Attributes, bool]] = [
+            (tree_sha, b"", 0, Attributes(), self.prev is not None)
+        ]
         while stack:
-            sha, prefix, depth = stack.pop()
+            sha, prefix, depth, attrs, reuse = stack.pop()
             if depth > MAX_TREE_DEPTH:
                 raise UnsafeTree(f"tree deeper than {MAX_TREE_DEPTH} levels at {prefix!r}")
             tree = self.objects[ObjectID(sha)]
             if not isinstance(tree, Tree):
                 raise UnsafeTree(f"{sha.decode()} at {prefix!r} is not a tree")
-            for entry in tree.iteritems():
+            items = list(tree.iteritems())
+            attrs, reuse = self._attributes(items, prefix, attrs, reuse)
+            for entry in items:
                 name, mode, child = entry.path, entry.mode, entry.sha
                 check_name(name, mode)
                 rel = prefix + name
                 target = self.dest + b"/" + rel
                 if stat.S_ISDIR(mode):
                     os.mkdir(target)
-                    stack.append((child, rel + b"/", depth + 1))
+                    stack.append((child, rel + b"/", depth + 1, attrs, reuse))
                 elif mode == _MODE_GITLINK:
                     os.mkdir(target)
                     self.entries.append(IndexEntry(rel, mode, child))
                 else:
-                    self._file(rel, target, mode, child)
+                    self._file(rel, target, mode, child, attrs, reuse)
                 self._tick()
         return self.entries
+
+    def _attributes(self, items: list[TreeEntry], prefix: bytes, attrs: Attributes,
+                    reuse: bool) -> tuple[Attributes, bool]:
+        """The rules for this directory; reuse stops below a ``.gitattributes`` that changed."""
+        mine = next((e for e in items if e.path == b".gitattributes" and stat.S_ISREG(e.mode)), None)
+        before = self.prev.entries.get(prefix + b".gitattributes") if self.prev else None
+        if (mine.sha if mine else None) != (before.sha if before else None):
+            reuse = False
+        if mine is not None:
+            attrs = attrs.child(prefix.rstrip(b"/"), self._blob(mine.sha, prefix + mine.path))
+        return attrs, reuse
 
     def _tick(self) -> None:
         self._count += 1
         if self._count % _CHECK_CANCEL_EVERY == 0 and self.cancel.is_set():
             raise Cancelled("sync abandoned while writing the worktree")
 
-    def _file(self, rel: bytes, target: bytes, mode: int, sha: bytes) -> None:
+    def _file(self, rel: bytes, target: bytes, mode: int, sha: bytes, attrs: Attributes,
+              reuse: bool) -> None:
         if mode == _MODE_LINK:
             os.symlink(self._blob(sha, rel), target)
             self.entries.append(IndexEntry.from_stat(rel, mode, sha, os.lstat(target)))
             return
         mode = 0o100755 if mode & 0o100 else 0o100644
-        if self.prev is not None:
+        if reuse and self.prev is not None:
             old = self.prev.entries.get(rel)
             if old is not None and old.sha == sha and old.mode == mode:
                 src = self.prev_base + b"/" + rel
@@ -252,7 +269,7 @@ class _Writer:
                         return
                 except OSError:
                     pass
-        data = self._blob(sha, rel)
+        data = attrs.smudge(rel, self._blob(sha, rel), sha)
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
                      0o777 if mode == 0o100755 else 0o666)
         try:

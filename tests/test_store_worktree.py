@@ -1,0 +1,112 @@
+"""The store and the worktrees, driven in-process through the Syncer against a real upstream.
+
+Faster than a subprocess per step, so it can afford 100 updates; what it asserts is still
+what a user sees: sizes on disk, file contents, inodes, the git CLI's answers.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from gitsync.remote import Remote
+from gitsync.store import Store
+from gitsync.sync import Syncer
+from tests.upstream import Upstream, git
+
+
+def _syncer(upstream: Upstream, root: Path, depth: int = 1) -> Syncer:
+    root.mkdir(parents=True, exist_ok=True)
+    return Syncer(remote=Remote(upstream.file_url), store=Store(root, upstream.file_url),
+                  root=root, link=root / "link", ref="HEAD", depth=depth)
+
+
+def _sync(s: Syncer, first: bool = False) -> str:
+    outcome = s.run(first, threading.Event())
+    s.cleanup(0)
+    return outcome.commit
+
+
+def _du(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def test_store_stays_bounded_over_100_updates(upstream: Upstream, tmp_path: Path) -> None:
+    rng = random.Random(7)
+    files = {f"d{i % 5}/f{i}.bin": rng.randbytes(4096) for i in range(60)}
+    upstream.commit(files, "base")
+    s = _syncer(upstream, tmp_path / "root")
+    _sync(s, first=True)
+    for n in range(100):
+        changed = {f"d{i % 5}/f{i}.bin": rng.randbytes(4096) for i in rng.sample(range(60), 6)}
+        sha = upstream.commit(changed, f"update {n}")
+        assert _sync(s) == sha
+    fresh = _syncer(upstream, tmp_path / "fresh")
+    _sync(fresh, first=True)
+    grown, baseline = _du(tmp_path / "root" / ".git"), _du(tmp_path / "fresh" / ".git")
+    assert grown <= 2 * baseline, (grown, baseline)
+    assert len(list((tmp_path / "root" / ".worktrees").iterdir())) == 1
+    git("-C", str(tmp_path / "root"), "fsck", "--no-progress")
+    assert git("-C", str(tmp_path / "root" / "link"), "rev-list", "--count", "HEAD") == "1"
+
+
+def test_update_writes_only_changed_files(upstream: Upstream, tmp_path: Path) -> None:
+    upstream.commit({f"f{i}.txt": f"{i}\n" for i in range(50)}, "base")
+    s = _syncer(upstream, tmp_path / "root")
+    first = _sync(s, first=True)
+    before = {p.name: p.stat().st_ino for p in (s.root / ".worktrees" / first).glob("*.txt")}
+    second = upstream.commit({"f3.txt": "changed\n"}, "one file")
+    _sync(s)
+    after = {p.name: p.stat().st_ino for p in (s.root / ".worktrees" / second).glob("*.txt")}
+    rewritten = sorted(name for name in after if after[name] != before.get(name))
+    assert rewritten == ["f3.txt"]
+    assert git("-C", str(s.link), "status", "--porcelain") == ""
+
+
+def test_file_changed_in_place_by_a_consumer_is_not_carried_forward(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    upstream.commit({"keep.txt": "original\n", "other.txt": "1\n"}, "base")
+    s = _syncer(upstream, tmp_path / "root")
+    first = _sync(s, first=True)
+    victim = s.root / ".worktrees" / first / "keep.txt"
+    with open(victim, "r+b") as f:  # same size, same inode: only the stat check can tell
+        f.write(b"ORIGINAL")
+    os.utime(victim, ns=(victim.stat().st_atime_ns, victim.stat().st_mtime_ns + 5_000_000_000))
+    upstream.commit({"other.txt": "2\n"}, "unrelated change")
+    _sync(s)
+    assert (s.link / "keep.txt").read_text() == "original\n"
+
+
+def test_gitattributes_conversions_match_git(upstream: Upstream, tmp_path: Path) -> None:
+    upstream.commit({
+        ".gitattributes": "*.bat eol=crlf\n*.txt ident\nsub/*.c text eol=crlf\n*.bin binary\n",
+        "x.bat": "a\nb\n", "y.txt": "id $Id$\n", "sub/m.c": "int\nmain\n", "sub/n.h": "a\nb\n",
+        "z.bin": b"a\nb\0\n",
+    }, "attributes")
+    s = _syncer(upstream, tmp_path / "root")
+    _sync(s, first=True)
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", upstream.file_url, str(clone)], check=True)
+    for name in ("x.bat", "y.txt", "sub/m.c", "sub/n.h", "z.bin"):
+        assert (s.link / name).read_bytes() == (clone / name).read_bytes(), name
+    assert (s.link / "x.bat").read_bytes() == b"a\r\nb\r\n"
+
+
+@pytest.mark.parametrize("depths", [(1, 3, 2, 0, 1)])
+def test_depth_changes_keep_fsck_clean(upstream: Upstream, tmp_path: Path, depths: tuple[int, ...]) -> None:
+    for i in range(5):
+        upstream.commit({"file": f"{i}\n"}, f"c{i}")
+    total = upstream.log_count()
+    for depth in depths:
+        s = _syncer(upstream, tmp_path / "root", depth)
+        _sync(s, first=True)
+        s.store.close()
+        count = int(git("-C", str(tmp_path / "root" / "link"), "rev-list", "--count", "HEAD"))
+        assert count == (depth or total)
+        git("-C", str(tmp_path / "root"), "fsck", "--no-progress")
