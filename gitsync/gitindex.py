@@ -14,6 +14,8 @@ from dataclasses import dataclass
 _HEADER = struct.Struct(">4sII")
 _ENTRY = struct.Struct(">IIIIIIIIII20sH")
 _MASK32 = 0xFFFFFFFF
+_EXTENDED = 0x4000
+_SKIP_WORKTREE = 0x4000
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +32,7 @@ class IndexEntry:
     uid: int = 0
     gid: int = 0
     size: int = 0
+    skip_worktree: bool = False  # sparse checkout: in the commit, not in the worktree
 
     @classmethod
     def from_stat(cls, path: bytes, mode: int, sha: bytes, st: os.stat_result) -> IndexEntry:
@@ -50,16 +53,20 @@ def _split_ns(ns: int) -> tuple[int, int]:
 
 
 def write_index(path: str | os.PathLike[str], entries: list[IndexEntry]) -> None:
+    """Version 2, or 3 when a sparse checkout needs the skip-worktree bit."""
     entries = sorted(entries, key=lambda e: e.path)
-    parts = [_HEADER.pack(b"DIRC", 2, len(entries))]
+    version = 3 if any(e.skip_worktree for e in entries) else 2
+    parts = [_HEADER.pack(b"DIRC", version, len(entries))]
     for e in entries:
         cs, cn = _split_ns(e.ctime_ns)
         ms, mn = _split_ns(e.mtime_ns)
-        flags = min(len(e.path), 0xFFF)
+        flags = min(len(e.path), 0xFFF) | (_EXTENDED if e.skip_worktree else 0)
         packed = _ENTRY.pack(
             cs, cn, ms, mn, e.dev & _MASK32, e.ino & _MASK32, e.mode, e.uid & _MASK32,
             e.gid & _MASK32, e.size & _MASK32, bytes.fromhex(e.sha.decode()), flags,
         )
+        if e.skip_worktree:
+            packed += _SKIP_WORKTREE.to_bytes(2, "big")
         length = len(packed) + len(e.path)
         pad = 8 - (length % 8)
         parts.append(packed + e.path + b"\0" * pad)
@@ -80,18 +87,21 @@ def read_index(path: str | os.PathLike[str]) -> dict[bytes, IndexEntry]:
     if hashlib.sha1(data[:-20], usedforsecurity=False).digest() != data[-20:]:
         raise ValueError("index checksum mismatch")
     sig, version, count = _HEADER.unpack_from(data, 0)
-    if sig != b"DIRC" or version != 2:
+    if sig != b"DIRC" or version not in (2, 3):
         raise ValueError("unsupported index")
     pos = _HEADER.size
     out: dict[bytes, IndexEntry] = {}
     for _ in range(count):
         (cs, cn, ms, mn, dev, ino, mode, uid, gid, size, sha, flags) = _ENTRY.unpack_from(data, pos)
         start = pos + _ENTRY.size
+        skip = False
+        if flags & _EXTENDED:
+            skip = bool(int.from_bytes(data[start:start + 2], "big") & _SKIP_WORKTREE)
+            start += 2
         end = data.index(b"\0", start)
         name = data[start:end]
-        length = _ENTRY.size + len(name)
+        length = start - pos + len(name)
         pos += length + (8 - length % 8)
-        del flags
         out[name] = IndexEntry(name, mode, sha.hex().encode(), cs * 1_000_000_000 + cn,
-                               ms * 1_000_000_000 + mn, dev, ino, uid, gid, size)
+                               ms * 1_000_000_000 + mn, dev, ino, uid, gid, size, skip)
     return out

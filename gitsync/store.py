@@ -63,11 +63,12 @@ def _dir_size(path: Path) -> int:
 
 
 class Store:
-    """``<root>/.git``: open, repair, fetch into, bound."""
+    """``<root>/.git`` (or a submodule's bare store under it): open, repair, fetch into, bound."""
 
-    def __init__(self, root: Path, repo_url: str) -> None:
+    def __init__(self, root: Path, repo_url: str, gitdir: Path | None = None) -> None:
         self.root = root
-        self.gitdir = root / ".git"
+        self.bare = gitdir is not None  # a submodule's store: no root of its own to wipe
+        self.gitdir = gitdir or root / ".git"
         self.repo_url = repo_url
         self._repo: Repo | None = None
         self._baseline = 0  # size of objects/ right after the last rewrite (or first fetch)
@@ -96,6 +97,16 @@ class Store:
 
     def _open_or_init(self) -> Repo:
         self.root.mkdir(parents=True, exist_ok=True)
+        if self.bare:
+            if self._valid():
+                self._clear_locks()
+                with contextlib.suppress(NotGitRepository, OSError, ValueError, KeyError):
+                    return Repo(str(self.gitdir))
+            shutil.rmtree(self.gitdir, ignore_errors=True)
+            self.gitdir.parent.mkdir(parents=True, exist_ok=True)
+            repo = Repo.init_bare(str(self.gitdir), mkdir=True, default_branch=b"git-sync")
+            self._ensure_config(repo)
+            return repo
         if not self.gitdir.is_dir() or self.gitdir.is_symlink():
             # Empty, or somebody else's directory: git-sync wipes it too (never the mount point).
             wipe_contents(self.root)
@@ -147,7 +158,7 @@ class Store:
         changed = False
         wanted: dict[tuple[tuple[bytes, ...], bytes], bytes] = {
             ((b"remote", b"origin"), b"url"): self.repo_url.encode(),
-            ((b"core",), b"bare"): b"false",
+            ((b"core",), b"bare"): b"true" if self.bare else b"false",
             ((b"gc",), b"auto"): b"0",
         }
         for (section, key), value in wanted.items():
@@ -229,7 +240,10 @@ class Store:
             deepen: int | None = depth if depth > 0 else None
             if depth == 0 and self.repo.get_shallow():
                 deepen = INFINITE_DEPTH
+            before = {p.name for p in (self.gitdir / "objects" / "pack").glob("*.pack")}
             remote.fetch(self.repo, [target.want], deepen, filter_spec)
+            if filter_spec:
+                self._mark_promisor(filter_spec, before)
             if not self.has(target.want):
                 raise StoreError(f"remote did not send {target.want} for {target.ref}")
             commit = self.peel(target.want)
@@ -237,6 +251,23 @@ class Store:
                 # The server judged our shallow boundary complete; ask for everything.
                 remote.fetch(self.repo, [target.want], INFINITE_DEPTH, filter_spec)
         return commit
+
+    def fetch_missing(self, remote: Remote, shas: list[bytes]) -> None:
+        """A partial clone's lazy fetch: the blobs (or trees) a checkout needs, in one batch."""
+        remote.fetch(self.repo, [s.decode() for s in shas], None)
+
+    def _mark_promisor(self, filter_spec: str, before: set[str]) -> None:
+        """What git needs to accept a store with objects left out: promisor packs and config."""
+        pack = self.gitdir / "objects" / "pack"
+        for p in pack.glob("*.pack"):
+            if p.name not in before:
+                p.with_suffix(".promisor").touch()
+        config = self.repo.get_config()
+        config.set((b"core",), b"repositoryformatversion", b"1")
+        config.set((b"extensions",), b"partialClone", b"origin")
+        config.set((b"remote", b"origin"), b"promisor", b"true")
+        config.set((b"remote", b"origin"), b"partialclonefilter", filter_spec.encode())
+        config.write_to_path()
 
     def record(self, commit: str, live: Iterable[str], depth: int) -> None:
         """Point the branch at ``commit`` and write the shallow file for every live commit."""
@@ -311,6 +342,7 @@ class Store:
         ids = self.live_objects(commits, depth) + [e.encode() for e in extra if self.has(e)]
         store = repo.object_store
         old = [Path(p._basename) for p in store.packs]
+        partial = any(Path(str(base) + ".promisor").exists() for base in old)
         f, commit, abort = store.add_pack()
         try:
             write_pack_from_container(
@@ -321,6 +353,8 @@ class Store:
             raise
         new = commit()
         keep = Path(new._basename) if new is not None else None
+        if partial and keep is not None:
+            Path(str(keep) + ".promisor").touch()
         self.close()
         for base in old:
             if base == keep:

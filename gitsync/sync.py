@@ -17,7 +17,9 @@ from pathlib import Path
 from gitsync import log, publish
 from gitsync.remote import FULL_SHA, Remote, Target, resolve
 from gitsync.store import Store
-from gitsync.worktree import Cancelled, Materializer, worktree_path
+from gitsync.submodules import Mode as SubmoduleMode
+from gitsync.submodules import Submodules
+from gitsync.worktree import Cancelled, Materializer, Sparse, prune_admin, worktree_path
 
 # Checks a fetched target before it is published; raises to refuse it (see verify.py).
 Verifier = Callable[[Store, Target, str], None]
@@ -75,7 +77,9 @@ class Syncer:
 
     def __init__(self, *, remote: Remote, store: Store, root: Path, link: Path, ref: str,
                  depth: int, filter_spec: str = "", verifier: Verifier | None = None,
-                 before_publish: Callable[[str], None] | None = None) -> None:
+                 before_publish: Callable[[str], None] | None = None,
+                 submodules: SubmoduleMode = "off",
+                 sparse: Callable[[], Sparse | None] | None = None) -> None:
         self.remote = remote
         self.store = store
         self.root = root
@@ -83,7 +87,10 @@ class Syncer:
         self.ref = ref
         self.depth = depth
         self.filter_spec = filter_spec
-        self.worktrees = Materializer(store, root)
+        self.submodules = Submodules(remote, submodules, depth) if submodules != "off" else None
+        self.sparse = sparse
+        fetcher = (lambda shas: store.fetch_missing(remote, shas)) if filter_spec else None
+        self.worktrees = Materializer(store, root, submodules=self.submodules, fetcher=fetcher)
         self.verifier = verifier
         # Called with the new commit after its worktree is complete and before the link moves.
         self.before_publish = before_publish
@@ -157,6 +164,7 @@ class Syncer:
         path = worktree_path(self.root, state.commit)
         if state.commit != state.current and self.worktrees.healthy(state.commit) and path.is_dir():
             return  # a kept worktree of that commit (a backward move within the stale window)
+        self.worktrees.sparse = self.sparse() if self.sparse is not None else None
         self.worktrees.build(state.commit, state.current, cancel)
 
     def _publish(self, state: SyncState, cancel: threading.Event) -> None:
@@ -189,18 +197,9 @@ class Syncer:
             else:
                 publish.remove(path)
             removed.append(path.name)
-        self._prune_admin()
+        prune_admin(self.store.gitdir)
         if removed and sha:
             live = self.kept_commits()
             self.store.record(sha, live, self.depth)
             self.store.maybe_compact(live, self.depth)
         return removed
-
-    def _prune_admin(self) -> None:
-        """git worktree prune: admin dirs whose worktree is gone."""
-        admin = self.store.gitdir / "worktrees"
-        if not admin.is_dir():
-            return
-        for entry in admin.iterdir():
-            if not (self.root / ".worktrees" / entry.name).is_dir():
-                publish.remove(entry)

@@ -22,6 +22,7 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from dulwich.objects import Blob, Commit, ObjectID, Tree, TreeEntry
 
@@ -84,12 +85,76 @@ class Previous:
     entries: dict[bytes, IndexEntry]
 
 
-class Materializer:
-    """Builds worktrees; remembers the last one's index so the next update can reuse it."""
+class Sparse(Protocol):
+    """Which paths a checkout writes (git's sparse-checkout); the others are skip-worktree."""
 
-    def __init__(self, store: Store, root: Path) -> None:
+    def includes(self, path: bytes) -> bool: ...
+
+
+class SubmoduleWriter(Protocol):
+    """Fills the gitlinks of a checkout with their commits' trees (see submodules.py)."""
+
+    def populate(self, checkout: Checkout, gitlinks: list[IndexEntry], top: str,
+                 previous_top: str | None, cancel: threading.Event) -> None: ...
+
+
+# Fetches objects a partial clone left out; None when the store is complete.
+Fetcher = Callable[[list[bytes]], None]
+
+
+@dataclass
+class Checkout:
+    """One tree to write: where the files go now, where they will live, where git's admin is."""
+
+    store: Store
+    commit: str
+    dest: Path  # written here (a temporary directory for a top-level worktree)
+    final: Path  # where ``dest`` will be once renamed: the ``.git`` file is relative to it
+    admin: Path  # git's per-worktree admin directory (HEAD, index, commondir, gitdir)
+    prev: Previous | None = None
+
+
+def write_checkout(co: Checkout, cancel: threading.Event, *, top: str, previous_top: str | None,
+                   sparse: Sparse | None = None, submodules: SubmoduleWriter | None = None,
+                   fetcher: Fetcher | None = None) -> list[IndexEntry]:
+    """Write ``co.commit`` into ``co.dest`` with its git admin files; return its index."""
+    obj = co.store.repo.object_store[ObjectID(co.commit.encode())]
+    if not isinstance(obj, Commit):
+        raise UnsafeTree(f"{co.commit} is not a commit")
+    entries = _Writer(co.store, co.dest, co.prev, cancel, sparse, fetcher).write(obj.tree)
+    (co.dest / ".git").write_text(f"gitdir: {os.path.relpath(co.admin, co.final)}\n")
+    _write_admin(co, entries)
+    gitlinks = [e for e in entries if e.mode == _MODE_GITLINK and not e.skip_worktree]
+    if submodules is not None and gitlinks:
+        submodules.populate(co, gitlinks, top, previous_top, cancel)
+    return entries
+
+
+def _write_admin(co: Checkout, entries: list[IndexEntry]) -> None:
+    """git's worktree admin files, each replaced atomically (a reader may be running git)."""
+    co.admin.mkdir(parents=True, exist_ok=True)
+    files = (
+        ("HEAD", f"{co.commit}\n"),
+        ("commondir", f"{os.path.relpath(co.store.gitdir, co.admin)}\n"),
+        ("gitdir", f"{co.final}/.git\n"),
+    )
+    for name, text in files:
+        tmp = co.admin / f"{name}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, co.admin / name)
+    write_index(co.admin / "index", entries)
+
+
+class Materializer:
+    """Builds top-level worktrees; remembers the last index so the next update can reuse it."""
+
+    def __init__(self, store: Store, root: Path, *, sparse: Sparse | None = None,
+                 submodules: SubmoduleWriter | None = None, fetcher: Fetcher | None = None) -> None:
         self.store = store
         self.root = root
+        self.sparse = sparse
+        self.submodules = submodules
+        self.fetcher = fetcher
         self._last: tuple[str, dict[bytes, IndexEntry]] | None = None
 
     # ----- inspection ----------------------------------------------------------------------
@@ -131,14 +196,12 @@ class Materializer:
         tmp = worktrees_dir(self.root) / f".tmp-{commit}-{os.getpid()}"
         remove_tree(tmp)
         prev = self._previous(previous) if previous != commit else None
-        obj = self.store.repo.object_store[ObjectID(commit.encode())]
-        if not isinstance(obj, Commit):
-            raise UnsafeTree(f"{commit} is not a commit")
         os.mkdir(tmp)
         try:
-            entries = _Writer(self.store, tmp, prev, cancel).write(obj.tree)
-            (tmp / ".git").write_text(f"gitdir: ../../.git/worktrees/{commit}\n")
-            self._write_admin(commit, final, entries)
+            co = Checkout(self.store, commit, tmp, final, self.admin_dir(commit), prev)
+            entries = write_checkout(co, cancel, top=commit, previous_top=previous,
+                                     sparse=self.sparse, submodules=self.submodules,
+                                     fetcher=self.fetcher)
             if os.path.lexists(final):
                 # Rebuilding a damaged worktree the link points at: swap, never leave a gap.
                 _exchange(tmp, final)
@@ -149,21 +212,25 @@ class Materializer:
         self._last = (commit, {e.path: e for e in entries})
         return final
 
-    def _write_admin(self, sha: str, final: Path, entries: list[IndexEntry]) -> None:
-        """git's worktree admin files, each replaced atomically (a reader may be running git)."""
-        admin = self.admin_dir(sha)
-        admin.mkdir(parents=True, exist_ok=True)
-        for name, text in (("HEAD", f"{sha}\n"), ("commondir", "../..\n"), ("gitdir", f"{final}/.git\n")):
-            tmp = admin / f"{name}.tmp"
-            tmp.write_text(text)
-            os.replace(tmp, admin / name)
-        write_index(admin / "index", entries)
-
     def remove(self, sha: str) -> None:
         remove_tree(worktree_path(self.root, sha))
         remove_tree(self.admin_dir(sha))
         if self._last is not None and self._last[0] == sha:
             self._last = None
+
+
+def prune_admin(gitdir: Path) -> None:
+    """git worktree prune, for the store and its submodule stores: admin dirs whose worktree is gone."""
+    for admin in [gitdir / "worktrees", *(gitdir / "modules").glob("**/worktrees")]:
+        if not admin.is_dir():
+            continue
+        for entry in admin.iterdir():
+            try:
+                target = Path((entry / "gitdir").read_text().strip())
+            except OSError:
+                target = Path("/nonexistent")
+            if not target.parent.is_dir():
+                remove_tree(entry)
 
 
 _RENAME_EXCHANGE = 2
@@ -194,18 +261,63 @@ def remove_tree(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+@dataclass(slots=True)
+class _Spec:
+    rel: bytes
+    mode: int
+    sha: bytes
+    attrs: Attributes
+    reuse: bool
+
+
 class _Writer:
-    def __init__(self, store: Store, dest: Path, prev: Previous | None, cancel: threading.Event):
+    """Plans the tree (checks every name, applies sparse rules), fetches what a partial clone
+    lacks in one batch, then writes. Directories are made when a file needs them, as git does."""
+
+    def __init__(self, store: Store, dest: Path, prev: Previous | None, cancel: threading.Event,
+                 sparse: Sparse | None = None, fetcher: Fetcher | None = None):
         self.objects = store.repo.object_store
         self.dest = os.fsencode(dest)
         self.prev = prev
         self.prev_base = os.fsencode(prev.path) if prev else b""
         self.cancel = cancel
+        self.sparse = sparse
+        self.fetcher = fetcher
         self.entries: list[IndexEntry] = []
+        self._dirs: set[bytes] = {b""}
         self._reuse: Callable[[bytes, bytes], None] = self._link
         self._count = 0
 
     def write(self, tree_sha: bytes) -> list[IndexEntry]:
+        specs = self._plan(tree_sha)
+        if self.fetcher is not None:
+            missing = list(dict.fromkeys(
+                s.sha for s in specs if s.mode != _MODE_GITLINK and ObjectID(s.sha) not in self.objects
+            ))
+            if missing:
+                self.fetcher(missing)
+        for spec in specs:
+            self._ensure_dir(spec.rel.rpartition(b"/")[0])
+            target = self.dest + b"/" + spec.rel
+            if spec.mode == _MODE_GITLINK:
+                os.mkdir(target)
+                self.entries.append(IndexEntry(spec.rel, spec.mode, spec.sha))
+            else:
+                self._file(spec, target)
+            self._tick()
+        return self.entries
+
+    def _object(self, sha: bytes) -> object:
+        try:
+            return self.objects[ObjectID(sha)]
+        except KeyError:
+            if self.fetcher is None:
+                raise
+            self.fetcher([sha])
+            return self.objects[ObjectID(sha)]
+
+    def _plan(self, tree_sha: bytes) -> list[_Spec]:
+        specs: list[_Spec] = []
         stack: list[tuple[bytes, bytes, int, Attributes, bool]] = [
             (tree_sha, b"", 0, Attributes(), self.prev is not None)
         ]
@@ -213,26 +325,35 @@ class _Writer:
             sha, prefix, depth, attrs, reuse = stack.pop()
             if depth > MAX_TREE_DEPTH:
                 raise UnsafeTree(f"tree deeper than {MAX_TREE_DEPTH} levels at {prefix!r}")
-            tree = self.objects[ObjectID(sha)]
+            tree = self._object(sha)
             if not isinstance(tree, Tree):
                 raise UnsafeTree(f"{sha.decode()} at {prefix!r} is not a tree")
             items = list(tree.iteritems())
             attrs, reuse = self._attributes(items, prefix, attrs, reuse)
+            seen: set[bytes] = set()
             for entry in items:
                 name, mode, child = entry.path, entry.mode, entry.sha
                 check_name(name, mode)
+                if name in seen:
+                    raise UnsafeTree(f"duplicate entry {prefix + name!r}")
+                seen.add(name)
                 rel = prefix + name
-                target = self.dest + b"/" + rel
                 if stat.S_ISDIR(mode):
-                    os.mkdir(target)
                     stack.append((child, rel + b"/", depth + 1, attrs, reuse))
-                elif mode == _MODE_GITLINK:
-                    os.mkdir(target)
-                    self.entries.append(IndexEntry(rel, mode, child))
+                elif self.sparse is not None and not self.sparse.includes(rel):
+                    self.entries.append(IndexEntry(rel, _git_mode(mode), child, skip_worktree=True))
                 else:
-                    self._file(rel, target, mode, child, attrs, reuse)
-                self._tick()
-        return self.entries
+                    specs.append(_Spec(rel, mode, child, attrs, reuse))
+            self._tick()
+        return specs
+
+    def _ensure_dir(self, rel: bytes) -> None:
+        """Make the directories of ``rel``; mkdir fails on anything already there (a symlink)."""
+        if rel in self._dirs:
+            return
+        self._ensure_dir(rel.rpartition(b"/")[0])
+        os.mkdir(self.dest + b"/" + rel)
+        self._dirs.add(rel)
 
     def _attributes(self, items: list[TreeEntry], prefix: bytes, attrs: Attributes,
                     reuse: bool) -> tuple[Attributes, bool]:
@@ -250,16 +371,16 @@ class _Writer:
         if self._count % _CHECK_CANCEL_EVERY == 0 and self.cancel.is_set():
             raise Cancelled("sync abandoned while writing the worktree")
 
-    def _file(self, rel: bytes, target: bytes, mode: int, sha: bytes, attrs: Attributes,
-              reuse: bool) -> None:
-        if mode == _MODE_LINK:
+    def _file(self, spec: _Spec, target: bytes) -> None:
+        rel, sha = spec.rel, spec.sha
+        if spec.mode == _MODE_LINK:
             os.symlink(self._blob(sha, rel), target)
-            self.entries.append(IndexEntry.from_stat(rel, mode, sha, os.lstat(target)))
+            self.entries.append(IndexEntry.from_stat(rel, _MODE_LINK, sha, os.lstat(target)))
             return
-        mode = 0o100755 if mode & 0o100 else 0o100644
-        if reuse and self.prev is not None:
+        mode = _git_mode(spec.mode)
+        if spec.reuse and self.prev is not None:
             old = self.prev.entries.get(rel)
-            if old is not None and old.sha == sha and old.mode == mode:
+            if old is not None and old.sha == sha and old.mode == mode and not old.skip_worktree:
                 src = self.prev_base + b"/" + rel
                 try:
                     st = os.lstat(src)
@@ -269,7 +390,7 @@ class _Writer:
                         return
                 except OSError:
                     pass
-        data = attrs.smudge(rel, self._blob(sha, rel), sha)
+        data = spec.attrs.smudge(rel, self._blob(sha, rel), sha)
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
                      0o777 if mode == 0o100755 else 0o666)
         try:
@@ -282,7 +403,7 @@ class _Writer:
         self.entries.append(IndexEntry.from_stat(rel, mode, sha, st))
 
     def _blob(self, sha: bytes, rel: bytes) -> bytes:
-        blob = self.objects[ObjectID(sha)]
+        blob = self._object(sha)
         if not isinstance(blob, Blob):
             raise UnsafeTree(f"{rel!r} is not a blob")
         return blob.as_raw_string()
@@ -295,6 +416,13 @@ class _Writer:
                 raise
             self._reuse = _copy
             _copy(src, dst)
+
+
+def _git_mode(mode: int) -> int:
+    """The modes git records: exec bit or not for files; links and gitlinks as they are."""
+    if mode in (_MODE_LINK, _MODE_GITLINK):
+        return mode
+    return 0o100755 if mode & 0o100 else 0o100644
 
 
 def _copy(src: bytes, dst: bytes) -> None:
