@@ -173,9 +173,10 @@ class Syncer:
             raise Cancelled("sync abandoned before publishing")
         if state.commit != state.current and self.before_publish is not None:
             self.before_publish(state.commit)
+        # The shallow file must cover the new commit before a reader can reach it.
+        self.store.record(state.commit, self.kept_commits(), self.depth)
         if state.commit != state.current or not state.linked:
             publish.swap(self.link, worktree_path(self.root, state.commit))
-        self.store.record(state.commit, self.kept_commits(), self.depth)
 
     # ----- after a successful sync ------------------------------------------------------------
 

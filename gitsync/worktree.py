@@ -71,7 +71,7 @@ def _is_dotgit(name: bytes) -> bool:
 def check_name(name: bytes, mode: int) -> None:
     if name in (b"", b".", b"..") or b"/" in name or b"\0" in name or b"\\" in name:
         raise UnsafeTree(f"unsafe path component {name!r}")
-    if _is_dotgit(name):
+    if (name[:1] in b".gG" or not name.isascii()) and _is_dotgit(name):
         raise UnsafeTree(f"tree entry {name!r} would write into git's metadata")
     if mode == _MODE_LINK and name.lower() in (b".gitmodules", b".gitattributes", b".gitignore"):
         raise UnsafeTree(f"{name.decode(errors='replace')} is a symlink")
