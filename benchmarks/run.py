@@ -329,11 +329,9 @@ class Spawner:
         if "error" in started:
             raise BenchError(f"spawner: {started['error']}")
         pid = int(started["pid"])
-        _SPAWNED_PGIDS.add(pid)
-        try:
-            res = self._readline(timeout + 30)
-        finally:
-            _SPAWNED_PGIDS.discard(pid)
+        _SPAWNED_PGIDS.add(pid)  # until it is reaped; killed on exit if still there
+        res = self._readline(timeout + 30)
+        _SPAWNED_PGIDS.discard(pid)
         result = ProcResult(
             argv=argv,
             rc=int(res["rc"]),
@@ -1073,7 +1071,6 @@ class Bench:
         r.latency.git = statistics.median(r.latency.git_samples)
 
     def measure_latency_gitsync(self, up: Upstream, r: SizeResult, root: Path) -> None:
-        """Leaves `root` synced to the upstream head (the idle test reuses it)."""
         assert self.gs is not None
         loop = LoopingGitsync(
             self.gs,
@@ -1102,33 +1099,18 @@ class Bench:
     # ----- 3 + 4b: idle CPU and idle RSS -----------------------------------------------------
 
     def start_idle_gitsync(self, up: Upstream, root: Path) -> LoopingGitsync:
-        """Start gitsync at period 1s and return once its first loop is done and it is quiet.
-
-        A root already synced to the head is reused; the first loop is then detected by the
-        touch file (touched after the first successful loop)."""
+        """Start gitsync at period 1s on a fresh root; return once it has published the head
+        and gone quiet (so the idle figures include the memory left over from a real sync)."""
         assert self.gs is not None
-        touch = self.work / f"idle-touch-{up.n_files}"
-        touch.unlink(missing_ok=True)
         loop = LoopingGitsync(
             self.gs,
             up.url,
             root,
             f"{int(IDLE_PERIOD * 1000)}ms",
             self.work / f"gitsync-idle-{up.n_files}.log",
-            GITSYNC_TOUCH_FILE=str(touch),
         )
         try:
-            head = up.head(self.genv)
-            loop.wait_for_sha(head, T_FIRST_SYNC)
-            deadline = time.monotonic() + T_FIRST_SYNC
-            while not touch.exists():
-                loop.check_alive()
-                if time.monotonic() > deadline:
-                    raise BenchError(
-                        "gitsync did not create its touch file (GITSYNC_TOUCH_FILE) after its"
-                        f" first loop; output tail:\n{tail(loop.log_path.read_bytes())}"
-                    )
-                time.sleep(0.02)
+            loop.wait_for_sha(up.head(self.genv), T_FIRST_SYNC)
             loop.wait_quiet()
         except BaseException:
             loop.stop()
@@ -1226,14 +1208,15 @@ class Bench:
             git_root = None
         gs_root: Path | None = None
         if not self.gitsync_unavailable(r.latency):
-            gs_root = self.fresh("gitsync-loop")
+            loop_root = self.fresh("gitsync-loop")
             try:
-                self.measure_latency_gitsync(up, r, gs_root)
+                self.measure_latency_gitsync(up, r, loop_root)
             except BenchError as e:
                 r.latency.errors.append(f"gitsync: {e}")
                 self.log(f"  ERROR {e}")
-                rmtree(gs_root)
-                gs_root = self.fresh("gitsync-idle")  # the idle test starts from scratch
+            finally:
+                rmtree(loop_root)
+            gs_root = self.fresh("gitsync-idle")
         else:
             self.gitsync_unavailable(r.idle_cpu)
 
@@ -1344,7 +1327,7 @@ def render_table(
             if v:
                 target = v["target"]
                 result = v["result"] + (" (indicative)" if v["indicative"] else "")
-            if c.errors and result in ("", "n/a"):
+            if c.errors and (result == "" or result.startswith("n/a")):
                 result = "ERROR"
             git_s = fmt(c.git, unit)
             if attr == "idle_rss":
@@ -1450,7 +1433,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=0,
         help="cold-sync repetitions (default: 3, 1 at 40k; --quick: 1 above 1000 files)",
     )
-    ap.add_argument("--updates", type=int, default=3, help="updates for the latency test")
+    ap.add_argument(
+        "--updates", type=int, default=None, help="updates for the latency test (3; --quick: 2)"
+    )
     ap.add_argument(
         "--idle-seconds", type=float, default=None, help="idle window (default 20; --quick: 10)"
     )
@@ -1472,6 +1457,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         ap.error(f"--sizes: every size must be at least {UPDATE_FILES}")
     if args.idle_seconds is None:
         args.idle_seconds = 10.0 if args.quick else 20.0
+    if args.updates is None:
+        args.updates = 2 if args.quick else 3
     if args.updates < 1:
         ap.error("--updates must be >= 1")
     return args
@@ -1507,6 +1494,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             " will make the figures noisy (both sides share the noise).",
             file=sys.stderr,
         )
+    machine = machine_info()  # now, so the recorded load average is the one at start
     started = dt.datetime.now(dt.UTC)
     t_start = time.perf_counter()
     results: list[SizeResult] = []
@@ -1526,9 +1514,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 gs_error = "gitsync --version failed"
                 print(f"ERROR: {e}\n(continuing with the git side only)", file=sys.stderr)
         bench = Bench(args, work, genv, gs, gs_error)
-        bench.log(
-            f"gitsync: {gs_version or '(not run)'}; {machine_info()['git']}; sizes {args.size_list}"
-        )
+        bench.log(f"gitsync: {gs_version or '(not run)'}; {machine['git']}; sizes {args.size_list}")
         for n in args.size_list:
             results.append(bench.measure_size(n))
         floor_mb = SPAWNER.floor_kb / 1024
@@ -1556,7 +1542,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     doc = {
         "started": started.isoformat(timespec="seconds"),
         "elapsed_s": round(elapsed, 1),
-        "machine": machine_info(),
+        "machine": machine,
         "gitsync_version": gs_version,
         "rss_floor_mb": round(floor_mb, 1),
         "params": {
