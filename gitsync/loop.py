@@ -172,8 +172,10 @@ class Loop:
             except BaseException as e:
                 attempt.error = e
             finally:
+                self.syncer.release()
                 attempt.done.set()
-                self.wake.set()
+                if attempt.cancel.is_set():  # abandoned: the waiting loop may retry at once
+                    self.wake.set()
 
         attempt.thread = threading.Thread(target=work, name="sync", daemon=True)
         attempt.thread.start()
@@ -190,7 +192,7 @@ class Loop:
                     f"sync timed out after {self.policy.sync_timeout:g}s (context deadline exceeded)"
                 )
             attempt.done.wait(min(remaining, 0.05))
-        self.wake.clear()
+        # ``wake`` is left as it is: a trigger or signal during a sync means one more sync.
         if attempt.error is not None:
             if _is_store_damage(attempt.error):
                 self._reinit_store = True

@@ -7,7 +7,10 @@ discover → decide → fetch → materialize → publish → record. Each step 
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import enum
+import gc
 import threading
 import time
 from collections.abc import Callable
@@ -20,6 +23,13 @@ from gitsync.store import Store
 from gitsync.submodules import Mode as SubmoduleMode
 from gitsync.submodules import Submodules
 from gitsync.worktree import Cancelled, Materializer, Sparse, prune_admin, worktree_path
+
+
+def _malloc_trim() -> None:
+    """Give freed heap back to the OS (glibc keeps it otherwise, and RSS stays at the peak)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
 
 # Checks a fetched target before it is published; raises to refuse it (see verify.py).
 Verifier = Callable[[Store, Target, str], None]
@@ -177,6 +187,17 @@ class Syncer:
         self.store.record(state.commit, self.kept_commits(), self.depth)
         if state.commit != state.current or not state.linked:
             publish.swap(self.link, worktree_path(self.root, state.commit))
+
+    def release(self) -> None:
+        """Between syncs, hold no pack maps or caches: an idle sidecar should be small.
+
+        Reopening the store costs a few milliseconds, and only an update needs it.
+        """
+        self.store.close()
+        if self.submodules is not None:
+            self.submodules.close()
+        gc.collect()
+        _malloc_trim()
 
     # ----- after a successful sync ------------------------------------------------------------
 
