@@ -6,6 +6,9 @@ command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || missing="$missing op
 command -v git >/dev/null 2>&1 || missing="$missing git"
 [ -x /usr/lib/git-core/git-http-backend ] || missing="$missing git"
 [ -x /usr/lib/git-core/git-daemon ] || missing="$missing git-daemon-run"
+command -v gpg >/dev/null 2>&1 || missing="$missing gnupg"
+command -v bwrap >/dev/null 2>&1 || missing="$missing bubblewrap"
+command -v shellcheck >/dev/null 2>&1 || missing="$missing shellcheck"
 [ -z "$missing" ] && exit 0
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO="sudo"

@@ -1,0 +1,228 @@
+#!/usr/bin/env bash
+# Deploys Context-Engine's mcp-indexer and mcp-memory with their source from git (gitsync) or from
+# the nodes (local), as the user's guide describes. Run with --help for the usage.
+set -euo pipefail
+
+NAMESPACE=context-engine
+CONFIGMAP=context-engine-config
+DEPLOYMENTS=(mcp-memory mcp-indexer)
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+KUBECTL="${KUBECTL:-kubectl}"
+
+usage() {
+    cat <<EOF
+Usage:
+  $(basename "$0") [options] git <repo-url> [branch]
+  $(basename "$0") [options] local
+
+Modes:
+  git <repo-url> [branch]  gitsync keeps <branch> (default: main) of <repo-url> in /work/latest
+                           of both apps. URLs: https://host/org/repo.git, http://..., git://...,
+                           ssh://[user@]host[:port]/path or user@host:org/repo.git (SSH).
+                           An SSH URL needs the Secret git-ssh-key in namespace $NAMESPACE.
+  local                    the source is already on the nodes (overlays/local: a hostPath
+                           PersistentVolume at /srv/context-engine/source); no gitsync.
+
+Options:
+  --dry-run          print the manifests that would be applied and touch no cluster
+  --username NAME    private HTTPS repository: sets GIT_USERNAME and wires the password file
+                     from the Secret git-https-credentials (key: password) into gitsync
+  --period SECONDS   GIT_SYNC_PERIOD, seconds between syncs (default: the ConfigMap's, 60)
+  --variant NAME     how gitsync runs in git mode: native (default; a native sidecar,
+                     Kubernetes >= 1.29), classic (a sidecar container) or one-time (an init
+                     container: one sync at pod start)
+  -h, --help         show this help
+
+It patches the ConfigMap $CONFIGMAP (SOURCE_CODE_MODE, GIT_REPO_URL, GIT_BRANCH,
+GIT_SYNC_PERIOD, GIT_USERNAME), applies everything with 'kubectl apply -k', then restarts
+deployment/mcp-memory and deployment/mcp-indexer in namespace $NAMESPACE.
+Environment: KUBECTL (default: kubectl).
+EOF
+}
+
+die() {
+    echo "error: $*" >&2
+    exit 1
+}
+
+note() {
+    echo "$*" >&2
+}
+
+dry_run=false
+username=""
+period=""
+variant=native
+positional=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        -h | --help)
+            usage
+            exit 0
+            ;;
+        --dry-run) dry_run=true ;;
+        --username)
+            [ $# -ge 2 ] || die "--username needs a value"
+            username="$2"
+            shift
+            ;;
+        --username=*) username="${1#*=}" ;;
+        --period)
+            [ $# -ge 2 ] || die "--period needs a value"
+            period="$2"
+            shift
+            ;;
+        --period=*) period="${1#*=}" ;;
+        --variant)
+            [ $# -ge 2 ] || die "--variant needs a value"
+            variant="$2"
+            shift
+            ;;
+        --variant=*) variant="${1#*=}" ;;
+        --) shift; positional+=("$@"); break ;;
+        -*) die "unknown option: $1 (see --help)" ;;
+        *) positional+=("$1") ;;
+    esac
+    shift
+done
+
+[ ${#positional[@]} -ge 1 ] || { usage >&2; exit 2; }
+mode="${positional[0]}"
+url=""
+branch=main
+transport=""
+case "$mode" in
+    git)
+        [ ${#positional[@]} -ge 2 ] || die "git mode needs a repository URL: $(basename "$0") git <repo-url> [branch]"
+        [ ${#positional[@]} -le 3 ] || die "too many arguments for git mode (see --help)"
+        url="${positional[1]}"
+        [ ${#positional[@]} -lt 3 ] || branch="${positional[2]}"
+        # No spaces, quotes, backslashes or control characters: the URL goes into YAML as is.
+        [[ "$url" =~ ^[A-Za-z0-9._~:/?#@!\$\&\'\(\)*+,\;=%-]+$ ]] \
+            || die "not a repository URL: '$url'"
+        case "$url" in
+            https://?* | http://?* | git://?*) transport=http ;;
+            ssh://?*) transport=ssh ;;
+            *://*) die "unsupported URL scheme in '$url': use https://, http://, git://, ssh:// or user@host:path" ;;
+            ?*@?*:?*) transport=ssh ;;
+            *) die "not a repository URL: '$url' (use https://host/org/repo.git or git@host:org/repo.git)" ;;
+        esac
+        [ "${url#git://}" = "$url" ] || transport=git
+        if ! [[ "$branch" =~ ^[A-Za-z0-9._/+-]+$ ]] || [[ "$branch" == -* ]]; then
+            die "not a branch, tag or commit: '$branch'"
+        fi
+        ;;
+    local)
+        [ ${#positional[@]} -eq 1 ] || die "local mode takes no arguments (see --help)"
+        [ -z "$username" ] || die "--username is for git mode"
+        ;;
+    *) die "unknown mode '$mode': use 'git <repo-url> [branch]' or 'local' (see --help)" ;;
+esac
+
+case "$variant" in
+    native) overlay=git; list=initContainers ;;
+    classic) overlay=git-classic; list=containers ;;
+    one-time) overlay=git-one-time; list=initContainers ;;
+    *) die "unknown --variant '$variant': use native, classic or one-time" ;;
+esac
+[ "$mode" = git ] || overlay=local
+if [ -n "$period" ]; then
+    [ "$mode" = git ] || die "--period is for git mode"
+    if ! [[ "$period" =~ ^[0-9]+$ ]] || [ "$period" -eq 0 ]; then
+        die "--period must be a whole number of seconds > 0"
+    fi
+fi
+if [ -n "$username" ]; then
+    [ "$transport" = http ] || die "--username is for http(s) URLs; an SSH URL authenticates with the Secret git-ssh-key"
+    [[ "$username" =~ ^[A-Za-z0-9._@+-]+$ ]] || die "not a username: '$username'"
+fi
+
+command -v "$KUBECTL" >/dev/null 2>&1 || die "kubectl not found (set KUBECTL to its path)"
+
+secret_exists() {
+    "$KUBECTL" get secret "$1" -n "$NAMESPACE" -o name >/dev/null 2>&1
+}
+
+if [ "$transport" = ssh ]; then
+    if $dry_run; then
+        note "note: an SSH URL needs the Secret git-ssh-key in namespace $NAMESPACE (--dry-run does not check the cluster)"
+    elif ! secret_exists git-ssh-key; then
+        die "an SSH URL needs the Secret git-ssh-key in namespace $NAMESPACE, and it is missing. Create it with:
+  kubectl create secret generic git-ssh-key -n $NAMESPACE \\
+    --from-file=ssh-private-key=\$HOME/.ssh/context_engine_git --from-file=known_hosts=./known_hosts"
+    fi
+fi
+if [ -n "$username" ]; then
+    if $dry_run; then
+        note "note: --username needs the Secret git-https-credentials (key: password) in namespace $NAMESPACE (--dry-run does not check the cluster)"
+    elif ! secret_exists git-https-credentials; then
+        die "--username needs the Secret git-https-credentials (key: password) in namespace $NAMESPACE, and it is missing. Create it with:
+  kubectl create secret generic git-https-credentials -n $NAMESPACE \\
+    --from-literal=username=$username --from-file=password=./token.txt"
+    fi
+fi
+
+# Beside the overlays: kustomize only accepts a relative path to them.
+work="$(mktemp -d "$HERE/.deploy.XXXXXX")"
+trap 'rm -rf "$work"' EXIT
+
+# The kustomization applied: the chosen overlay plus the ConfigMap patch (and, for --username,
+# the two env vars that make gitsync use the password file).
+{
+    echo "apiVersion: kustomize.config.k8s.io/v1beta1"
+    echo "kind: Kustomization"
+    echo "resources:"
+    echo "  - ../overlays/$overlay"
+    echo "patches:"
+    echo "  - patch: |-"
+    echo "      apiVersion: v1"
+    echo "      kind: ConfigMap"
+    echo "      metadata:"
+    echo "        name: $CONFIGMAP"
+    echo "      data:"
+    echo "        SOURCE_CODE_MODE: \"$mode\""
+    if [ "$mode" = git ]; then
+        echo "        GIT_REPO_URL: \"$url\""
+        echo "        GIT_BRANCH: \"$branch\""
+        echo "        GIT_USERNAME: \"$username\""
+        [ -z "$period" ] || echo "        GIT_SYNC_PERIOD: \"$period\""
+    fi
+    if [ -n "$username" ]; then
+        cat <<EOF
+  - target:
+      kind: Deployment
+      name: mcp-indexer|mcp-memory
+    patch: |-
+      apiVersion: apps/v1
+      kind: Deployment
+      metadata:
+        name: any
+      spec:
+        template:
+          spec:
+            $list:
+              - name: git-sync
+                env:
+                  - name: GITSYNC_USERNAME
+                    valueFrom:
+                      configMapKeyRef:
+                        name: $CONFIGMAP
+                        key: GIT_USERNAME
+                  - name: GITSYNC_PASSWORD_FILE
+                    value: /etc/git-secret/password
+EOF
+    fi
+} >"$work/kustomization.yaml"
+
+if $dry_run; then
+    note "# --dry-run: the manifests '$KUBECTL apply -k' would apply ($mode mode, overlays/$overlay); no cluster touched"
+    "$KUBECTL" kustomize "$work"
+    exit 0
+fi
+
+note "applying $mode mode (overlays/$overlay) to namespace $NAMESPACE"
+"$KUBECTL" apply -k "$work"
+for deployment in "${DEPLOYMENTS[@]}"; do
+    "$KUBECTL" rollout restart "deployment/$deployment" -n "$NAMESPACE"
+done
+note "done. Follow the sync with: kubectl logs deployment/mcp-indexer -c git-sync -n $NAMESPACE -f"
