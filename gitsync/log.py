@@ -18,10 +18,20 @@ import structlog
 from structlog.typing import EventDict, WrappedLogger
 
 _USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^/@:\s]*):[^/@\s]*@")
+# An http(s) URL with a user but no password: the "user" is often a token (https://TOKEN@host).
+_HTTP_USER = re.compile(r"(https?://)[^/@:\s]+@")
+_AUTH_HEADER = re.compile(r"((?:proxy-)?authorization:\s*(?:basic|bearer|token)\s+)\S+", re.I)
+_PEM = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(-----END [A-Z0-9 ]*PRIVATE KEY-----|$)",
+                  re.S)
 
 
 class Redactor:
-    """Replaces known secret strings and URL passwords with ``REDACTED``."""
+    """Replaces known secret strings, URL userinfo, auth headers and private keys with
+    ``REDACTED``.
+
+    Known secrets are registered the moment they are read (password files, askpass answers,
+    tokens), so even a library's exception text that quotes one is cleaned.
+    """
 
     def __init__(self) -> None:
         self._secrets: set[str] = set()
@@ -31,8 +41,17 @@ class Redactor:
             if s and len(s) >= 3:
                 self._secrets.add(s)
 
+    def add_key_material(self, pem: str) -> None:
+        """A private key: each line of its body, so no fragment of it can be shown."""
+        for line in pem.splitlines():
+            if not line.startswith("-----") and ":" not in line:
+                self.add(line.strip())
+
     def text(self, value: str) -> str:
+        value = _PEM.sub("REDACTED", value)
         value = _USERINFO.sub(r"\1:REDACTED@", value)
+        value = _HTTP_USER.sub(r"\1REDACTED@", value)
+        value = _AUTH_HEADER.sub(r"\1REDACTED", value)
         for s in sorted(self._secrets, key=len, reverse=True):
             if s in value:
                 value = value.replace(s, "REDACTED")

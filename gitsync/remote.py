@@ -13,12 +13,25 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from dulwich.client import GitClient, get_transport_and_path
+from dulwich.client import (
+    GitClient,
+    HTTPProxyUnauthorized,
+    HTTPUnauthorized,
+    LocalGitClient,
+    SSHGitClient,
+    get_transport_and_path,
+)
 from dulwich.config import ConfigDict
 from dulwich.errors import GitProtocolError, HangupException, NotGitRepository
 from dulwich.objects import ObjectID
 from dulwich.protocol import PEELED_TAG_SUFFIX
 from dulwich.refs import Ref
+
+from gitsync import localfetch
+from gitsync.auth import AuthError
+from gitsync.auth import context as auth_context
+from gitsync.auth.context import AuthContext
+from gitsync.auth.credentials import CredentialStore
 
 if TYPE_CHECKING:
     from gitsync.config import Settings
@@ -128,12 +141,19 @@ def git_config(pairs: Iterable[tuple[str, str]], timeout: float | None = None) -
 
 
 class Remote:
-    """One upstream URL and the client that talks to it, kept across syncs."""
+    """One upstream URL and the client that talks to it, kept across syncs.
 
-    def __init__(self, url: str, config: ConfigDict | None = None) -> None:
+    Credentials are looked up per request from ``auth``, which ``refresh`` re-reads, so
+    rotating them never rebuilds the client nor drops its HTTP connections.
+    """
+
+    def __init__(self, url: str, config: ConfigDict | None = None,
+                 auth: AuthContext | None = None, *, owns_auth: bool = True) -> None:
         self.url = url
         self.display_url = redact_url(url)
         self.config = config or ConfigDict()
+        self.auth = auth or AuthContext(CredentialStore())
+        self._owns_auth = owns_auth
         self._client: GitClient | None = None
         self._path = ""
 
@@ -141,18 +161,33 @@ class Remote:
         if self._client is None:
             if self._is_local() and self._file_protocol() == b"never":
                 raise RemoteError(f"transport 'file' not allowed for {self.display_url}")
+            pool = (self.auth.pool(self.url, self.config)
+                    if self.url.startswith(("http://", "https://")) else None)
             try:
-                self._client, self._path = get_transport_and_path(self.url, config=self.config)
+                self._client, self._path = get_transport_and_path(
+                    self.url, config=self.config, pool_manager=pool)
             except (ValueError, NotGitRepository) as e:
                 raise RemoteError(f"unsupported repository URL {self.display_url}: {e}") from None
+            if isinstance(self._client, SSHGitClient) and self.auth.ssh is not None:
+                self._client.ssh_vendor = self.auth.ssh
         return self._client, self._path
 
     def refresh(self) -> None:
-        """Before each sync: re-read rotating credentials (password files, askpass, tokens)."""
+        """Before each sync: re-read rotating credentials (password files, askpass, tokens).
+
+        Remotes derived for submodules share the parent's credentials, refreshed once by it.
+        """
+        if not self._owns_auth:
+            return
+        try:
+            self.auth.refresh()
+        except AuthError as e:
+            raise RemoteError(str(e)) from None
 
     def derive(self, url: str) -> Remote:
-        """A remote for another URL (a submodule) sharing this one's settings."""
-        return Remote(url, self.config)
+        """A remote for another URL (a submodule) sharing this one's settings and credentials;
+        each request picks the credential matching its own URL."""
+        return Remote(url, self.config, self.auth, owns_auth=False)
 
     def _is_local(self) -> bool:
         return self.url.startswith("file://") or ("://" not in self.url and ":" not in self.url)
@@ -172,7 +207,10 @@ class Remote:
     def advertise(self) -> Advertisement:
         client, path = self.client()
         try:
-            result = client.get_refs(path.encode() if isinstance(path, str) else path)
+            # Protocol v0 answers in the one GET that v2 needs before its ls-refs POST:
+            # an idle poll is a single request on a kept-alive connection.
+            result = client.get_refs(path.encode() if isinstance(path, str) else path,
+                                     protocol_version=0)
         except Exception as e:
             self.reset()
             raise self._wrap(e) from None
@@ -187,6 +225,9 @@ class Remote:
             return want_ids
 
         try:
+            if isinstance(client, LocalGitClient):
+                # dulwich's local shallow fetch copies whole trees; see localfetch.py
+                return localfetch.fetch(str(path), target, want_ids, depth)
             return client.fetch(
                 path,
                 target,
@@ -202,6 +243,15 @@ class Remote:
         if isinstance(e, RemoteError):
             return e
         text = str(e) or type(e).__name__
+        if isinstance(e, AuthError):
+            return RemoteError(text)
+        if isinstance(e, HTTPUnauthorized) or (
+            isinstance(e, GitProtocolError) and "unexpected http resp 403" in text
+        ):
+            code = 401 if isinstance(e, HTTPUnauthorized) else 403
+            return RemoteError(f"authentication failed for '{self.display_url}' (HTTP {code})")
+        if isinstance(e, HTTPProxyUnauthorized):
+            return RemoteError(f"proxy authentication failed for '{self.display_url}' (HTTP 407)")
         if isinstance(e, NotGitRepository | FileNotFoundError):
             return RemoteError(f"repository not found: {self.display_url}")
         if isinstance(e, HangupException | GitProtocolError):
@@ -213,4 +263,5 @@ class Remote:
 
 def from_settings(settings: Settings) -> Remote:
     """The remote as the settings describe it (credentials, TLS, proxies, SSH)."""
-    return Remote(settings.repo, git_config(settings.git_config, timeout=settings.sync_timeout))
+    config = git_config(settings.git_config, timeout=settings.sync_timeout)
+    return Remote(settings.repo, config, auth_context.from_settings(settings, config))
