@@ -12,12 +12,11 @@ from dulwich.config import Config
 from gitsync import log
 from gitsync.auth.askpass import AskpassSource
 from gitsync.auth.credentials import CredentialStore, FileSource, Source, StaticSource
-from gitsync.auth.github_app import GitHubAppSource
 from gitsync.auth.http import CookieFile, pool_manager
-from gitsync.auth.ssh import ParamikoVendor
 from gitsync.log import REDACTOR
 
 if TYPE_CHECKING:
+    from gitsync.auth.ssh import ParamikoVendor
     from gitsync.config import Settings
 
 COOKIE_FILE = "/etc/git-secret/cookie_file"  # git-sync's fixed path for --cookie-file
@@ -29,7 +28,18 @@ class AuthContext:
 
     credentials: CredentialStore
     cookies: CookieFile | None = None
-    ssh: ParamikoVendor | None = None  # None: ssh URLs use dulwich's default vendor
+    ssh_settings: tuple[list[str], str | None, float] | None = None  # keys, known_hosts, timeout
+    _ssh: ParamikoVendor | None = None
+
+    @property
+    def ssh(self) -> ParamikoVendor | None:
+        """The SSH vendor, made on first use: paramiko (and its crypto) is imported only by
+        processes that talk SSH, which keeps an HTTPS sidecar's memory small."""
+        if self._ssh is None and self.ssh_settings is not None:
+            from gitsync.auth.ssh import ParamikoVendor
+
+            self._ssh = ParamikoVendor(*self.ssh_settings)
+        return self._ssh
 
     def refresh(self) -> None:
         """Before each sync: re-read password files, askpass, tokens and cookies.
@@ -67,6 +77,8 @@ def _sources(settings: Settings, config: Config) -> list[Source]:
     issuer = settings.github_app_client_id or (
         str(settings.github_app_application_id) if settings.github_app_application_id else "")
     if issuer:
+        from gitsync.auth.github_app import GitHubAppSource  # its crypto only when used
+
         REDACTOR.add_key_material(settings.github_app_private_key)
         sources.append(GitHubAppSource(
             repo, settings.github_base_url, issuer, settings.github_app_installation_id,
@@ -82,7 +94,7 @@ def from_settings(settings: Settings, config: Config) -> AuthContext:
     except KeyError:
         cookie_path = COOKIE_FILE if settings.cookie_file else None
     known_hosts = settings.ssh_known_hosts_file if settings.ssh_known_hosts else None
-    ssh = ParamikoVendor(settings.ssh_key_files, known_hosts, settings.sync_timeout)
+    ssh = (list(settings.ssh_key_files), known_hosts, settings.sync_timeout)
     if not settings.repo.startswith(("http://", "https://", "file://", "git://", "/")):
         log.get().info("ssh settings", v=1, key_files=settings.ssh_key_files,
                        known_hosts_file=known_hosts)
