@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-from tests.gitsync_proc import run_once, running
-from tests.upstream import Upstream, git
+from conftest import cannot_start
+from gitsync_proc import run_once, running
+from servers.sshd import Sshd, keygen
+from upstream import Upstream, git
 
 MakeUpstream = Callable[..., Upstream]
 
@@ -17,6 +19,15 @@ def _add_submodule(parent: Upstream, child_url: str, path: str, message: str) ->
     git("-c", "protocol.file.allow=always", "submodule", "add", "-q", child_url, path,
         cwd=parent.work, env=parent._env)
     return parent.commit({}, message)
+
+
+def _add_remote_submodule(parent: Upstream, child: Upstream, url: str, path: str) -> str:
+    """git itself cannot clone through our test credentials: add over file://, then point
+    ``.gitmodules`` at the real URL, as a user would publish it."""
+    _add_submodule(parent, child.file_url, path, f"add {path}")
+    git("config", "-f", ".gitmodules", f"submodule.{path}.url", url, cwd=parent.work, env=parent._env)
+    git("add", ".gitmodules", cwd=parent.work, env=parent._env)
+    return parent.commit({}, f"{path} over {url.split(':')[0]}")
 
 
 def _files(link: Path) -> list[str]:
@@ -122,3 +133,55 @@ def test_filter_with_sparse_fetches_only_matching_blobs(
                     (root / ".git" / "objects" / "pack").glob("*.idx"))
     assert skipped not in blobs
     git("-C", str(root), "fsck", "--no-progress")
+
+
+def test_submodules_over_http_with_three_passwords(
+    trio, make_http_server, gs_env: dict[str, str], root: Path
+) -> None:
+    parent, sub, nested = trio
+    servers = [make_http_server(auth=(f"user{i}", f"pass-{i}-{id(trio)}")) for i in range(3)]
+    urls = [s.url_for(up.bare) for s, up in zip(servers, (parent, sub, nested), strict=True)]
+    _add_remote_submodule(sub, nested, urls[2], "nested")
+    _add_remote_submodule(parent, sub, urls[1], "sub")
+    creds = json.dumps([{"url": url, "username": s.auth[0], "password": s.auth[1]}
+                        for url, s in zip(urls, servers, strict=True)])
+    res = run_once({**gs_env, "GITSYNC_REPO": urls[0], "GITSYNC_CREDENTIAL": creds})
+    assert res.returncode == 0, res.stderr
+    assert (root / "link" / "sub" / "nested" / "nfile").read_text() == "nested\n"
+    for s in servers:  # each server saw only its own user
+        users = {r.user for r in s.requests if r.status == 200}
+        assert users == {s.auth[0]}, users
+    for s in servers:
+        assert s.auth[1] not in res.stderr
+
+
+def test_submodules_over_ssh_with_different_keys(
+    trio, gs_env: dict[str, str], root: Path, tmp_path: Path
+) -> None:
+    parent, sub, nested = trio
+    servers, keys = [], []
+    try:
+        for i in range(3):
+            server = Sshd(tmp_path / f"sshd{i}")
+            try:
+                server.start()
+            except Exception as e:
+                cannot_start("sshd", repr(e))
+            servers.append(server)
+            key = keygen(tmp_path / f"id_{i}", "ed25519")
+            server.authorize(Path(f"{key}.pub"))
+            keys.append(key)
+        urls = [s.url_for(up.bare) for s, up in zip(servers, (parent, sub, nested), strict=True)]
+        _add_remote_submodule(sub, nested, urls[2], "nested")
+        _add_remote_submodule(parent, sub, urls[1], "sub")
+        known = tmp_path / "known_hosts"
+        known.write_text("".join(s.known_hosts_line() + "\n" for s in servers))
+        res = run_once({**gs_env, "GITSYNC_REPO": urls[0],
+                        "GITSYNC_SSH_KEY_FILE": ":".join(str(k) for k in keys),
+                        "GITSYNC_SSH_KNOWN_HOSTS_FILE": str(known)})
+        assert res.returncode == 0, res.stderr
+        assert (root / "link" / "sub" / "nested" / "nfile").read_text() == "nested\n"
+        assert git("-C", str(root / "link" / "sub" / "nested"), "rev-list", "--count", "HEAD") == "1"
+    finally:
+        for s in servers:
+            s.stop()
