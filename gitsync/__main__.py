@@ -1,4 +1,5 @@
-"""Entry point: settings → logging → root → one syncer → the loop."""
+"""Entry point: settings → logging → root → one syncer → the loop, and what listens to it
+(status record, hooks, HTTP server)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,17 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from gitsync import __version__, cli, files, log, verify
-from gitsync.config import Settings
+from gitsync import __version__, cli, files, hooks, log, pid1, sparse
+from gitsync.config import OPTIONS, ConfigError, Notice, Settings
 from gitsync.lock import RootLock, RootLocked
-from gitsync.loop import Loop, Policy, run_forever
+from gitsync.loop import Listener, Loop, Policy, run_forever
 from gitsync.remote import FULL_SHA, redact_url
 from gitsync.remote import from_settings as remote_from_settings
+from gitsync.server import BadBind, Server
+from gitsync.status import Health, Status
 from gitsync.store import Store
-from gitsync.sync import Syncer
+from gitsync.sync import Syncer, Verifier
+from gitsync.trigger import Trigger
 
 
 def _under(root: Path, value: str) -> Path | None:
@@ -24,14 +28,24 @@ def _under(root: Path, value: str) -> Path | None:
     return Path(os.path.normpath(root / value))
 
 
-def build(settings: Settings, root: Path) -> tuple[Loop, RootLock]:
+def _verifier(settings: Settings) -> Verifier | None:
+    """Signature checks, when asked for; their crypto is imported only then."""
+    if settings.verify_mode == "none":
+        return None
+    from gitsync import verify
+
+    return verify.from_settings(settings)
+
+
+def build(settings: Settings, root: Path, verifier: Verifier | None = None) -> tuple[Loop, RootLock]:
     link = _under(root, settings.link)
     assert link is not None
     remote = remote_from_settings(settings)
     store = Store(root, redact_url(settings.repo))
     syncer = Syncer(remote=remote, store=store, root=root, link=link, ref=settings.ref,
                     depth=settings.depth, filter_spec=settings.filter,
-                    verifier=verify.from_settings(settings))
+                    verifier=verifier, submodules=settings.submodules,
+                    sparse=lambda: sparse.load(settings.sparse_checkout_file, settings.sparse_paths))
     policy = Policy(
         period=settings.period,
         init_period=settings.init_period,
@@ -47,14 +61,77 @@ def build(settings: Settings, root: Path) -> tuple[Loop, RootLock]:
     return loop, RootLock(root)
 
 
+def _settings(args: list[str]) -> tuple[Settings, list[Notice]]:
+    """cli.run_cli, plus git-sync's rule that a config error also goes, as plain text, to the
+    error file (when --root and --error-file can be read without the rest)."""
+    try:
+        return cli.parse(args, os.environ)
+    except ConfigError as e:
+        files.write_config_error(_config_error_file(args), str(e))
+    except cli.UsageError:
+        pass
+    return cli.run_cli(args, os.environ)  # reports the error the standard way and exits
+
+
+def _config_error_file(args: list[str]) -> Path | None:
+    try:
+        given = cli.split_argv(args)[0]
+    except cli.UsageError:
+        return None
+
+    def raw(name: str) -> str:
+        if given.get(name):
+            return given[name][-1]
+        set_env = [e for e in OPTIONS[name].opt.env if e in os.environ]
+        return os.environ[set_env[-1]] if set_env else ""
+
+    root, error_file = raw("root"), raw("error_file")
+    if not root or not error_file:  # without --root, git-sync cannot place the file either
+        return None
+    return _under(Path(os.path.abspath(root)), error_file)
+
+
+def _health(settings: Settings, policy: Policy) -> Health:
+    wait = max(policy.period, policy.init_period or 0.0)
+    staleness = settings.ready_max_staleness or 3 * settings.period + settings.sync_timeout
+    return Health(
+        max_staleness=None if policy.sha_ref else staleness,
+        max_failures=settings.ready_max_failures,
+        live_window=wait + 2 * settings.sync_timeout + 5,
+        pinned=policy.sha_ref,
+    )
+
+
+def _trigger(settings: Settings, loop: Loop) -> Trigger | None:
+    if not settings.trigger_secret_file:
+        return None
+    trigger = Trigger(Path(settings.trigger_secret_file), settings.ref,
+                      settings.trigger_min_interval, loop.wake)
+    try:
+        trigger.secret.get()  # registers the secret with the redactor before any request
+    except OSError as e:
+        log.get().error("can't read the trigger secret file; triggers are refused until it "
+                        "can be read", error=str(e))
+    return trigger
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    settings, notices = cli.run_cli(list(sys.argv[1:] if argv is None else argv), os.environ)
+    args = list(sys.argv[1:] if argv is None else argv)
+    if pid1.is_init():
+        return pid1.run_as_init(args)
+    settings, notices = _settings(args)
     log.configure(settings.verbose)
     logger = log.get()
     if settings.password.get_secret_value():
         log.REDACTOR.add(settings.password.get_secret_value())
     for notice in notices:
         logger.warning(notice.event, **notice.fields)
+    try:  # the keys are part of the config: a bad one exits before the root is touched
+        verifier = _verifier(settings)
+    except ConfigError as e:
+        print(f"gitsync: {e}", file=sys.stderr)
+        files.write_config_error(_config_error_file(args), str(e))
+        return 1
     os.umask(0o002 if settings.group_write else 0o022)
     try:
         settings.root.mkdir(parents=True, exist_ok=True, mode=0o775)
@@ -64,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     if root != settings.root:
         logger.info("normalized root path", v=0, root=str(settings.root), result=str(root))
-    loop, lock = build(settings, root)
+    loop, lock = build(settings, root, verifier)
     try:
         lock.acquire()
     except (RootLocked, OSError) as e:
@@ -76,11 +153,44 @@ def main(argv: Sequence[str] | None = None) -> int:
                 root=str(root), link=str(loop.syncer.link), depth=settings.depth,
                 period=settings.period)
 
+    status = Status(repo=settings.repo, ref=settings.ref, link=loop.syncer.link,
+                    path=_under(root, settings.status_file), health=_health(settings, loop.policy))
+    listeners: list[Listener] = [status]
+    runners = hooks.from_settings(settings, root)
+    if runners is not None:
+        listeners.append(runners)
+        loop.syncer.before_publish = runners.before_publish
+    loop.listeners = listeners
+
+    server: Server | None = None
+    server_died = False
+    if settings.http_bind:
+        try:
+            server = Server(settings.http_bind, status, serve_metrics=settings.http_metrics,
+                            pprof=settings.http_pprof, trigger=_trigger(settings, loop))
+        except (OSError, BadBind) as e:
+            logger.error("can't serve HTTP", bind=settings.http_bind, error=str(e))
+            lock.release()
+            return 1
+
+        def on_server_death() -> None:
+            nonlocal server_died
+            server_died = True
+            loop.stop.set()
+            loop.wake.set()
+
+        server.start(on_server_death)
+    elif settings.trigger_secret_file:
+        logger.warning("--trigger-secret-file has no effect without --http-bind")
+
     def on_exit() -> None:
+        if runners is not None:
+            runners.close()
         loop.syncer.store.close()
         lock.release()
 
-    return run_forever(loop, settings.sync_on_signal, on_exit)
+    code = run_forever(loop, settings.sync_on_signal, on_exit)
+    return 1 if server_died else code
 
 
 if __name__ == "__main__":

@@ -906,7 +906,7 @@ class Settings(BaseSettings):
     )
     trigger_secret_file: Annotated[
         str, _o(flags=("trigger-secret-file",), env=("GITSYNC_TRIGGER_SECRET_FILE",))
-    ] = Field("", description="File with the shared secret that authorises POST /trigger.")
+    ] = Field("", description="File with the shared secret that authorises POST /api/v1/trigger.")
     trigger_min_interval: Annotated[
         float, _o(kind=_DUR, flags=("trigger-min-interval",), env=("GITSYNC_TRIGGER_MIN_INTERVAL",))
     ] = Field(1.0, description="Minimum time between triggered syncs.")

@@ -16,8 +16,9 @@ from typing import Any
 from gitsync.log import REDACTOR
 
 
-def write_atomic(path: Path, data: str, mode: int = 0o644) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def write_atomic(path: Path, data: str, mode: int = 0o644, make_dirs: bool = True) -> None:
+    if make_dirs:
+        path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix="tmp-err-", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
@@ -40,11 +41,12 @@ def write_error(path: Path | None, msg: str, err: str, args: dict[str, Any]) -> 
 
 
 def write_config_error(path: Path | None, message: str) -> None:
-    """Config errors are plain text, as in git-sync."""
+    """Config errors are plain text, as in git-sync; only into a directory that already
+    exists, because a bad config must leave the root as it found it (not create it)."""
     if path is None:
         return
     with contextlib.suppress(OSError):
-        write_atomic(path, REDACTOR.text(message))
+        write_atomic(path, REDACTOR.text(message), make_dirs=False)
 
 
 def clear_error(path: Path | None) -> None:

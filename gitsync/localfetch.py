@@ -10,6 +10,7 @@ deltas. The shallow boundary is the store's business (store.py computes it).
 
 from __future__ import annotations
 
+from dulwich.errors import ObjectFormatException
 from dulwich.objects import Commit, ObjectID, Tag, Tree
 from dulwich.pack import write_pack_from_container
 from dulwich.repo import BaseRepo, Repo
@@ -69,7 +70,12 @@ def missing_objects(source: BaseRepo, target: BaseRepo, wants: list[ObjectID],
 
 def fetch(path: str, target: BaseRepo, wants: list[ObjectID], depth: int | None) -> None:
     with Repo(path) as source:
-        ids = missing_objects(source, target, wants, depth)
+        try:
+            ids = missing_objects(source, target, wants, depth)
+        except ObjectFormatException as e:
+            # A malformed (hostile) tree: say which history holds it.
+            named = ", ".join(w.decode() for w in wants)
+            raise ObjectFormatException(f"{e} (in the history of {named})") from None
         if not ids:
             return
         f, commit, abort = target.object_store.add_pack()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -38,6 +37,64 @@ class StoreError(Exception):
     """The local store cannot be used or repaired."""
 
 
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _listing(fd: int) -> list[tuple[str, bool]]:
+    with os.scandir(fd) as it:
+        return [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+
+
+def rmtree(path: str | os.PathLike[str]) -> None:
+    """rm -rf that never raises and never recurses in Python.
+
+    ``shutil.rmtree`` recurses once per level (Python 3.11): a hostile tree a few thousand
+    levels deep raises RecursionError, which ``ignore_errors`` does not catch, and leaves
+    the tree behind. This walks by directory descriptor, one open at a time (going back up
+    through ``..``), so depth costs neither stack nor descriptors nor PATH_MAX. What cannot
+    be removed yet (a busy ``.nfs*`` file: EBUSY) is left for the next cleanup.
+    """
+    try:
+        fd = os.open(path, _DIR_FLAGS)
+    except OSError:
+        return
+    names: list[str] = []
+    try:
+        levels = [_listing(fd)]
+        while True:
+            todo = levels[-1]
+            if todo:
+                name, is_dir = todo.pop()
+                if not is_dir:
+                    with contextlib.suppress(OSError):
+                        os.unlink(name, dir_fd=fd)
+                    continue
+                try:
+                    child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                    listing = _listing(child)
+                except OSError:
+                    continue
+                os.close(fd)
+                fd = child
+                names.append(name)
+                levels.append(listing)
+                continue
+            levels.pop()
+            if not names:
+                break
+            parent = os.open("..", _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = parent
+            with contextlib.suppress(OSError):
+                os.rmdir(names.pop(), dir_fd=fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    with contextlib.suppress(OSError):
+        os.rmdir(path)
+
+
 def wipe_contents(root: Path, keep: Iterable[str] = KEEP_IN_ROOT) -> None:
     """Remove everything in ``root`` but ``keep``; never the directory itself (a mount point)."""
     keep = set(keep)
@@ -45,9 +102,9 @@ def wipe_contents(root: Path, keep: Iterable[str] = KEEP_IN_ROOT) -> None:
         if entry.name in keep:
             continue
         if entry.is_dir(follow_symlinks=False):
-            shutil.rmtree(entry.path, ignore_errors=True)
+            rmtree(entry.path)
             if os.path.lexists(entry.path):  # e.g. a .nfs* file held open: try again later
-                shutil.rmtree(entry.path, ignore_errors=True)
+                rmtree(entry.path)
         else:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(entry.path)
@@ -102,7 +159,7 @@ class Store:
                 self._clear_locks()
                 with contextlib.suppress(NotGitRepository, OSError, ValueError, KeyError):
                     return Repo(str(self.gitdir))
-            shutil.rmtree(self.gitdir, ignore_errors=True)
+            rmtree(self.gitdir)
             self.gitdir.parent.mkdir(parents=True, exist_ok=True)
             repo = Repo.init_bare(str(self.gitdir), mkdir=True, default_branch=b"git-sync")
             self._ensure_config(repo)
@@ -121,7 +178,7 @@ class Store:
                 pass
         # A damaged store is replaced alone: the link and its worktree stay as they are
         # until a good commit replaces them.
-        shutil.rmtree(self.gitdir, ignore_errors=True)
+        rmtree(self.gitdir)
         repo = Repo.init(str(self.root), mkdir=False, default_branch=b"git-sync")
         self._ensure_config(repo)
         return repo
@@ -129,7 +186,7 @@ class Store:
     def reinit(self) -> None:
         """Start over with an empty store, keeping the published link and worktrees."""
         self.close()
-        shutil.rmtree(self.gitdir, ignore_errors=True)
+        rmtree(self.gitdir)
         self._baseline = 0
         self._repo = self._open_or_init()
 
@@ -365,4 +422,4 @@ class Store:
         objects = self.gitdir / "objects"
         for sub in objects.iterdir():
             if len(sub.name) == 2 and sub.is_dir():
-                shutil.rmtree(sub, ignore_errors=True)
+                rmtree(sub)

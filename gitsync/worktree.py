@@ -15,7 +15,6 @@ import contextlib
 import ctypes
 import errno
 import os
-import shutil
 import stat
 import threading
 import unicodedata
@@ -28,7 +27,7 @@ from dulwich.objects import Blob, Commit, ObjectID, Tree, TreeEntry
 
 from gitsync.attributes import Attributes
 from gitsync.gitindex import IndexEntry, read_index, write_index
-from gitsync.store import Store
+from gitsync.store import Store, rmtree
 
 MAX_TREE_DEPTH = 4096
 _CHECK_CANCEL_EVERY = 256
@@ -118,16 +117,28 @@ def write_checkout(co: Checkout, cancel: threading.Event, *, top: str, previous_
                    sparse: Sparse | None = None, submodules: SubmoduleWriter | None = None,
                    fetcher: Fetcher | None = None) -> list[IndexEntry]:
     """Write ``co.commit`` into ``co.dest`` with its git admin files; return its index."""
-    obj = co.store.repo.object_store[ObjectID(co.commit.encode())]
-    if not isinstance(obj, Commit):
-        raise UnsafeTree(f"{co.commit} is not a commit")
-    entries = _Writer(co.store, co.dest, co.prev, cancel, sparse, fetcher).write(obj.tree)
-    (co.dest / ".git").write_text(f"gitdir: {os.path.relpath(co.admin, co.final)}\n")
-    _write_admin(co, entries)
-    gitlinks = [e for e in entries if e.mode == _MODE_GITLINK and not e.skip_worktree]
-    if submodules is not None and gitlinks:
-        submodules.populate(co, gitlinks, top, previous_top, cancel)
+    try:
+        obj = co.store.repo.object_store[ObjectID(co.commit.encode())]
+        if not isinstance(obj, Commit):
+            raise UnsafeTree(f"{co.commit} is not a commit")
+        entries = _Writer(co.store, co.dest, co.prev, cancel, sparse, fetcher).write(obj.tree)
+        (co.dest / ".git").write_text(f"gitdir: {os.path.relpath(co.admin, co.final)}\n")
+        _write_admin(co, entries)
+        gitlinks = [e for e in entries if e.mode == _MODE_GITLINK and not e.skip_worktree]
+        if submodules is not None and gitlinks:
+            submodules.populate(co, gitlinks, top, previous_top, cancel)
+    except UnsafeTree as e:
+        # The operator must learn which commit was refused (a submodule's names its own).
+        if co.commit in str(e):
+            raise
+        raise UnsafeTree(f"commit {co.commit}: {e}") from None
     return entries
+
+
+def show_path(path: bytes, limit: int = 300) -> str:
+    """A tree path for an error message: readable, escaped, and short (a hostile path is not)."""
+    text = path.decode("utf-8", "backslashreplace")
+    return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
 def _write_admin(co: Checkout, entries: list[IndexEntry]) -> None:
@@ -258,7 +269,7 @@ def remove_tree(path: Path) -> None:
             path.unlink()
         return
     if path.is_dir():
-        shutil.rmtree(path, ignore_errors=True)
+        rmtree(path)
 
 
 @dataclass(slots=True)
@@ -297,13 +308,19 @@ class _Writer:
             if missing:
                 self.fetcher(missing)
         for spec in specs:
-            self._ensure_dir(spec.rel.rpartition(b"/")[0])
             target = self.dest + b"/" + spec.rel
-            if spec.mode == _MODE_GITLINK:
-                os.mkdir(target)
-                self.entries.append(IndexEntry(spec.rel, spec.mode, spec.sha))
-            else:
-                self._file(spec, target)
+            try:
+                self._ensure_dir(spec.rel.rpartition(b"/")[0])
+                if spec.mode == _MODE_GITLINK:
+                    os.mkdir(target)
+                    self.entries.append(IndexEntry(spec.rel, spec.mode, spec.sha))
+                else:
+                    self._file(spec, target)
+            except OSError as e:
+                if e.errno != errno.ENAMETOOLONG:
+                    raise
+                # Not a fault of the disk: the commit cannot be written anywhere.
+                raise UnsafeTree(f"path {show_path(spec.rel)} is too long to write") from None
             self._tick()
         return self.entries
 
@@ -324,18 +341,21 @@ class _Writer:
         while stack:
             sha, prefix, depth, attrs, reuse = stack.pop()
             if depth > MAX_TREE_DEPTH:
-                raise UnsafeTree(f"tree deeper than {MAX_TREE_DEPTH} levels at {prefix!r}")
+                raise UnsafeTree(f"tree deeper than {MAX_TREE_DEPTH} levels at {show_path(prefix)}")
             tree = self._object(sha)
             if not isinstance(tree, Tree):
-                raise UnsafeTree(f"{sha.decode()} at {prefix!r} is not a tree")
+                raise UnsafeTree(f"{sha.decode()} at {show_path(prefix)} is not a tree")
             items = list(tree.iteritems())
             attrs, reuse = self._attributes(items, prefix, attrs, reuse)
             seen: set[bytes] = set()
             for entry in items:
                 name, mode, child = entry.path, entry.mode, entry.sha
-                check_name(name, mode)
+                try:
+                    check_name(name, mode)
+                except UnsafeTree as e:
+                    raise UnsafeTree(f"unsafe path {show_path(prefix + name)}: {e}") from None
                 if name in seen:
-                    raise UnsafeTree(f"duplicate entry {prefix + name!r}")
+                    raise UnsafeTree(f"duplicate entry {show_path(prefix + name)}")
                 seen.add(name)
                 rel = prefix + name
                 if stat.S_ISDIR(mode):
@@ -348,12 +368,18 @@ class _Writer:
         return specs
 
     def _ensure_dir(self, rel: bytes) -> None:
-        """Make the directories of ``rel``; mkdir fails on anything already there (a symlink)."""
-        if rel in self._dirs:
-            return
-        self._ensure_dir(rel.rpartition(b"/")[0])
-        os.mkdir(self.dest + b"/" + rel)
-        self._dirs.add(rel)
+        """Make the directories of ``rel``; mkdir fails on anything already there (a symlink).
+
+        A loop, not recursion: a hostile tree thousands of levels deep must not exhaust
+        Python's stack (MAX_TREE_DEPTH is above the interpreter's recursion limit).
+        """
+        missing: list[bytes] = []
+        while rel not in self._dirs:
+            missing.append(rel)
+            rel = rel.rpartition(b"/")[0]
+        for d in reversed(missing):
+            os.mkdir(self.dest + b"/" + d)
+            self._dirs.add(d)
 
     def _attributes(self, items: list[TreeEntry], prefix: bytes, attrs: Attributes,
                     reuse: bool) -> tuple[Attributes, bool]:
@@ -405,7 +431,7 @@ class _Writer:
     def _blob(self, sha: bytes, rel: bytes) -> bytes:
         blob = self._object(sha)
         if not isinstance(blob, Blob):
-            raise UnsafeTree(f"{rel!r} is not a blob")
+            raise UnsafeTree(f"{show_path(rel)} is not a blob")
         return blob.as_raw_string()
 
     def _link(self, src: bytes, dst: bytes) -> None:

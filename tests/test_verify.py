@@ -438,9 +438,9 @@ def test_startup_config_error_exits_1_naming_the_file(gs_env: dict[str, str], ke
     assert not (Path(gs_env["GITSYNC_ROOT"]) / "link").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="__main__.build does not yet turn ConfigError into one line")
 def test_startup_config_error_is_one_stderr_line(gs_env: dict[str, str], tmp_path: Path) -> None:
     res = run_once(verify_env(gs_env, tmp_path / "absent"))
     assert res.returncode == 1
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and str(tmp_path / "absent") in lines[0], res.stderr
+    assert not Path(gs_env["GITSYNC_ROOT"]).exists(), "a bad config must not touch the root"

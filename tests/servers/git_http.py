@@ -4,8 +4,9 @@ Each request runs the CGI as a subprocess; the request body is streamed into it 
 ``Content-Length`` and ``Transfer-Encoding: chunked`` requests are supported) and its output is
 streamed back (chunked when the CGI does not give a length). Optional basic auth, optional TLS
 with a :mod:`trustme` CA, a request log/counter, and fault injection (:meth:`fail_with` answers
-every request with an HTTP error, :meth:`hang` makes every request stall without an answer) for
-reliability tests.
+every request with an HTTP error, :meth:`hang` makes every request stall without an answer;
+:meth:`reset_mid_pack`, :meth:`truncate_pack` and :meth:`stall_mid_pack` break only the pack
+response of ``git-upload-pack`` POSTs after some bytes) for reliability tests.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import binascii
 import contextlib
 import os
 import shutil
+import socket
 import ssl
+import struct
 import subprocess
 import threading
 from dataclasses import dataclass
@@ -27,7 +30,8 @@ from urllib.parse import quote, unquote, urlsplit
 
 from . import wait_port
 
-Mode = Literal["ok", "error", "hang"]
+Mode = Literal["ok", "error", "hang", "reset", "truncate", "stall"]
+PACK_FAULTS = ("reset", "truncate", "stall")
 
 _GIT = shutil.which("git") or "/usr/bin/git"
 
@@ -72,6 +76,7 @@ class GitHttpServer:
         self.mode: Mode = "ok"
         self.error_status = 500
         self.hang_seconds = 60.0
+        self.fault_after = 4096
         self._lock = threading.Lock()
         self._requests: list[RequestRecord] = []
         self._release = threading.Event()
@@ -131,6 +136,25 @@ class GitHttpServer:
         self.hang_seconds = seconds
         self._release.clear()
         self.mode = "hang"
+
+    def reset_mid_pack(self, after: int = 4096) -> None:
+        """Upload-pack responses: send ``after`` bytes, then reset the TCP connection (RST)."""
+        self.fault_after = after
+        self.mode = "reset"
+
+    def truncate_pack(self, after: int = 4096) -> None:
+        """Upload-pack responses: send ``after`` bytes, then end the response cleanly (the
+        HTTP message is complete, the pack in it is not)."""
+        self.fault_after = after
+        self.mode = "truncate"
+
+    def stall_mid_pack(self, after: int = 4096, seconds: float = 60.0) -> None:
+        """Upload-pack responses: send ``after`` bytes, then stall up to ``seconds`` (or until
+        :meth:`heal`), then drop the connection."""
+        self.fault_after = after
+        self.hang_seconds = seconds
+        self._release.clear()
+        self.mode = "stall"
 
     def heal(self) -> None:
         """Back to normal service; stalled requests are released (connection closed)."""
@@ -347,10 +371,22 @@ class _Handler(BaseHTTPRequestHandler):
             if not has_length:
                 self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
+            fault = owner.mode if owner.mode in PACK_FAULTS else None
+            if self.command != "POST" or not self.path.endswith("/git-upload-pack"):
+                fault = None
+            sent = 0
             while True:
                 data = proc.stdout.read1(65536)  # type: ignore[attr-defined]
                 if not data:
                     break
+                if fault is not None and sent + len(data) >= owner.fault_after:
+                    data = data[: max(0, owner.fault_after - sent)]
+                    if data:
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data) if not has_length
+                                         else data)
+                        self.wfile.flush()
+                    return self._break_pack(fault, proc, has_length)
+                sent += len(data)
                 if has_length:
                     self.wfile.write(data)
                 else:
@@ -371,6 +407,28 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             with owner._lock:
                 owner._procs.discard(proc)
+
+    def _break_pack(self, fault: str, proc: subprocess.Popen[bytes], has_length: bool) -> int:
+        """End a pack response early the way ``fault`` says; the CGI is killed."""
+        owner = self.server.owner
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5)
+        self.close_connection = True
+        if fault == "truncate":
+            if not has_length:
+                self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+            return 200
+        if fault == "stall":
+            owner._release.wait(owner.hang_seconds)
+            return 598
+        # reset: SO_LINGER 0 makes close() send an RST instead of a FIN
+        with contextlib.suppress(OSError):
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                       struct.pack("ii", 1, 0))
+            self.connection.close()
+        return 597
 
     def _feed_body(self, stdin: IO[bytes], length: int, chunked: bool) -> None:
         """Stream the request body into the CGI's stdin, then close it."""

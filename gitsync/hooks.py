@@ -1,0 +1,264 @@
+"""Hooks: the exechook, the webhook and the pre-publish exechook (contract §3.11).
+
+Each hook has one runner thread, so a slow hook never delays a sync. Triggers coalesce:
+the runner keeps only the latest commit, and every attempt, retries included, uses the
+latest one (intermediate commits may be skipped, as in git-sync; a commit already
+delivered is not delivered again until the process restarts). In loop mode a failed
+attempt is retried forever after ``--*-backoff``; in one-time mode there is one attempt,
+and its result decides the exit code (``Hooks.finish_one_time``).
+
+The exechook runs without a shell and without arguments, in the new worktree, with
+``GITSYNC_HASH`` set, in a session of its own so that a timeout kills its whole process
+group, not just the first process. The webhook sends no body, only a ``Gitsync-Hash``
+header. With ``--webhook-after-exechook`` the webhook for a commit is triggered only once
+the exechook succeeded for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from gitsync import log, metrics
+from gitsync.config import Settings
+from gitsync.loop import Listener
+from gitsync.sync import Outcome
+from gitsync.worktree import worktree_path
+
+_OUTPUT_LOGGED = 4096  # bytes of a hook's stdout/stderr kept in a log line
+
+
+class HookFailed(Exception):
+    pass
+
+
+class Hook(Protocol):
+    name: str
+    log: Any
+
+    def run(self, sha: str) -> None:
+        """Deliver ``sha`` once; raise HookFailed (or OSError) when it did not succeed."""
+
+    def kill(self) -> None:
+        """Stop what an attempt left running (at process exit)."""
+
+
+class ExecHook:
+    def __init__(self, name: str, command: str, root: Path, timeout: float) -> None:
+        self.name = name
+        self.command = command
+        self.root = root
+        self.timeout = timeout
+        self.log = log.get().bind(logger=name)
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
+
+    def run(self, sha: str) -> None:
+        self.log.info("running exechook", hash=sha, command=self.command, timeout=self.timeout)
+        proc = subprocess.Popen(
+            [self.command], cwd=worktree_path(self.root, sha),
+            env={**os.environ, "GITSYNC_HASH": sha}, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+        )
+        with self._lock:
+            self._proc = proc
+        try:
+            out, err = proc.communicate(timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            proc.communicate()
+            raise HookFailed(f"exechook timed out after {self.timeout:g}s and was killed") from None
+        finally:
+            with self._lock:
+                self._proc = None
+        stdout, stderr = _text(out), _text(err)
+        if proc.returncode != 0:
+            raise HookFailed(
+                f"exechook exited with status {proc.returncode}: "
+                f"{{ stdout: {stdout!r}, stderr: {stderr!r} }}"
+            )
+        self.log.info("exechook succeeded", v=1, hash=sha, stdout=stdout, stderr=stderr)
+
+    def kill(self) -> None:
+        with self._lock:
+            proc = self._proc
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+class WebHook:
+    name = "webhook"
+
+    def __init__(self, url: str, method: str, success_status: int, timeout: float) -> None:
+        self.url = url
+        self.method = method
+        self.success_status = success_status  # 0: any answer will do (fire and forget)
+        self.timeout = timeout
+        self.log = log.get().bind(logger=self.name)
+
+    def run(self, sha: str) -> None:
+        self.log.info("sending webhook", hash=sha, url=self.url, method=self.method,
+                      timeout=self.timeout)
+        request = urllib.request.Request(self.url, method=self.method,
+                                         headers={"Gitsync-Hash": sha})
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                status = response.status
+        except urllib.error.HTTPError as e:
+            status = e.code
+            e.close()
+        except (urllib.error.URLError, OSError) as e:
+            raise HookFailed(f"webhook request failed: {getattr(e, 'reason', e)}") from None
+        if self.success_status and status != self.success_status:
+            raise HookFailed(f"webhook answered {status}, expected {self.success_status}")
+        self.log.info("webhook succeeded", v=1, hash=sha, status=status)
+
+    def kill(self) -> None:
+        """Nothing outlives a request."""
+
+
+class Runner:
+    """Delivers the latest triggered commit to one hook, on a thread of its own."""
+
+    def __init__(self, hook: Hook, backoff: float, one_time: bool,
+                 then: Callable[[str], None] | None = None) -> None:
+        self.hook = hook
+        self.backoff = backoff
+        self.one_time = one_time
+        self.then = then  # called with a commit once it was delivered (webhook-after-exechook)
+        self._cond = threading.Condition()
+        self._pending: str | None = None
+        self._triggered = False
+        self._result: bool | None = None
+        self._stop = threading.Event()
+        threading.Thread(target=self._serve, name=hook.name, daemon=True).start()
+
+    def trigger(self, sha: str) -> None:
+        with self._cond:
+            self._pending = sha
+            self._triggered = True
+            self._cond.notify_all()
+
+    def one_time_result(self) -> bool:
+        """Wait for the single attempt of one-time mode; True when never triggered."""
+        with self._cond:
+            while self._triggered and self._result is None:
+                self._cond.wait()
+            return self._result is not False
+
+    def close(self) -> None:
+        self._stop.set()
+        self.hook.kill()
+
+    def _take(self, block: bool) -> str | None:
+        with self._cond:
+            while block and self._pending is None:
+                self._cond.wait()
+            sha, self._pending = self._pending, None
+            return sha
+
+    def _serve(self) -> None:
+        delivered: str | None = None
+        while not self._stop.is_set():
+            sha: str | None = self._take(block=True)
+            while sha is not None and sha != delivered:
+                ok = self._attempt(sha)
+                if ok:
+                    delivered = sha
+                    if self.then is not None:
+                        self.then(sha)
+                self._finish(ok)
+                if ok or self.one_time:
+                    break
+                self._stop.wait(self.backoff)
+                sha = self._take(block=False) or sha  # the latest commit wins
+            if self.one_time:
+                return
+
+    def _attempt(self, sha: str) -> bool:
+        try:
+            self.hook.run(sha)
+        except Exception as e:  # a hook must never kill its runner
+            self.hook.log.error("hook failed", hash=sha, retry=self.backoff, error=str(e))
+            metrics.hook_run(self.hook.name, False)
+            return False
+        metrics.hook_run(self.hook.name, True)
+        return True
+
+    def _finish(self, ok: bool) -> None:
+        with self._cond:
+            if self._result is None:
+                self._result = ok
+                self._cond.notify_all()
+
+
+class Hooks(Listener):
+    """Triggers the runners from the loop (post-publish) and the syncer (pre-publish)."""
+
+    def __init__(self, *, pre_publish: Runner | None, exechook: Runner | None,
+                 webhook: Runner | None, webhook_after_exechook: bool) -> None:
+        self.pre_publish = pre_publish
+        self.exechook = exechook
+        self.webhook = webhook
+        self.chained = webhook_after_exechook and exechook is not None and webhook is not None
+        if self.chained:
+            assert exechook is not None and webhook is not None
+            exechook.then = webhook.trigger
+
+    def before_publish(self, sha: str) -> None:
+        """``Syncer.before_publish``: trigger, never wait (publication does not depend on it)."""
+        if self.pre_publish is not None:
+            self.pre_publish.trigger(sha)
+
+    def on_success(self, outcome: Outcome, first: bool, duration: float) -> None:
+        if not (outcome.changed or first):
+            return
+        if self.exechook is not None:
+            self.exechook.trigger(outcome.commit)
+        if self.webhook is not None and not self.chained:
+            self.webhook.trigger(outcome.commit)
+
+    def finish_one_time(self) -> bool:
+        # In order: a chained webhook is triggered (or not) before the exechook's result.
+        results = [r.one_time_result() for r in self._runners()]
+        return all(results)
+
+    def close(self) -> None:
+        for runner in self._runners():
+            runner.close()
+
+    def _runners(self) -> list[Runner]:
+        return [r for r in (self.pre_publish, self.exechook, self.webhook) if r is not None]
+
+
+def from_settings(settings: Settings, root: Path) -> Hooks | None:
+    """The configured hooks, or None when there are none."""
+    s, one = settings, settings.one_time
+    pre = exe = web = None
+    if s.pre_publish_exechook_command:
+        pre = Runner(ExecHook("pre-publish-exechook", s.pre_publish_exechook_command, root,
+                              s.pre_publish_exechook_timeout),
+                     s.pre_publish_exechook_backoff, one)
+    if s.exechook_command:
+        exe = Runner(ExecHook("exechook", s.exechook_command, root, s.exechook_timeout),
+                     s.exechook_backoff, one)
+    if s.webhook_url:
+        web = Runner(WebHook(s.webhook_url, s.webhook_method, s.webhook_success_status,
+                             s.webhook_timeout), s.webhook_backoff, one)
+    if pre is None and exe is None and web is None:
+        return None
+    return Hooks(pre_publish=pre, exechook=exe, webhook=web,
+                 webhook_after_exechook=s.webhook_after_exechook)
+
+
+def _text(data: bytes) -> str:
+    return data[-_OUTPUT_LOGGED:].decode("utf-8", "replace")

@@ -1,0 +1,80 @@
+"""End-to-end: gitsync as PID 1 (in a new PID namespace via ``unshare``): it re-executes
+itself under a minimal init that forwards signals, reaps orphans and passes exit codes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from gitsync_proc import wait_until
+from upstream import Upstream
+
+UNSHARE = ["unshare", "--user", "--map-root-user", "--pid", "--fork", "--kill-child"]
+
+
+def _namespaces_work() -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    return subprocess.run([*UNSHARE, "true"], capture_output=True, check=False).returncode == 0
+
+
+pytestmark = [pytest.mark.timeout(60),
+              pytest.mark.skipif(not _namespaces_work(), reason="no unprivileged PID namespaces")]
+
+
+def _children(pid: int) -> list[int]:
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return [int(p) for p in text.split()]
+
+
+def _zombies_of(pid: int) -> list[int]:
+    out = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] == "Z" and int(fields[1]) == pid:
+            out.append(int(proc.name))
+    return out
+
+
+def test_init_forwards_signals_reaps_orphans_and_passes_exit_codes(
+    upstream: Upstream, gs_env: dict[str, str], tmp_path: Path
+) -> None:
+    # The exechook leaves an orphan behind that dies soon after: PID 1 must reap it.
+    hook = tmp_path / "hook"
+    hook.write_text("#!/bin/sh\n(sleep 0.2 &)\ntouch ../../hook-ran\n")
+    hook.chmod(0o755)
+    env = {**gs_env, "GITSYNC_PERIOD": "100ms", "GITSYNC_EXECHOOK_COMMAND": str(hook)}
+    proc = subprocess.Popen([*UNSHARE, sys.executable, "-m", "gitsync", "-v", "1"], env=env,
+                            cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    try:
+        init = wait_until(lambda: _children(proc.pid), 10, "the init process")[0]
+        wait_until(lambda: (Path(env["GITSYNC_ROOT"]) / "hook-ran").exists(), 20, "the hook")
+        time.sleep(0.6)
+        assert _zombies_of(init) == []
+        os.kill(init, signal.SIGTERM)  # to the init, which forwards it to the real gitsync
+        _, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "INFO: detected pid 1, running init handler" in err
+    assert '"msg": "stopping"' in err  # the real gitsync got SIGTERM and stopped cleanly
+    assert proc.returncode == 0
+
+
+def test_init_exits_with_the_child_code(gs_env: dict[str, str], tmp_path: Path) -> None:
+    res = subprocess.run([*UNSHARE, sys.executable, "-m", "gitsync", "--one-time",
+                          "--ref", "no-such-branch"], env=gs_env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=30, check=False)
+    assert "INFO: detected pid 1" in res.stderr
+    assert res.returncode == 1
