@@ -175,20 +175,22 @@ _PRINT_AND_EXIT = [
 def help_text() -> str:
     """Usage for --help: flags, then settings that only exist as environment variables."""
     out = [f"Usage: {PROG} --repo=<repo> --root=<path> [OPTIONS]...", "", "OPTIONS", ""]
+    out += _options(long=False)
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _options(long: bool) -> list[str]:
+    """The OPTIONS and ENVIRONMENT VARIABLES sections, short (--help) or long (--man)."""
+    out: list[str] = []
     for oi in _visible_flags():
-        out.append("    " + _flag_heading(oi))
-        out.append(_wrap(_describe(oi, long=False), 12))
-        out.append("")
+        out += ["    " + _flag_heading(oi), _wrap(_describe(oi, long=long), 12), ""]
     for head, desc in _PRINT_AND_EXIT:
-        out.append("    " + head)
-        out.append(_wrap(desc, 12))
-        out.append("")
+        out += ["    " + head, _wrap(desc, 12), ""]
     out += ["ENVIRONMENT VARIABLES", ""]
     for oi in _env_only():
-        out.append(f"    ${oi.opt.env[0]}")
-        out.append(_wrap(_describe(oi, long=False), 12))
-        out.append("")
-    return "\n".join(out).rstrip() + "\n"
+        names = ", ".join(f"${e}" for e in oi.opt.env) if long else f"${oi.opt.env[0]}"
+        out += ["    " + names, _wrap(_describe(oi, long=long), 12), ""]
+    return out
 
 
 def man_text() -> str:
@@ -224,19 +226,7 @@ def man_text() -> str:
         "OPTIONS",
         "",
     ]
-    for oi in _visible_flags():
-        out.append("    " + _flag_heading(oi))
-        out.append(_wrap(_describe(oi, long=True), 12))
-        out.append("")
-    for head, desc in _PRINT_AND_EXIT:
-        out.append("    " + head)
-        out.append(_wrap(desc, 12))
-        out.append("")
-    out += ["ENVIRONMENT VARIABLES", ""]
-    for oi in _env_only():
-        out.append("    " + ", ".join(f"${e}" for e in oi.opt.env))
-        out.append(_wrap(_describe(oi, long=True), 12))
-        out.append("")
+    out += _options(long=True)
     out += ["DEPRECATED FLAGS AND VARIABLES", ""]
     for oi in OPTIONS.values():
         if not oi.opt.hidden:
