@@ -168,11 +168,11 @@ class Loop:
 
         def work() -> None:
             try:
-                attempt.outcome = self.syncer.run(first, attempt.cancel)
+                attempt.outcome = self._run_repairing(first, attempt.cancel)
             except BaseException as e:
                 attempt.error = e
             finally:
-                self.syncer.release()
+                self.syncer.release(deep=attempt.outcome is None or attempt.outcome.updated)
                 attempt.done.set()
                 if attempt.cancel.is_set():  # abandoned: the waiting loop may retry at once
                     self.wake.set()
@@ -199,6 +199,29 @@ class Loop:
             raise attempt.error
         assert attempt.outcome is not None
         return attempt.outcome
+
+    def _run_repairing(self, first: bool, cancel: threading.Event) -> Outcome:
+        """One sync; if it failed because the local store is damaged, replace it and retry once.
+
+        Counting the failure and repairing at the next attempt is not enough: with the
+        default ``--max-failures=0`` the process exits first, restarts on the same damaged
+        store, and crash-loops.
+        """
+        try:
+            return self.syncer.run(first, cancel)
+        except (UnsafeTree, Cancelled, SyncTimeout, RefNotFound):
+            raise
+        except Exception as e:
+            if cancel.is_set():
+                raise
+            reason = self.syncer.store.damage()
+            if reason is None and not _is_store_damage(e):
+                raise
+            self.log.info("local store is damaged, re-initializing it", reason=reason or _describe(e),
+                          error=_describe(e))
+            self.syncer.release()
+            self.syncer.store.reinit()
+        return self.syncer.run(first, cancel)
 
     def _after_success(self, outcome: Outcome, first: bool, duration: float) -> None:
         if outcome.updated or first:

@@ -132,6 +132,10 @@ class Syncer:
     # ----- steps ---------------------------------------------------------------------------
 
     def _inspect(self, state: SyncState, _cancel: threading.Event) -> None:
+        # Open (and so repair) the store first: replacing a damaged store drops the
+        # worktrees' admin directories, and a worktree judged healthy before that would
+        # be left pointing at nothing.
+        _ = self.store.repo
         sha, path = publish.current(self.link)
         state.current = sha
         state.linked = sha is not None and path == worktree_path(self.root, sha)
@@ -188,11 +192,12 @@ class Syncer:
         if state.commit != state.current or not state.linked:
             publish.swap(self.link, worktree_path(self.root, state.commit))
 
-    def release(self) -> None:
-        """Between syncs, hold no pack maps or caches: an idle sidecar should be small.
-
-        Reopening the store costs a few milliseconds, and only an update needs it.
-        """
+    def release(self, deep: bool = True) -> None:
+        """After a sync that read objects, hold no pack maps or caches: an idle sidecar
+        should be small. An idle poll read nothing, and a full collection would cost it
+        several times the poll itself, so ``deep=False`` keeps everything as it is."""
+        if not deep:
+            return
         self.store.close()
         if self.submodules is not None:
             self.submodules.close()
