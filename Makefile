@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-test
 
-.PHONY: demo test lint bench docs clean
+.PHONY: demo test soak lint bench docs clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ test: $(STAMP)
 	$(PY) -m ruff check gitsync tests benchmarks
 	$(PY) -m mypy gitsync
 	$(PY) -m pytest -q -n 2 --dist loadfile
+
+# The long reliability and memory cases (hostile giants, 200 MB files, many kills); see README.
+soak: $(STAMP)
+	./tests/system-deps.sh
+	$(PY) -m pytest -q -m soak
 
 lint: $(STAMP)
 	$(PY) -m ruff check gitsync tests benchmarks

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from dulwich.errors import NotGitRepository
 from dulwich.objects import Commit, ObjectID, Tag, Tree
-from dulwich.pack import write_pack_from_container
+from dulwich.pack import Pack, write_pack_from_container
 from dulwich.refs import Ref
 from dulwich.repo import Repo
 
@@ -182,6 +182,44 @@ class Store:
         repo = Repo.init(str(self.root), mkdir=False, default_branch=b"git-sync")
         self._ensure_config(repo)
         return repo
+
+    def damage(self) -> str | None:
+        """Why the store on disk cannot be trusted, or None when it looks sound.
+
+        Run after a failed sync, not before every one: it reads every pack once. A damaged
+        pack or index makes dulwich raise from deep inside a fetch (wrapped as a remote
+        error), so the error alone cannot tell a broken store from a broken network; this
+        check can, and a damaged store is replaced instead of failing forever (a crash loop).
+        """
+        if not self._valid():
+            return "HEAD or objects/ is missing or unreadable"
+        try:
+            shallow = self.gitdir / "shallow"
+            if shallow.exists():
+                for line in shallow.read_bytes().split():
+                    if len(bytes.fromhex(line.decode("ascii"))) != 20:
+                        return "the shallow file is garbage"
+            repo = Repo(str(self.gitdir if self.bare else self.root))
+            try:
+                for path in sorted((self.gitdir / "objects" / "pack").glob("*.pack")):
+                    if not path.with_suffix(".idx").is_file():
+                        return f"{path.name} has no index"
+                    pack = Pack(str(path.with_suffix("")), object_format=repo.object_format)
+                    try:
+                        pack.index.check()
+                        pack.data.check()
+                        pack.check_length_and_checksum()
+                    finally:
+                        pack.close()
+                for ref in (Ref(b"HEAD"), BRANCH):
+                    with contextlib.suppress(KeyError):
+                        if repo.refs[ref] not in repo.object_store:
+                            return f"{ref.decode()} names a missing object"
+            finally:
+                repo.close()
+        except Exception as e:  # any parse error is damage
+            return f"{type(e).__name__}: {e}"
+        return None
 
     def reinit(self) -> None:
         """Start over with an empty store, keeping the published link and worktrees."""

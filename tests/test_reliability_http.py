@@ -61,6 +61,8 @@ def test_broken_pack_keeps_the_link_and_recovers_without_restart(
         gs.wait_for(lambda: not (root / "error.json").exists(), timeout=10,
                     desc="error file cleared")
         assert gs.alive()
+        # A network fault is not store damage: the store is kept, not re-cloned.
+        assert gs.count("local store is damaged, re-initializing it") == 0
     pack = root / ".git" / "objects" / "pack"
     assert [p.name for p in pack.iterdir() if not p.name.startswith("pack-")] == []
     assert sorted(p.name for p in (root / ".worktrees").iterdir()) in ([second], [first, second])
