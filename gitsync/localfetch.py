@@ -4,20 +4,24 @@ dulwich's local transport, asked for a shallow fetch, sends every object of the 
 commit even when the target already holds most of them, so an update of one file in a
 40,000-file repository would copy the whole tree. Here the objects to copy are found by
 walking the wanted commits and skipping every tree the target already has (a tree in the
-store comes with everything below it), then streamed into one pack, reusing the source's
-deltas. The shallow boundary is the store's business (store.py computes it).
+store comes with everything below it), then copied into one pack entry by entry
+(packcopy.py). The shallow boundary is the store's business (store.py computes it).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from dulwich.errors import ObjectFormatException
+from dulwich.object_store import DiskObjectStore
 from dulwich.objects import Commit, ObjectID, Tag, Tree
 from dulwich.pack import write_pack_from_container
 from dulwich.repo import BaseRepo, Repo
 
+from gitsync import packcopy
+
 _MODE_TREE = 0o040000
 _MODE_GITLINK = 0o160000
-_REUSE_DELTAS_ABOVE = 2000
 
 
 def missing_objects(source: BaseRepo, target: BaseRepo, wants: list[ObjectID],
@@ -78,13 +82,20 @@ def fetch(path: str, target: BaseRepo, wants: list[ObjectID], depth: int | None)
             raise ObjectFormatException(f"{e} (in the history of {named})") from None
         if not ids:
             return
-        f, commit, abort = target.object_store.add_pack()
-        try:
-            # Reusing deltas walks the whole source pack: worth it for a clone, not an update.
-            write_pack_from_container(f.write, source.object_store, [(i, None) for i in ids],
-                                      object_format=source.object_format,
-                                      reuse_deltas=len(ids) > _REUSE_DELTAS_ABOVE)
-        except BaseException:
-            abort()
-            raise
-        commit()
+        if source.object_format.name != "sha1" or not isinstance(target.object_store, DiskObjectStore):
+            _write_pack(source, target, ids)
+            return
+        packcopy.copy(source.object_store, Path(target.object_store.pack_dir), ids)
+        target.object_store.close()  # its pack list is cached: the next lookup rescans
+
+
+def _write_pack(source: BaseRepo, target: BaseRepo, ids: list[ObjectID]) -> None:
+    """dulwich's own pack writer: for what packcopy does not cover (sha256 repositories)."""
+    f, commit, abort = target.object_store.add_pack()
+    try:
+        write_pack_from_container(f.write, source.object_store, [(i, None) for i in ids],
+                                  object_format=source.object_format)
+    except BaseException:
+        abort()
+        raise
+    commit()

@@ -10,6 +10,7 @@ twice its size after the last rewrite (dulwich's gc does not prune a shallow sto
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -228,7 +229,30 @@ class Store:
         self._baseline = 0
         self._repo = self._open_or_init()
 
+    def _drop_broken_indexes(self) -> None:
+        """Remove packs whose index is not a whole version-2 index (checksum included).
+
+        Cheap enough for every open (an index is a few bytes per object), and it catches
+        what would otherwise go unnoticed: a fetch that succeeds from a new pack while a
+        damaged one stays beside it, which the git CLI reading the store trips on. The
+        objects it held are fetched again.
+        """
+        pack_dir = self.gitdir / "objects" / "pack"
+        for idx in pack_dir.glob("*.idx") if pack_dir.is_dir() else ():
+            try:
+                data = idx.read_bytes()
+                pack_ok = idx.with_suffix(".pack").stat().st_size >= 32
+            except OSError:
+                data, pack_ok = b"", False
+            whole = (len(data) >= 1072 and data[:8] == b"\377tOc\x00\x00\x00\x02"
+                     and hashlib.sha1(data[:-20], usedforsecurity=False).digest() == data[-20:])
+            if not (whole and pack_ok):
+                for suffix in (".idx", ".pack", ".promisor", ".rev", ".bitmap"):
+                    with contextlib.suppress(FileNotFoundError):
+                        idx.with_suffix(suffix).unlink()
+
     def _clear_locks(self) -> None:
+        self._drop_broken_indexes()
         for name in _LOCK_NAMES:
             with contextlib.suppress(FileNotFoundError):
                 (self.gitdir / name).unlink()
