@@ -34,6 +34,7 @@ import pytest
 from dockerfile_model import REPO_ROOT, Dockerfile, exec_form, healthcheck_command, parse
 from servers import cannot_start, free_port
 from servers.git_http import GitHttpServer
+from servers.sshd import Sshd, keygen
 from upstream import Upstream
 
 import gitsync
@@ -364,6 +365,59 @@ def test_one_time_sync_over_http(
     link = gitdir / "latest"
     assert os.readlink(link) == f".worktrees/{sha}", "the image's GITSYNC_LINK=latest, relative"
     assert (link / "hello.txt").read_text() == "from the image"
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
+    server = Sshd(tmp_path_factory.mktemp("sshd"))
+    try:
+        server.start()
+    except Exception as e:
+        cannot_start("sshd", repr(e))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_one_time_and_loop_sync_over_ssh(
+    image: Image, upstream: Upstream, sshd: Sshd, tmp_path: Path
+) -> None:
+    """SSH in the runtime (no ssh binary): the deploy key and known_hosts mounted read-only (at
+    /secrets: the sandbox cannot add a mount point under the host's /etc, where a pod mounts
+    /etc/git-secret); one-time, then a loop that follows a new commit."""
+    first = upstream.commit({"hello.txt": "over ssh"}, "hello")
+    secrets = tmp_path / "git-secret"
+    secrets.mkdir()
+    key = keygen(secrets / "ssh", "ed25519")
+    sshd.authorize(Path(f"{key}.pub"))
+    (secrets / "known_hosts").write_text(sshd.known_hosts_line() + "\n")
+    for f in secrets.iterdir():
+        f.chmod(0o644)  # the sandbox's uid owns nothing here; a mounted Secret would be 0440
+    gitdir = _git_dir(image, tmp_path)
+    uid, gid = image.user()
+    binds = [("rw", gitdir, "/git"), ("ro", secrets, "/secrets")]
+    ssh = {"GITSYNC_SSH_KEY_FILE": "/secrets/ssh", "GITSYNC_SSH_KNOWN_HOSTS_FILE": "/secrets/known_hosts"}
+    env = image.env(GITSYNC_REPO=sshd.url_for(upstream.bare), GITSYNC_ONE_TIME="true", **ssh)
+    proc = _run(sandbox(image, image.entrypoint(), env, binds=binds, uid=uid, gid=gid))
+    assert proc.returncode == 0, f"gitsync failed in the sandbox:\n{proc.stderr[-4000:]}"
+    assert os.readlink(gitdir / "latest") == f".worktrees/{first}"
+
+    env = image.env(GITSYNC_REPO=sshd.url_for(upstream.bare), GITSYNC_PERIOD="200ms", **ssh)
+    with open(tmp_path / "loop.stderr", "w") as err:
+        gs = subprocess.Popen(sandbox(image, image.entrypoint(), env, binds=binds, uid=uid, gid=gid),
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        second = upstream.commit({"hello.txt": "updated over ssh"}, "update")
+        deadline = time.monotonic() + 30
+        while os.readlink(gitdir / "latest") != f".worktrees/{second}":
+            assert gs.poll() is None, (tmp_path / "loop.stderr").read_text()[-3000:]
+            assert time.monotonic() < deadline, (tmp_path / "loop.stderr").read_text()[-3000:]
+            time.sleep(0.05)
+        assert (gitdir / "latest" / "hello.txt").read_text() == "updated over ssh"
+    finally:
+        gs.kill()
+        gs.wait(timeout=10)
 
 
 READER = r"""
