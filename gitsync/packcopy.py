@@ -14,7 +14,6 @@ from __future__ import annotations
 import binascii
 import hashlib
 import itertools
-import mmap
 import os
 import struct
 import tempfile
@@ -161,10 +160,13 @@ def _copy_from_pack(pack: Pack, entries: list[tuple[int, ObjectID]], out: _Write
     path = f"{pack._basename}.pack"
     new_at: dict[int, int] = {}  # source offset → offset in the new pack
     by_sha: set[ObjectID] = set()
-    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-        data_end = len(mm) - 20
+    # pread, not mmap: pages of a mapped pack count as this process's memory once touched,
+    # and a clone touches all of them.
+    with open(path, "rb") as f:
+        fd = f.fileno()
+        data_end = os.fstat(fd).st_size - 20
         for off, sha in entries:
-            raw = mm[off:next_of.get(off, data_end)]
+            raw = os.pread(fd, next_of.get(off, data_end) - off, off)
             type_num, header_end, body = _parse(raw)
             if type_num == _OFS_DELTA:
                 base = off - _base_distance(raw, header_end)

@@ -11,9 +11,12 @@ an existing name), so a hostile tree cannot write outside its worktree.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import ctypes
 import errno
+import itertools
+import mmap
 import os
 import stat
 import threading
@@ -31,6 +34,7 @@ from gitsync.store import Store, rmtree
 
 MAX_TREE_DEPTH = 4096
 _CHECK_CANCEL_EVERY = 256
+_TRIM_EVERY = 4096
 _MODE_TREE = 0o040000
 _MODE_LINK = 0o120000
 _MODE_GITLINK = 0o160000
@@ -78,10 +82,46 @@ def check_name(name: bytes, mode: int) -> None:
 
 @dataclass
 class Previous:
-    """The worktree an update may reuse files from."""
+    """The worktree an update may reuse files from.
+
+    ``trees`` (directory prefix → tree sha) is known only for the worktree this process
+    built last; with it, a subtree whose sha did not change is taken from ``entries``
+    without reading or checking its trees again (they were checked when first written).
+    """
 
     path: Path
     entries: dict[bytes, IndexEntry]
+    trees: dict[bytes, bytes] | None = None
+    _paths: list[bytes] | None = None
+    _tree_paths: list[bytes] | None = None
+
+    def subtrees(self, prefix: bytes) -> list[tuple[bytes, bytes]]:
+        """The (prefix, sha) of every tree at or below ``prefix``."""
+        assert self.trees is not None
+        if self._tree_paths is None:
+            self._tree_paths = sorted(self.trees)
+        out = []
+        for path in itertools.islice(self._tree_paths,
+                                     bisect.bisect_left(self._tree_paths, prefix), None):
+            if not path.startswith(prefix):
+                break
+            out.append((path, self.trees[path]))
+        return out
+
+    def subtree(self, prefix: bytes) -> list[IndexEntry] | None:
+        """The entries below ``prefix``, or None when they cannot be reused as they are
+        (a nested ``.gitattributes`` would change how a rewritten file is converted)."""
+        if self._paths is None:
+            self._paths = sorted(self.entries)
+        out: list[IndexEntry] = []
+        for path in itertools.islice(self._paths, bisect.bisect_left(self._paths, prefix), None):
+            if not path.startswith(prefix):
+                break
+            entry = self.entries[path]
+            if entry.skip_worktree or path.endswith(b".gitattributes"):
+                return None
+            out.append(entry)
+        return out
 
 
 class Sparse(Protocol):
@@ -115,13 +155,17 @@ class Checkout:
 
 def write_checkout(co: Checkout, cancel: threading.Event, *, top: str, previous_top: str | None,
                    sparse: Sparse | None = None, submodules: SubmoduleWriter | None = None,
-                   fetcher: Fetcher | None = None) -> list[IndexEntry]:
+                   fetcher: Fetcher | None = None,
+                   trees: dict[bytes, bytes] | None = None) -> list[IndexEntry]:
     """Write ``co.commit`` into ``co.dest`` with its git admin files; return its index."""
     try:
         obj = co.store.repo.object_store[ObjectID(co.commit.encode())]
         if not isinstance(obj, Commit):
             raise UnsafeTree(f"{co.commit} is not a commit")
-        entries = _Writer(co.store, co.dest, co.prev, cancel, sparse, fetcher).write(obj.tree)
+        writer = _Writer(co.store, co.dest, co.prev, cancel, sparse, fetcher)
+        if trees is not None:
+            writer.trees = trees
+        entries = writer.write(obj.tree)
         (co.dest / ".git").write_text(f"gitdir: {os.path.relpath(co.admin, co.final)}\n")
         _write_admin(co, entries)
         gitlinks = [e for e in entries if e.mode == _MODE_GITLINK and not e.skip_worktree]
@@ -166,7 +210,7 @@ class Materializer:
         self.sparse = sparse
         self.submodules = submodules
         self.fetcher = fetcher
-        self._last: tuple[str, dict[bytes, IndexEntry]] | None = None
+        self._last: tuple[str, dict[bytes, IndexEntry], dict[bytes, bytes] | None] | None = None
 
     # ----- inspection ----------------------------------------------------------------------
 
@@ -192,7 +236,7 @@ class Materializer:
         if not path.is_dir():
             return None
         if self._last is not None and self._last[0] == sha:
-            return Previous(path, self._last[1])
+            return Previous(path, self._last[1], self._last[2])
         try:
             return Previous(path, read_index(self.admin_dir(sha) / "index"))
         except (OSError, ValueError):
@@ -208,11 +252,12 @@ class Materializer:
         remove_tree(tmp)
         prev = self._previous(previous) if previous != commit else None
         os.mkdir(tmp)
+        trees: dict[bytes, bytes] = {}
         try:
             co = Checkout(self.store, commit, tmp, final, self.admin_dir(commit), prev)
             entries = write_checkout(co, cancel, top=commit, previous_top=previous,
                                      sparse=self.sparse, submodules=self.submodules,
-                                     fetcher=self.fetcher)
+                                     fetcher=self.fetcher, trees=trees)
             if os.path.lexists(final):
                 # Rebuilding a damaged worktree the link points at: swap, never leave a gap.
                 _exchange(tmp, final)
@@ -220,7 +265,8 @@ class Materializer:
                 os.rename(tmp, final)
         finally:
             remove_tree(tmp)
-        self._last = (commit, {e.path: e for e in entries})
+        # The subtree shortcut is only sound when both builds wrote every path.
+        self._last = (commit, {e.path: e for e in entries}, trees if self.sparse is None else None)
         return final
 
     def remove(self, sha: str) -> None:
@@ -296,6 +342,7 @@ class _Writer:
         self.fetcher = fetcher
         self.entries: list[IndexEntry] = []
         self._dirs: set[bytes] = {b""}
+        self.trees: dict[bytes, bytes] = {}  # directory prefix → tree sha, for the next update
         self._reuse: Callable[[bytes, bytes], None] = self._link
         self._count = 0
 
@@ -340,6 +387,9 @@ class _Writer:
         ]
         while stack:
             sha, prefix, depth, attrs, reuse = stack.pop()
+            if reuse and self._unchanged(sha, prefix, attrs, specs):
+                continue
+            self.trees[prefix] = sha
             if depth > MAX_TREE_DEPTH:
                 raise UnsafeTree(f"tree deeper than {MAX_TREE_DEPTH} levels at {show_path(prefix)}")
             tree = self._object(sha)
@@ -366,6 +416,20 @@ class _Writer:
                     specs.append(_Spec(rel, mode, child, attrs, reuse))
             self._tick()
         return specs
+
+    def _unchanged(self, sha: bytes, prefix: bytes, attrs: Attributes, specs: list[_Spec]) -> bool:
+        """Take a subtree the previous worktree had with the same sha from its index."""
+        prev = self.prev
+        if prev is None or prev.trees is None or self.sparse is not None:
+            return False
+        if prev.trees.get(prefix) != sha:
+            return False
+        entries = prev.subtree(prefix)
+        if entries is None:
+            return False
+        specs.extend(_Spec(e.path, e.mode, e.sha, attrs, True) for e in entries)
+        self.trees.update(prev.subtrees(prefix))
+        return True
 
     def _ensure_dir(self, rel: bytes) -> None:
         """Make the directories of ``rel``; mkdir fails on anything already there (a symlink).
@@ -394,8 +458,24 @@ class _Writer:
 
     def _tick(self) -> None:
         self._count += 1
-        if self._count % _CHECK_CANCEL_EVERY == 0 and self.cancel.is_set():
-            raise Cancelled("sync abandoned while writing the worktree")
+        if self._count % _CHECK_CANCEL_EVERY == 0:
+            if self.cancel.is_set():
+                raise Cancelled("sync abandoned while writing the worktree")
+            if self._count % _TRIM_EVERY == 0:
+                self._trim()
+
+    def _trim(self) -> None:
+        """Drop the pages of the packs read so far from this process's memory.
+
+        dulwich maps each pack whole, and every page a checkout touches counts in the
+        sidecar's RSS (a 40,000-file checkout would hold its whole pack, ~70 MB, against a
+        150 MB limit). The pages stay in the page cache; only the mapping lets go of them.
+        """
+        for pack in getattr(self.objects, "packs", ()):
+            contents = getattr(getattr(pack, "_data", None), "_contents", None)
+            if isinstance(contents, mmap.mmap):
+                with contextlib.suppress(OSError, ValueError):
+                    contents.madvise(mmap.MADV_DONTNEED)
 
     def _file(self, spec: _Spec, target: bytes) -> None:
         rel, sha = spec.rel, spec.sha

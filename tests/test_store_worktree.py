@@ -68,19 +68,39 @@ def test_update_writes_only_changed_files(upstream: Upstream, tmp_path: Path) ->
     assert git("-C", str(s.link), "status", "--porcelain") == ""
 
 
+@pytest.mark.parametrize("victim", ["keep.txt", "sub/dir/keep.txt"])
 def test_file_changed_in_place_by_a_consumer_is_not_carried_forward(
-    upstream: Upstream, tmp_path: Path
+    upstream: Upstream, tmp_path: Path, victim: str
 ) -> None:
-    upstream.commit({"keep.txt": "original\n", "other.txt": "1\n"}, "base")
+    # The nested case sits in a subtree the update does not change, which an update takes
+    # from the previous index without reading its trees: the stat check must still apply.
+    upstream.commit({victim: "original\n", "other.txt": "1\n"}, "base")
     s = _syncer(upstream, tmp_path / "root")
     first = _sync(s, first=True)
-    victim = s.root / ".worktrees" / first / "keep.txt"
-    with open(victim, "r+b") as f:  # same size, same inode: only the stat check can tell
+    path = s.root / ".worktrees" / first / victim
+    with open(path, "r+b") as f:  # same size, same inode: only the stat check can tell
         f.write(b"ORIGINAL")
-    os.utime(victim, ns=(victim.stat().st_atime_ns, victim.stat().st_mtime_ns + 5_000_000_000))
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 5_000_000_000))
     upstream.commit({"other.txt": "2\n"}, "unrelated change")
     _sync(s)
-    assert (s.link / "keep.txt").read_text() == "original\n"
+    assert (s.link / victim).read_text() == "original\n"
+    assert git("-C", str(s.link), "status", "--porcelain") == ""
+
+
+def test_unchanged_subtrees_are_carried_whole(upstream: Upstream, tmp_path: Path) -> None:
+    files = {f"d{i}/e{j}/f{k}.txt": f"{i}{j}{k}\n" for i in range(3) for j in range(3) for k in range(3)}
+    upstream.commit(files, "base")
+    s = _syncer(upstream, tmp_path / "root")
+    _sync(s, first=True)
+    for n, path in enumerate(["d1/e2/f0.txt", "d0/new.txt", "d2/e1/f2.txt"]):
+        upstream.commit({path: f"changed {n}\n"}, f"update {n}")
+        sha = _sync(s)
+        expected = set(upstream.ls_tree(sha))
+        written = {str(p.relative_to(s.link)) for p in s.link.rglob("*") if p.is_file()
+                   and p.name != ".git"}
+        assert written == expected
+        assert (s.link / path).read_text() == f"changed {n}\n"
+        assert git("-C", str(s.link), "status", "--porcelain") == ""
 
 
 def test_gitattributes_conversions_match_git(upstream: Upstream, tmp_path: Path) -> None:
