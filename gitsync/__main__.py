@@ -45,7 +45,8 @@ def build(settings: Settings, root: Path, verifier: Verifier | None = None) -> t
     syncer = Syncer(remote=remote, store=store, root=root, link=link, ref=settings.ref,
                     depth=settings.depth, filter_spec=settings.filter,
                     verifier=verifier, submodules=settings.submodules,
-                    sparse=lambda: sparse.load(settings.sparse_checkout_file, settings.sparse_paths))
+                    sparse=lambda: sparse.load(settings.sparse_checkout_file, settings.sparse_paths),
+                    gc=settings.git_gc)
     policy = Policy(
         period=settings.period,
         init_period=settings.init_period,

@@ -17,10 +17,11 @@ from pathlib import Path
 
 from dulwich.errors import NotGitRepository
 from dulwich.objects import Commit, ObjectID, Tag, Tree
-from dulwich.pack import Pack, write_pack_from_container
+from dulwich.pack import Pack
 from dulwich.refs import Ref
 from dulwich.repo import Repo
 
+from gitsync import packcopy
 from gitsync.remote import Remote, Target
 
 BRANCH = Ref(b"refs/heads/git-sync")
@@ -413,18 +414,25 @@ class Store:
     def _objects_size(self) -> int:
         return _dir_size(self.gitdir / "objects")
 
-    def maybe_compact(self, live: Iterable[str], depth: int) -> bool:
-        """Rewrite the store as one pack of the live objects when it has grown too much."""
+    def maybe_compact(self, live: Iterable[str], depth: int, gc: str = "always") -> bool:
+        """Rewrite the store as one pack of the live objects, as ``--git-gc`` asks.
+
+        ``always`` and ``aggressive`` (git-sync's default is ``always``) compact once per process
+        (what an earlier process left behind is unknown) and then whenever the store grew by a
+        quarter; ``auto`` only when it doubled; ``off`` never. More than 24 packs always
+        triggers it: lookups slow down with every pack.
+        """
+        if gc == "off":
+            return False
         size = self._objects_size()
-        packs = list((self.gitdir / "objects" / "pack").glob("*.pack"))
-        if self._baseline == 0:
+        packs = len(list((self.gitdir / "objects" / "pack").glob("*.pack")))
+        if self._baseline == 0 and gc == "auto":
             self._baseline = size
-            if len(packs) <= _MAX_PACKS:
-                return False
-        if size <= 2 * self._baseline and len(packs) <= _MAX_PACKS:
+        growth = 2.0 if gc == "auto" else 1.25
+        if self._baseline and size <= growth * self._baseline and packs <= _MAX_PACKS:
             return False
         self.compact(live, depth)
-        self._baseline = self._objects_size()
+        self._baseline = max(self._objects_size(), 1)
         return True
 
     def live_objects(self, commits: Iterable[str], depth: int) -> list[bytes]:
@@ -452,35 +460,26 @@ class Store:
                     trees.append(entry.sha)
                 elif entry.mode != 0o160000 and entry.sha not in wanted and entry.sha in store:
                     wanted[entry.sha] = None
-        # Tags that peel to a live commit are kept too (signature checks need them).
         return list(wanted)
 
-    def compact(self, live: Iterable[str], depth: int, extra: Iterable[str] = ()) -> None:
+    def compact(self, live: Iterable[str], depth: int) -> None:
+        """One new pack of the live objects, copied entry by entry; then the old packs go."""
         repo = self.repo
         commits = [c for c in live if self.has(c)]
-        ids = self.live_objects(commits, depth) + [e.encode() for e in extra if self.has(e)]
-        store = repo.object_store
-        old = [Path(p._basename) for p in store.packs]
-        partial = any(Path(str(base) + ".promisor").exists() for base in old)
-        f, commit, abort = store.add_pack()
-        try:
-            write_pack_from_container(
-                f.write, store, [(ObjectID(i), None) for i in ids], object_format=repo.object_format
-            )
-        except BaseException:
-            abort()
-            raise
-        new = commit()
-        keep = Path(new._basename) if new is not None else None
-        if partial and keep is not None:
-            Path(str(keep) + ".promisor").touch()
+        ids = [ObjectID(i) for i in self.live_objects(commits, depth)]
+        pack_dir = self.gitdir / "objects" / "pack"
+        old = list(pack_dir.glob("*.pack"))
+        partial = any(p.with_suffix(".promisor").exists() for p in old)
+        new = packcopy.copy(repo.object_store, pack_dir, ids)
+        if partial and new is not None:
+            new.with_suffix(".promisor").touch()
         self.close()
-        for base in old:
-            if base == keep:
+        for pack in old:
+            if pack == new:
                 continue
             for suffix in (".pack", ".idx", ".bitmap", ".rev", ".promisor", ".keep"):
                 with contextlib.suppress(FileNotFoundError):
-                    Path(str(base) + suffix).unlink()
+                    pack.with_suffix(suffix).unlink()
         objects = self.gitdir / "objects"
         for sub in objects.iterdir():
             if len(sub.name) == 2 and sub.is_dir():

@@ -89,7 +89,7 @@ class Syncer:
                  depth: int, filter_spec: str = "", verifier: Verifier | None = None,
                  before_publish: Callable[[str], None] | None = None,
                  submodules: SubmoduleMode = "off",
-                 sparse: Callable[[], Sparse | None] | None = None) -> None:
+                 sparse: Callable[[], Sparse | None] | None = None, gc: str = "always") -> None:
         self.remote = remote
         self.store = store
         self.root = root
@@ -99,6 +99,7 @@ class Syncer:
         self.filter_spec = filter_spec
         self.submodules = Submodules(remote, submodules, depth) if submodules != "off" else None
         self.sparse = sparse
+        self.gc = gc  # --git-gc: when the store is rewritten to its live objects
         fetcher = (lambda shas: store.fetch_missing(remote, shas)) if filter_spec else None
         self.worktrees = Materializer(store, root, submodules=self.submodules, fetcher=fetcher)
         self.verifier = verifier
@@ -190,7 +191,10 @@ class Syncer:
         # The shallow file must cover the new commit before a reader can reach it.
         self.store.record(state.commit, self.kept_commits(), self.depth)
         if state.commit != state.current or not state.linked:
-            publish.swap(self.link, worktree_path(self.root, state.commit))
+            old = publish.swap(self.link, worktree_path(self.root, state.commit))
+            if old is not None and old.parent == self.root and FULL_SHA.match(old.name):
+                # git-sync v3 kept worktrees at <root>/<sha>: upgraded in place, the old one goes.
+                publish.remove(old)
 
     def release(self, deep: bool = True) -> None:
         """After a sync that read objects, hold no pack maps or caches: an idle sidecar
@@ -228,5 +232,5 @@ class Syncer:
         if removed and sha:
             live = self.kept_commits()
             self.store.record(sha, live, self.depth)
-            self.store.maybe_compact(live, self.depth)
+            self.store.maybe_compact(live, self.depth, self.gc)
         return removed

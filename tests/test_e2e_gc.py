@@ -1,0 +1,56 @@
+"""--git-gc: the store gives back the space of commits no worktree needs (git-sync's gc_* tests),
+and a git-sync v3 layout is upgraded in place."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from gitsync_proc import run_once
+from upstream import Upstream, git
+
+MiB = 1 << 20
+
+
+def _du(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
+
+
+@pytest.fixture
+def three_big(upstream: Upstream) -> list[str]:
+    return [upstream.commit({"big.bin": os.urandom(MiB)}, f"big {i}") for i in range(3)]
+
+
+@pytest.mark.parametrize(("gc", "shrinks"), [("always", True), ("auto", False), ("off", False)])
+def test_gc_reclaims_history_no_worktree_needs(
+    three_big: list[str], gs_env: dict[str, str], root: Path, gc: str, shrinks: bool
+) -> None:
+    env = {**gs_env, "GITSYNC_GIT_GC": gc}
+    res = run_once({**env, "GITSYNC_DEPTH": "0"})
+    assert res.returncode == 0, res.stderr
+    full = _du(root / ".git")
+    assert full > 3 * MiB
+    res = run_once({**env, "GITSYNC_DEPTH": "1", "GITSYNC_REF": three_big[1]})
+    assert res.returncode == 0, res.stderr
+    after = _du(root / ".git")
+    if shrinks:
+        assert after < 1.5 * MiB, (full, after)
+    else:
+        assert after >= full, (full, after)
+    git("-C", str(root), "fsck", "--no-progress")
+    assert git("-C", str(root / "link"), "rev-list", "--count", "HEAD") == "1"
+
+
+def test_v3_layout_is_upgraded_in_place(upstream: Upstream, gs_env: dict[str, str], root: Path) -> None:
+    first = upstream.head_sha()
+    assert run_once(gs_env).returncode == 0
+    os.rename(root / ".worktrees" / first, root / first)  # git-sync v3 kept <root>/<sha>
+    os.unlink(root / "link")
+    os.symlink(first, root / "link")
+    second = upstream.commit({"file": "second\n"}, "second")
+    res = run_once(gs_env)
+    assert res.returncode == 0, res.stderr
+    assert os.readlink(root / "link") == f".worktrees/{second}"
+    assert not (root / first).exists()
