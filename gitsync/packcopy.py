@@ -26,6 +26,7 @@ from dulwich.object_store import BaseObjectStore
 from dulwich.objects import ObjectID
 from dulwich.pack import Pack, write_pack_index_v2
 
+_CHUNK = 1 << 22
 _OFS_DELTA = 6
 _REF_DELTA = 7
 
@@ -72,6 +73,49 @@ def _parse(raw: bytes) -> tuple[int, int, int]:
     elif type_num == _REF_DELTA:
         pos += 20
     return type_num, header_end, pos
+
+
+def _chunks(fd: int, offset: int, length: int) -> Iterable[bytes]:
+    end = offset + length
+    while offset < end:
+        part = os.pread(fd, min(_CHUNK, end - offset), offset)
+        if not part:
+            raise OSError(f"pack ends early at offset {offset}")
+        offset += len(part)
+        yield part
+
+
+def _loose_path(source: BaseObjectStore, sha: ObjectID) -> Path | None:
+    get_path = getattr(source, "_get_shafile_path", None)
+    if get_path is None:
+        return None
+    path = Path(get_path(sha))
+    return path if path.is_file() else None
+
+
+_TYPES = {b"commit": 1, b"tree": 2, b"blob": 3, b"tag": 4}
+
+
+def _recompress_loose(path: Path) -> Iterable[bytes]:
+    """A big loose object as a pack entry, inflated and deflated in chunks: a loose object's
+    zlib stream covers its header, a pack entry's does not, so it cannot be copied as is."""
+    inflate = zlib.decompressobj()
+    deflate = zlib.compressobj(1)
+    header = b""
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            while chunk:  # bounded output per step: a file of zeros inflates a thousandfold
+                data = inflate.decompress(chunk, _CHUNK)
+                chunk = inflate.unconsumed_tail
+                if not header:
+                    end = data.index(b"\0")
+                    kind, _, size = data[:end].partition(b" ")
+                    header = _header(_TYPES[kind], int(size))
+                    yield header
+                    data = data[end + 1:]
+                if out := deflate.compress(data):
+                    yield out
+    yield deflate.flush()
 
 
 def _base_distance(raw: bytes, start: int) -> int:
@@ -136,8 +180,12 @@ def copy(source: BaseObjectStore, target_pack_dir: Path, ids: list[ObjectID]) ->
                 _copy_from_pack(packs[i], sorted(entries), out, source, written)
             for sha in ids:  # loose objects, or anything a pack walk could not place
                 if sha not in written:
-                    type_num, data = source.get_raw(sha)
-                    out.whole(sha, type_num, data)
+                    loose = _loose_path(source, sha)
+                    if loose is not None and loose.stat().st_size > _CHUNK:
+                        out.entry(sha, _recompress_loose(loose))
+                    else:
+                        type_num, data = source.get_raw(sha)
+                        out.whole(sha, type_num, data)
                     written.add(sha)
             checksum = out.sha.digest()
             f.write(checksum)
@@ -166,8 +214,17 @@ def _copy_from_pack(pack: Pack, entries: list[tuple[int, ObjectID]], out: _Write
         fd = f.fileno()
         data_end = os.fstat(fd).st_size - 20
         for off, sha in entries:
-            raw = os.pread(fd, next_of.get(off, data_end) - off, off)
+            length = next_of.get(off, data_end) - off
+            raw = os.pread(fd, min(length, _CHUNK), off)
             type_num, header_end, body = _parse(raw)
+            if length > _CHUNK and type_num not in (_OFS_DELTA, _REF_DELTA):
+                # A big file: copied in chunks, never whole in memory.
+                new_at[off] = out.entry(sha, _chunks(fd, off, length))
+                by_sha.add(sha)
+                written.add(sha)
+                continue
+            if length > _CHUNK:
+                raw = os.pread(fd, length, off)
             if type_num == _OFS_DELTA:
                 base = off - _base_distance(raw, header_end)
                 if base in new_at:

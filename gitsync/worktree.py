@@ -15,12 +15,14 @@ import bisect
 import contextlib
 import ctypes
 import errno
+import hashlib
 import itertools
 import mmap
 import os
 import stat
 import threading
 import unicodedata
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +37,8 @@ from gitsync.store import Store, rmtree
 MAX_TREE_DEPTH = 4096
 _CHECK_CANCEL_EVERY = 256
 _TRIM_EVERY = 4096
+_STREAM_ABOVE = 8 << 20  # blobs at least this big are inflated in chunks straight to disk
+_STREAM_CHUNK = 1 << 20
 _MODE_TREE = 0o040000
 _MODE_LINK = 0o120000
 _MODE_GITLINK = 0o160000
@@ -496,6 +500,11 @@ class _Writer:
                         return
                 except OSError:
                     pass
+        if not spec.attrs.rules:
+            streamed = self._stream(sha, target, mode)
+            if streamed is not None:
+                self.entries.append(IndexEntry.from_stat(rel, mode, sha, streamed))
+                return
         data = spec.attrs.smudge(rel, self._blob(sha, rel), sha)
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
                      0o777 if mode == 0o100755 else 0o666)
@@ -507,6 +516,58 @@ class _Writer:
         finally:
             os.close(fd)
         self.entries.append(IndexEntry.from_stat(rel, mode, sha, st))
+
+    def _stream(self, sha: bytes, target: bytes, mode: int) -> os.stat_result | None:
+        """Write a big blob stored whole in a pack by inflating it in chunks.
+
+        dulwich would hold the whole blob, and its compressed form, in memory: a 200 MB file
+        would need 400 MB. None when the blob is small, a delta or not in a pack.
+        """
+        for pack in getattr(self.objects, "packs", ()):
+            try:
+                offset = pack.index.object_offset(ObjectID(sha))
+            except KeyError:
+                continue
+            with open(f"{pack._basename}.pack", "rb") as f:
+                src = f.fileno()
+                head = os.pread(src, 16, offset)
+                kind, size, pos = head[0] >> 4 & 7, head[0] & 0x0F, 1
+                shift, byte = 4, head[0]
+                while byte & 0x80:
+                    byte = head[pos]
+                    size |= (byte & 0x7F) << shift
+                    shift, pos = shift + 7, pos + 1
+                if kind != Blob.type_num or size < _STREAM_ABOVE:
+                    return None
+                return self._inflate_to(src, offset + pos, size, sha, target, mode)
+        return None
+
+    def _inflate_to(self, src: int, offset: int, size: int, sha: bytes, target: bytes,
+                    mode: int) -> os.stat_result:
+        inflate = zlib.decompressobj()
+        digest = hashlib.sha1(b"blob %d\0" % size, usedforsecurity=False)
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                     0o777 if mode == 0o100755 else 0o666)
+        try:
+            written = 0
+            while not inflate.eof:
+                chunk = os.pread(src, _STREAM_CHUNK, offset)
+                if not chunk:
+                    raise ValueError(f"pack ends inside blob {sha.decode()}")
+                offset += len(chunk)
+                while chunk:
+                    out = inflate.decompress(chunk, _STREAM_CHUNK)
+                    chunk = inflate.unconsumed_tail
+                    digest.update(out)
+                    written += len(out)
+                    view = memoryview(out)
+                    while view:
+                        view = view[os.write(fd, view):]
+            if written != size or digest.hexdigest().encode() != sha:
+                raise ValueError(f"blob {sha.decode()} is damaged in the store")
+            return os.fstat(fd)
+        finally:
+            os.close(fd)
 
     def _blob(self, sha: bytes, rel: bytes) -> bytes:
         """A blob's bytes, read raw: building a Blob object per file costs a third of a checkout."""
