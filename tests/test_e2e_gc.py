@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from gitsync_proc import run_once
 from upstream import Upstream, git
 
