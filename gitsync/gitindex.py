@@ -6,6 +6,7 @@ needs its index in a few milliseconds, and a clean ``git status`` needs real sta
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 import os
 import struct
@@ -48,28 +49,25 @@ class IndexEntry:
         )
 
 
-def _split_ns(ns: int) -> tuple[int, int]:
-    return (ns // 1_000_000_000) & _MASK32, ns % 1_000_000_000
-
-
 def write_index(path: str | os.PathLike[str], entries: list[IndexEntry]) -> None:
     """Version 2, or 3 when a sparse checkout needs the skip-worktree bit."""
     entries = sorted(entries, key=lambda e: e.path)
     version = 3 if any(e.skip_worktree for e in entries) else 2
     parts = [_HEADER.pack(b"DIRC", version, len(entries))]
-    for e in entries:
-        cs, cn = _split_ns(e.ctime_ns)
-        ms, mn = _split_ns(e.mtime_ns)
+    pack, unhex, ns = _ENTRY.pack, binascii.unhexlify, 1_000_000_000
+    pads = [b"\0" * n for n in range(9)]
+    for e in entries:  # 40,000 entries on an update of a big tree: kept tight
         flags = min(len(e.path), 0xFFF) | (_EXTENDED if e.skip_worktree else 0)
-        packed = _ENTRY.pack(
-            cs, cn, ms, mn, e.dev & _MASK32, e.ino & _MASK32, e.mode, e.uid & _MASK32,
-            e.gid & _MASK32, e.size & _MASK32, bytes.fromhex(e.sha.decode()), flags,
+        packed = pack(
+            (e.ctime_ns // ns) & _MASK32, e.ctime_ns % ns, (e.mtime_ns // ns) & _MASK32,
+            e.mtime_ns % ns, e.dev & _MASK32, e.ino & _MASK32, e.mode, e.uid & _MASK32,
+            e.gid & _MASK32, e.size & _MASK32, unhex(e.sha), flags,
         )
         if e.skip_worktree:
             packed += _SKIP_WORKTREE.to_bytes(2, "big")
-        length = len(packed) + len(e.path)
-        pad = 8 - (length % 8)
-        parts.append(packed + e.path + b"\0" * pad)
+        parts.append(packed)
+        parts.append(e.path)
+        parts.append(pads[8 - (len(packed) + len(e.path)) % 8])
     data = b"".join(parts)
     data += hashlib.sha1(data, usedforsecurity=False).digest()
     tmp = f"{os.fspath(path)}.tmp"

@@ -496,7 +496,11 @@ class _Writer:
                     st = os.lstat(src)
                     if stat.S_ISREG(st.st_mode) and old.unchanged(st):
                         self._reuse(src, target)
-                        self.entries.append(IndexEntry.from_stat(rel, mode, sha, os.lstat(target)))
+                        # A hard link is the same inode: its stat is the source's (ctime moves
+                        # with every link and unlink anyway, so git re-checks it by content).
+                        linked = self._reuse == self._link
+                        self.entries.append(IndexEntry.from_stat(
+                            rel, mode, sha, st if linked else os.lstat(target)))
                         return
                 except OSError:
                     pass
