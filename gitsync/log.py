@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable
 from typing import Any, TextIO
 
 import structlog
@@ -153,7 +153,3 @@ def configure(verbosity: int = 0, stream: TextIO | None = None, libraries: Itera
 def get(name: str = "") -> Any:
     return structlog.get_logger(name)
 
-
-def event_fields(event: MutableMapping[str, Any]) -> dict[str, Any]:
-    """Redacted copy of a set of fields, for files written beside the logs (error file)."""
-    return {k: REDACTOR.value(v) for k, v in event.items()}
