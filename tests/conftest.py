@@ -19,6 +19,7 @@ from gitsync_proc import base_env
 from servers import cannot_start
 from servers.git_daemon import GitDaemon
 from servers.git_http import GitHttpServer
+from servers.sshd import Sshd
 from upstream import Upstream
 
 
@@ -178,3 +179,17 @@ def gs_env(tmp_path: Path, upstream: Upstream, root: Path) -> dict[str, str]:
         GITSYNC_ROOT=str(root),
         GITSYNC_LINK="link",
     )
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
+    """A real OpenSSH sshd on 127.0.0.1 for the current user (one per test module)."""
+    server = Sshd(tmp_path_factory.mktemp("sshd"))
+    try:
+        server.start()
+    except Exception as e:
+        cannot_start("sshd", repr(e))
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -367,19 +367,6 @@ def test_one_time_sync_over_http(
     assert (link / "hello.txt").read_text() == "from the image"
 
 
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
-    server = Sshd(tmp_path_factory.mktemp("sshd"))
-    try:
-        server.start()
-    except Exception as e:
-        cannot_start("sshd", repr(e))
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def test_one_time_and_loop_sync_over_ssh(
     image: Image, upstream: Upstream, sshd: Sshd, tmp_path: Path
 ) -> None:

@@ -5,30 +5,15 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from gitsync_proc import assert_synced, parse_logs, run_once, running
 from leaks import assert_no_leak, files_under
-from servers import cannot_start
 from servers.sshd import SSH_KEYGEN, Sshd, keygen
 from upstream import Upstream
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
-    server = Sshd(tmp_path_factory.mktemp("sshd"))
-    try:
-        server.start()
-    except Exception as e:
-        cannot_start("sshd", repr(e))
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _fingerprint(pub: Path) -> str:
