@@ -25,8 +25,13 @@ _MODE_GITLINK = 0o160000
 
 
 def missing_objects(source: BaseRepo, target: BaseRepo, wants: list[ObjectID],
-                    depth: int | None) -> list[ObjectID]:
-    """Objects reachable from ``wants`` (commits up to ``depth`` deep) that ``target`` lacks."""
+                    depth: int | None, filter_spec: str = "") -> list[ObjectID]:
+    """Objects reachable from ``wants`` (commits up to ``depth`` deep) that ``target`` lacks.
+
+    ``blob:none`` leaves out the blobs the trees name (a blob asked for by name still comes:
+    that is how a checkout fills in what it needs); other filters fetch everything.
+    """
+    blobs = filter_spec != "blob:none"
     have = target.object_store
     src = source.object_store
     out: dict[ObjectID, None] = {}
@@ -67,15 +72,16 @@ def missing_objects(source: BaseRepo, target: BaseRepo, wants: list[ObjectID],
         for entry in tree.iteritems():
             if entry.mode == _MODE_TREE:
                 trees.append(entry.sha)
-            elif entry.mode != _MODE_GITLINK and entry.sha not in out and entry.sha not in have:
+            elif blobs and entry.mode != _MODE_GITLINK and entry.sha not in out and entry.sha not in have:
                 out[entry.sha] = None
     return list(out)
 
 
-def fetch(path: str, target: BaseRepo, wants: list[ObjectID], depth: int | None) -> None:
+def fetch(path: str, target: BaseRepo, wants: list[ObjectID], depth: int | None,
+          filter_spec: str = "") -> None:
     with Repo(path) as source:
         try:
-            ids = missing_objects(source, target, wants, depth)
+            ids = missing_objects(source, target, wants, depth, filter_spec)
         except ObjectFormatException as e:
             # A malformed (hostile) tree: say which history holds it.
             named = ", ".join(w.decode() for w in wants)

@@ -227,7 +227,7 @@ class Remote:
         try:
             if isinstance(client, LocalGitClient):
                 # dulwich's local shallow fetch copies whole trees; see localfetch.py
-                return localfetch.fetch(str(path), target, want_ids, depth)
+                return localfetch.fetch(str(path), target, want_ids, depth, filter_spec)
             return client.fetch(
                 path,
                 target,

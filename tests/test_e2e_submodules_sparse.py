@@ -117,11 +117,13 @@ def test_sparse_paths_cone(upstream: Upstream, gs_env: dict[str, str], root: Pat
     assert git("-C", str(root / "link"), "status", "--porcelain") == ""
 
 
+@pytest.mark.parametrize("transport", ["http", "file"])
 def test_filter_with_sparse_fetches_only_matching_blobs(
-    upstream: Upstream, gs_env: dict[str, str], root: Path
+    upstream: Upstream, gs_env: dict[str, str], root: Path, transport: str
 ) -> None:
     upstream.commit({"keep/a": "a\n", "skip/big": "x" * 100_000}, "tree")
-    env = {**gs_env, "GITSYNC_REPO": upstream.http_url, "GITSYNC_FILTER": "blob:none",
+    url = upstream.http_url if transport == "http" else upstream.file_url
+    env = {**gs_env, "GITSYNC_REPO": url, "GITSYNC_FILTER": "blob:none",
            "GITSYNC_SPARSE_PATHS": "keep", "GITSYNC_DEPTH": "0"}
     res = run_once(env)
     assert res.returncode == 0, res.stderr
