@@ -50,6 +50,16 @@ SHORT_USAGE = (
 )
 
 
+def _next_value(oi: OptionInfo, spelled: str, argv: Sequence[str], i: int) -> tuple[str, int]:
+    """pflag's rule for a flag given without ``=value``: a bool is set, others take the next
+    argument. Returns the value and the index of the argument after it."""
+    if oi.opt.kind == "bool":
+        return "true", i
+    if i < len(argv):
+        return argv[i], i + 1
+    raise UsageError(f"flag needs an argument: {spelled}")
+
+
 def split_argv(argv: Sequence[str]) -> tuple[dict[str, list[str]], set[str], list[str]]:
     """Tokenise argv the way pflag does.
 
@@ -91,13 +101,7 @@ def split_argv(argv: Sequence[str]) -> tuple[dict[str, list[str]], set[str], lis
             if oi is None:
                 raise UsageError(f"unknown flag: {spelled}")
             if not eq:
-                if oi.opt.kind == "bool":
-                    value = "true"
-                elif i < len(argv):
-                    value = argv[i]
-                    i += 1
-                else:
-                    raise UsageError(f"flag needs an argument: {spelled}")
+                value, i = _next_value(oi, spelled, argv, i)
             record(oi, spelled, value)
         elif arg.startswith("-") and len(arg) > 1:
             letter, rest = arg[1], arg[2:]
@@ -110,17 +114,10 @@ def split_argv(argv: Sequence[str]) -> tuple[dict[str, list[str]], set[str], lis
             soi = SHORT_INDEX.get(letter)
             if soi is None:
                 raise UsageError(f"unknown shorthand flag: {letter!r} in {arg}")
-            if rest.startswith("="):
-                value = rest[1:]
-            elif rest:
-                value = rest
-            elif soi.opt.kind == "bool":
-                value = "true"
-            elif i < len(argv):
-                value = argv[i]
-                i += 1
+            if rest:
+                value = rest.removeprefix("=")
             else:
-                raise UsageError(f"flag needs an argument: {spelled}")
+                value, i = _next_value(soi, spelled, argv, i)
             record(soi, spelled, value)
         else:
             positional.append(arg)

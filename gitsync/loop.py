@@ -17,13 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dulwich.errors import ApplyDeltaError, ChecksumMismatch, ObjectFormatException
-
 from gitsync import files, log
-from gitsync.remote import RefNotFound, RemoteError
-from gitsync.store import StoreError
-from gitsync.sync import Outcome, Syncer
-from gitsync.worktree import Cancelled, UnsafeTree
+from gitsync.sync import Outcome, Syncer, describe
+from gitsync.worktree import Cancelled
 
 
 class Listener:
@@ -91,7 +87,6 @@ class Loop:
         self.stop = threading.Event()
         self.log = log.get()
         self._previous: _Attempt | None = None
-        self._reinit_store = False
 
     # ----- signals -------------------------------------------------------------------------
 
@@ -123,7 +118,7 @@ class Loop:
             except Exception as e:
                 duration = time.monotonic() - start
                 failures += 1
-                error = _describe(e)
+                error = describe(e)
                 for listener in self.listeners:
                     listener.on_failure(error, failures, duration)
                 if exceeded(self.policy.limit(succeeded), failures):
@@ -160,15 +155,11 @@ class Loop:
             if self._previous.thread.is_alive():
                 raise Cancelled("the previous, abandoned sync is still running")
             self._previous = None
-        if self._reinit_store:
-            self._reinit_store = False
-            self.log.info("re-initializing the local store")
-            self.syncer.store.reinit()
         attempt = _Attempt()
 
         def work() -> None:
             try:
-                attempt.outcome = self._run_repairing(first, attempt.cancel)
+                attempt.outcome = self.syncer.run(first, attempt.cancel)
             except BaseException as e:
                 attempt.error = e
             finally:
@@ -194,34 +185,9 @@ class Loop:
             attempt.done.wait(min(remaining, 0.05))
         # ``wake`` is left as it is: a trigger or signal during a sync means one more sync.
         if attempt.error is not None:
-            if _is_store_damage(attempt.error):
-                self._reinit_store = True
             raise attempt.error
         assert attempt.outcome is not None
         return attempt.outcome
-
-    def _run_repairing(self, first: bool, cancel: threading.Event) -> Outcome:
-        """One sync; if it failed because the local store is damaged, replace it and retry once.
-
-        Counting the failure and repairing at the next attempt is not enough: with the
-        default ``--max-failures=0`` the process exits first, restarts on the same damaged
-        store, and crash-loops.
-        """
-        try:
-            return self.syncer.run(first, cancel)
-        except (UnsafeTree, Cancelled, SyncTimeout, RefNotFound):
-            raise
-        except Exception as e:
-            if cancel.is_set():
-                raise
-            reason = self.syncer.store.damage()
-            if reason is None and not _is_store_damage(e):
-                raise
-            self.log.info("local store is damaged, re-initializing it", reason=reason or _describe(e),
-                          error=_describe(e))
-            self.syncer.release()
-            self.syncer.store.reinit()
-        return self.syncer.run(first, cancel)
 
     def _after_success(self, outcome: Outcome, first: bool, duration: float) -> None:
         if outcome.updated or first:
@@ -240,7 +206,7 @@ class Loop:
             if removed:
                 self.log.info("removed stale worktrees", v=1, removed=removed)
         except Exception as e:  # cleanup errors are logged, not counted (git-sync)
-            self.log.error("git cleanup failed", error=_describe(e))
+            self.log.error("git cleanup failed", error=describe(e))
         files.clear_error(self.error_file)
 
     def _error(self, msg: str, error: str, **fields: Any) -> None:
@@ -254,23 +220,6 @@ class _Stopped(Exception):
 
 class SyncTimeout(Exception):
     pass
-
-
-def _is_store_damage(e: BaseException) -> bool:
-    """Errors that mean the local store is broken, not the remote or the tree."""
-    if isinstance(e, RemoteError | UnsafeTree | Cancelled | SyncTimeout | RefNotFound):
-        return False
-    if isinstance(e, FileNotFoundError):
-        return "/.git/" in str(e.filename or "")
-    return isinstance(e, StoreError | KeyError | ValueError | AssertionError | ChecksumMismatch
-                      | ObjectFormatException | ApplyDeltaError)
-
-
-def _describe(e: BaseException) -> str:
-    text = str(e)
-    if isinstance(e, KeyError):
-        text = f"object {e.args[0]!r} missing from the local store" if e.args else "missing object"
-    return text or type(e).__name__
 
 
 def run_forever(loop: Loop, sync_signal: int | None, on_exit: Callable[[], None]) -> int:

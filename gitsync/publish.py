@@ -13,7 +13,7 @@ import re
 import time
 from pathlib import Path
 
-from gitsync.worktree import remove_tree, worktrees_dir
+from gitsync.worktree import worktrees_dir
 
 _SHA_DIR = re.compile(r"^[0-9a-f]{40}$")
 
@@ -73,6 +73,3 @@ def stale_entries(root: Path, keep: set[str], timeout: float, now: float | None 
         out.append(Path(entry.path))
     return out
 
-
-def remove(path: Path) -> None:
-    remove_tree(path)

@@ -158,7 +158,7 @@ class Store:
         self.root.mkdir(parents=True, exist_ok=True)
         if self.bare:
             if self._valid():
-                self._clear_locks()
+                self._tidy()
                 with contextlib.suppress(NotGitRepository, OSError, ValueError, KeyError):
                     return Repo(str(self.gitdir))
             rmtree(self.gitdir)
@@ -170,7 +170,7 @@ class Store:
             # Empty, or somebody else's directory: git-sync wipes it too (never the mount point).
             wipe_contents(self.root)
         elif self._valid():
-            self._clear_locks()
+            self._tidy()
             try:
                 repo = Repo(str(self.root))
                 repo.refs.read_ref(Ref(b"HEAD"))
@@ -252,8 +252,12 @@ class Store:
                     with contextlib.suppress(FileNotFoundError):
                         idx.with_suffix(suffix).unlink()
 
-    def _clear_locks(self) -> None:
+    def _tidy(self) -> None:
+        """What a killed process leaves behind: broken pack indexes, stale locks, temp files."""
         self._drop_broken_indexes()
+        self._clear_locks()
+
+    def _clear_locks(self) -> None:
         for name in _LOCK_NAMES:
             with contextlib.suppress(FileNotFoundError):
                 (self.gitdir / name).unlink()
@@ -334,12 +338,9 @@ class Store:
     def has_history(self, commit: str, depth: int) -> bool:
         """True when the store holds ``commit`` with the history ``depth`` asks for."""
         shallow = self.repo.get_shallow()
-        for sha, dist, obj in self._generations(commit, depth):
-            if obj is None:
+        for sha, _dist, obj in self._generations(commit, depth):
+            if obj is None or (depth == 0 and sha in shallow):
                 return False
-            if depth == 0 and sha in shallow:
-                return False
-            del dist
         return True
 
     def boundary(self, commit: str, depth: int) -> set[bytes]:

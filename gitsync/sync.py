@@ -17,18 +17,43 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dulwich.errors import ApplyDeltaError, ChecksumMismatch, ObjectFormatException
+
 from gitsync import log, publish
-from gitsync.remote import FULL_SHA, Remote, Target, resolve
-from gitsync.store import Store
+from gitsync.remote import FULL_SHA, RefNotFound, Remote, Target, resolve
+from gitsync.store import Store, StoreError
 from gitsync.submodules import Mode as SubmoduleMode
 from gitsync.submodules import Submodules
-from gitsync.worktree import Cancelled, Materializer, Sparse, prune_admin, worktree_path
+from gitsync.worktree import (
+    Cancelled,
+    Materializer,
+    Sparse,
+    UnsafeTree,
+    prune_admin,
+    remove_tree,
+    worktree_path,
+)
 
 
 def _malloc_trim() -> None:
     """Give freed heap back to the OS (glibc keeps it otherwise, and RSS stays at the peak)."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def _is_store_damage(e: BaseException) -> bool:
+    """Errors that can only come from a broken local store (missing or corrupt objects)."""
+    if isinstance(e, FileNotFoundError):
+        return "/.git/" in str(e.filename or "")
+    return isinstance(e, StoreError | KeyError | ValueError | ChecksumMismatch
+                      | ObjectFormatException | ApplyDeltaError)
+
+
+def describe(e: BaseException) -> str:
+    """One line for an error, as logs and the error file show it."""
+    if isinstance(e, KeyError):
+        return f"object {e.args[0]!r} missing from the local store" if e.args else "missing object"
+    return str(e) or type(e).__name__
 
 
 # Checks a fetched target before it is published; raises to refuse it (see verify.py).
@@ -66,7 +91,6 @@ class Outcome:
     previous: str | None
     timings: dict[str, float] = field(default_factory=dict)
     fetched_bytes: int = 0
-    target: Target | None = None
 
 
 @dataclass
@@ -108,6 +132,29 @@ class Syncer:
         self.log = log.get()
 
     def run(self, first: bool, cancel: threading.Event) -> Outcome:
+        """One sync; when it failed because the local store is damaged, the store is replaced
+        and the sync tried once more at once.
+
+        Repairing at the next attempt is not enough: with the default ``--max-failures=0`` the
+        process exits first, restarts on the same damaged store, and crash-loops.
+        """
+        try:
+            return self._run(first, cancel)
+        except (UnsafeTree, Cancelled, RefNotFound):
+            raise
+        except Exception as e:
+            if cancel.is_set():
+                raise
+            # A damaged pack can surface as a fetch error: ask the store, not the error.
+            damage = self.store.damage() or (describe(e) if _is_store_damage(e) else None)
+            if damage is None:
+                raise
+        self.log.info("local store is damaged, re-initializing it", reason=damage)
+        self.release()
+        self.store.reinit()
+        return self._run(first, cancel)
+
+    def _run(self, first: bool, cancel: threading.Event) -> Outcome:
         state = SyncState(first=first)
         steps: list[tuple[str, Callable[[SyncState, threading.Event], None]]] = [
             ("inspect", self._inspect),
@@ -128,7 +175,7 @@ class Syncer:
         assert state.commit is not None
         changed = state.commit != state.current or not state.linked
         return Outcome(state.commit, changed, state.action is not Action.NOOP, state.current,
-                       state.timings, state.fetched_bytes, state.target)
+                       state.timings, state.fetched_bytes)
 
     # ----- steps ---------------------------------------------------------------------------
 
@@ -194,7 +241,7 @@ class Syncer:
             old = publish.swap(self.link, worktree_path(self.root, state.commit))
             if old is not None and old.parent == self.root and FULL_SHA.match(old.name):
                 # git-sync v3 kept worktrees at <root>/<sha>: upgraded in place, the old one goes.
-                publish.remove(old)
+                remove_tree(old)
 
     def release(self, deep: bool = True) -> None:
         """After a sync that read objects, hold no pack maps or caches: an idle sidecar
@@ -226,7 +273,7 @@ class Syncer:
             if FULL_SHA.match(path.name):
                 self.worktrees.remove(path.name)
             else:
-                publish.remove(path)
+                remove_tree(path)
             removed.append(path.name)
         prune_admin(self.store.gitdir)
         if removed and sha:

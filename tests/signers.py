@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import pytest
+from servers import cannot_start
 from upstream import Upstream, git
 
 
@@ -28,9 +28,8 @@ def _run(*args: str, env: dict[str, str] | None = None, input: bytes | None = No
 def require(binary: str) -> str:
     path = shutil.which(binary)
     if path is None:
-        if os.environ.get("CI") == "true":
-            raise AssertionError(f"{binary} is missing (tests/system-deps.sh installs it)")
-        pytest.skip(f"{binary} is not installed")
+        cannot_start(binary, "not installed (tests/system-deps.sh installs it)")
+    assert path is not None
     return path
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from gitsync_proc import wait_until
+from servers import cannot_start
 from upstream import Upstream
 
 UNSHARE = ["unshare", "--user", "--map-root-user", "--pid", "--fork", "--kill-child"]
@@ -24,8 +25,14 @@ def _namespaces_work() -> bool:
     return subprocess.run([*UNSHARE, "true"], capture_output=True, check=False).returncode == 0
 
 
-pytestmark = [pytest.mark.timeout(60),
-              pytest.mark.skipif(not _namespaces_work(), reason="no unprivileged PID namespaces")]
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(autouse=True)
+def _pid_namespaces() -> None:
+    """gitsync is PID 1 only in a PID namespace: without one these tests cannot run (CI fails)."""
+    if not _namespaces_work():
+        cannot_start("a PID namespace", "unshare --user --pid is refused here")
 
 
 def _children(pid: int) -> list[int]:

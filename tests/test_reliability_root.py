@@ -17,6 +17,7 @@ from gitsync_proc import assert_synced, read_link_sha, run_once, running
 from upstream import Upstream
 
 from gitsync import publish, store
+from gitsync.worktree import remove_tree
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -81,7 +82,7 @@ def test_busy_nfs_files_are_tolerated_and_removed_later(tmp_path: Path, busy_nfs
     stale = publish.stale_entries(root, keep=set(), timeout=1)
     assert sorted(p.name for p in stale) == sorted([old.name, garbage.name])
     for p in stale:
-        publish.remove(p)  # must not raise
+        remove_tree(p)  # must not raise
     assert sorted(str(p.relative_to(root)) for p in root.rglob("*")) == sorted([
         ".worktrees", f".worktrees/{old.name}", f".worktrees/{old.name}/sub",
         f".worktrees/{old.name}/sub/.nfs000000000001", f".worktrees/{garbage.name}",
@@ -91,7 +92,7 @@ def test_busy_nfs_files_are_tolerated_and_removed_later(tmp_path: Path, busy_nfs
     assert len(publish.stale_entries(root, keep=set(), timeout=0)) == 2
     busy_nfs.clear()
     for p in publish.stale_entries(root, keep=set(), timeout=0):
-        publish.remove(p)
+        remove_tree(p)
     assert list((root / ".worktrees").iterdir()) == []
 
 

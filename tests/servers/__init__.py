@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import time
 
 import pytest
@@ -27,6 +28,18 @@ def cannot_start(what: str, why: str) -> None:
     if in_ci():
         pytest.fail(msg, pytrace=False)
     pytest.skip(msg)
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM a server this suite started, SIGKILL it if it lingers; always reap it."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
 
 
 def free_port() -> int:

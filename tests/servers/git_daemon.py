@@ -5,9 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
-from types import TracebackType
 
-from . import free_port, wait_port
+from . import free_port, stop_process, wait_port
 
 
 class GitDaemonError(RuntimeError):
@@ -69,26 +68,7 @@ class GitDaemon:
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
-
-    def __enter__(self) -> GitDaemon:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+        stop_process(proc)
 
 
 def _git_env() -> dict[str, str]:

@@ -24,7 +24,6 @@ import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any, Literal
 from urllib.parse import quote, unquote, urlsplit
 
@@ -200,17 +199,6 @@ class GitHttpServer:
             if p.poll() is None:
                 p.kill()
                 p.wait(timeout=5)
-
-    def __enter__(self) -> GitHttpServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def log(self, line: str) -> None:
         with self._lock, open(self.log_path, "a", encoding="utf-8") as f:
