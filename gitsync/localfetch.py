@@ -19,6 +19,8 @@ from dulwich.pack import write_pack_from_container
 from dulwich.repo import BaseRepo, Repo
 
 from gitsync import packcopy
+from gitsync.trees import UnsafeTree
+from gitsync.trees import read as read_tree
 
 _MODE_TREE = 0o040000
 _MODE_GITLINK = 0o160000
@@ -35,7 +37,7 @@ def missing_objects(source: BaseRepo, target: BaseRepo, wants: list[ObjectID],
     have = target.object_store
     src = source.object_store
     out: dict[ObjectID, None] = {}
-    trees: list[ObjectID] = []
+    trees: list[tuple[ObjectID, bytes]] = []  # and the path it is at
     commits: list[tuple[ObjectID, int]] = []
     for want in wants:
         obj = src[want]
@@ -46,7 +48,7 @@ def missing_objects(source: BaseRepo, target: BaseRepo, wants: list[ObjectID],
         if isinstance(obj, Commit):
             commits.append((obj.id, 1))
         elif isinstance(obj, Tree):
-            trees.append(obj.id)
+            trees.append((obj.id, b""))
         elif obj.id not in have:
             out[obj.id] = None
     seen: set[ObjectID] = set()
@@ -59,19 +61,17 @@ def missing_objects(source: BaseRepo, target: BaseRepo, wants: list[ObjectID],
         assert isinstance(commit, Commit)
         if sha not in have:
             out[sha] = None
-        trees.append(commit.tree)
+        trees.append((commit.tree, b""))
         if depth is None or level < depth:
             commits.extend((p, level + 1) for p in commit.parents)
     while trees:
-        tid = trees.pop()
+        tid, path = trees.pop()
         if tid in out or tid in have:
             continue
         out[tid] = None
-        tree = src[tid]
-        assert isinstance(tree, Tree)
-        for entry in tree.iteritems():
+        for entry in read_tree(src, tid, path).iteritems():
             if entry.mode == _MODE_TREE:
-                trees.append(entry.sha)
+                trees.append((entry.sha, path + entry.path + b"/"))
             elif blobs and entry.mode != _MODE_GITLINK and entry.sha not in out and entry.sha not in have:
                 out[entry.sha] = None
     return list(out)
@@ -82,10 +82,10 @@ def fetch(path: str, target: BaseRepo, wants: list[ObjectID], depth: int | None,
     with Repo(path) as source:
         try:
             ids = missing_objects(source, target, wants, depth, filter_spec)
-        except ObjectFormatException as e:
-            # A malformed (hostile) tree: say which history holds it.
+        except (ObjectFormatException, UnsafeTree) as e:
+            # A malformed or oversized (hostile) tree: say which history holds it.
             named = ", ".join(w.decode() for w in wants)
-            raise ObjectFormatException(f"{e} (in the history of {named})") from None
+            raise type(e)(f"{e} (in the history of {named})") from None
         if not ids:
             return
         if source.object_format.name != "sha1" or not isinstance(target.object_store, DiskObjectStore):

@@ -7,9 +7,12 @@ connection pool) lives as long as the process.
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Iterable, Mapping
+import tempfile
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -23,15 +26,17 @@ from dulwich.client import (
 )
 from dulwich.config import ConfigDict
 from dulwich.errors import GitProtocolError, HangupException, NotGitRepository
+from dulwich.object_store import DiskObjectStore
 from dulwich.objects import ObjectID
 from dulwich.protocol import PEELED_TAG_SUFFIX
 from dulwich.refs import Ref
 
-from gitsync import localfetch
+from gitsync import localfetch, packindex
 from gitsync.auth import AuthError
 from gitsync.auth import context as auth_context
 from gitsync.auth.context import AuthContext
 from gitsync.auth.credentials import CredentialStore
+from gitsync.trees import UnsafeTree
 
 if TYPE_CHECKING:
     from gitsync.config import Settings
@@ -228,13 +233,10 @@ class Remote:
             if isinstance(client, LocalGitClient):
                 # dulwich's local shallow fetch copies whole trees; see localfetch.py
                 return localfetch.fetch(str(path), target, want_ids, depth, filter_spec)
-            return client.fetch(
-                path,
-                target,
-                determine_wants=determine_wants,
-                depth=depth,
-                filter_spec=filter_spec.encode() if filter_spec else None,
-            )
+            return _receive(client, path, target, determine_wants, depth,
+                            filter_spec.encode() if filter_spec else None)
+        except UnsafeTree:
+            raise  # a hostile repository, not a transport failure
         except Exception as e:
             self.reset()
             raise self._wrap(e) from None
@@ -259,6 +261,33 @@ class Remote:
         if isinstance(e, OSError):
             return RemoteError(f"unable to access '{self.display_url}': {text}")
         return RemoteError(f"fetch from '{self.display_url}' failed: {type(e).__name__}: {text}")
+
+
+def _receive(client: GitClient, path: str | bytes, target: Any,
+             determine_wants: Callable[..., list[ObjectID]], depth: int | None,
+             filter_spec: bytes | None) -> Any:
+    """dulwich's ``fetch``, but the pack goes to a file and is indexed by packindex.
+
+    dulwich spools a received pack in memory and inflates whole objects to index it;
+    streaming it to disk and indexing it in chunks keeps a big file out of memory.
+    """
+    store = target.object_store
+    if target.object_format.name != "sha1" or not isinstance(store, DiskObjectStore):
+        return client.fetch(path, target, determine_wants=determine_wants, depth=depth,
+                            filter_spec=filter_spec)
+    os.makedirs(store.pack_dir, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix="tmp_recv_", suffix=".pack", dir=store.pack_dir)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            result = client.fetch_pack(path, determine_wants, target.get_graph_walker(), f.write,
+                                       depth=depth, filter_spec=filter_spec)
+        if os.path.getsize(name):
+            packindex.index(Path(name), store)
+            store.close()  # its pack list is cached: the next lookup rescans
+    finally:
+        Path(name).unlink(missing_ok=True)
+    target.update_shallow(result.new_shallow, result.new_unshallow)
+    return result
 
 
 def from_settings(settings: Settings) -> Remote:

@@ -16,13 +16,14 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from dulwich.errors import NotGitRepository
-from dulwich.objects import Commit, ObjectID, Tag, Tree
+from dulwich.objects import Commit, ObjectID, Tag
 from dulwich.pack import Pack
 from dulwich.refs import Ref
 from dulwich.repo import Repo
 
 from gitsync import packcopy
 from gitsync.remote import Remote, Target
+from gitsync.trees import read as read_tree
 
 BRANCH = Ref(b"refs/heads/git-sync")
 # A deepen value meaning "everything", as git's --unshallow sends.
@@ -451,11 +452,10 @@ class Store:
             if tid in wanted:
                 continue
             try:
-                tree = store[ObjectID(tid)]
+                tree = read_tree(store, ObjectID(tid), b"")
             except KeyError:
                 continue
             wanted[tid] = None
-            assert isinstance(tree, Tree)
             for entry in tree.iteritems():
                 if entry.mode == 0o040000:
                     trees.append(entry.sha)

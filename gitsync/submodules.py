@@ -15,13 +15,15 @@ from pathlib import Path
 from typing import Literal
 
 from dulwich.config import ConfigFile
-from dulwich.objects import Blob, Commit, ObjectID, Tree
+from dulwich.objects import Blob, Commit, ObjectID
 
 from gitsync import log
 from gitsync.gitindex import IndexEntry, read_index
 from gitsync.remote import Remote, Target
 from gitsync.store import Store
-from gitsync.worktree import Checkout, Previous, UnsafeTree, write_checkout
+from gitsync.trees import UnsafeTree
+from gitsync.trees import read as read_tree
+from gitsync.worktree import Checkout, Previous, write_checkout
 
 Mode = Literal["recursive", "shallow", "off"]
 
@@ -127,8 +129,7 @@ class Submodules:
         objects = co.store.repo.object_store
         commit = objects[ObjectID(co.commit.encode())]
         assert isinstance(commit, Commit)
-        tree = objects[commit.tree]
-        assert isinstance(tree, Tree)
+        tree = read_tree(objects, commit.tree, b"")
         try:
             _mode, sha = tree[b".gitmodules"]
         except KeyError:

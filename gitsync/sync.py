@@ -24,11 +24,11 @@ from gitsync.remote import FULL_SHA, RefNotFound, Remote, Target, resolve
 from gitsync.store import Store, StoreError
 from gitsync.submodules import Mode as SubmoduleMode
 from gitsync.submodules import Submodules
+from gitsync.trees import UnsafeTree
 from gitsync.worktree import (
     Cancelled,
     Materializer,
     Sparse,
-    UnsafeTree,
     prune_admin,
     remove_tree,
     worktree_path,

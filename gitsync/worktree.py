@@ -33,6 +33,8 @@ from dulwich.objects import Blob, Commit, ObjectID, Tree, TreeEntry
 from gitsync.attributes import Attributes
 from gitsync.gitindex import IndexEntry, read_index, write_index
 from gitsync.store import Store, rmtree
+from gitsync.trees import UnsafeTree, show_path
+from gitsync.trees import read as read_tree
 
 MAX_TREE_DEPTH = 4096
 _CHECK_CANCEL_EVERY = 256
@@ -47,10 +49,6 @@ _IGNORABLE = dict.fromkeys(
     [0x200C, 0x200D, 0x200E, 0x200F, 0x202A, 0x202B, 0x202C, 0x202D, 0x202E,
      0x206A, 0x206B, 0x206C, 0x206D, 0x206E, 0x206F, 0xFEFF]
 )
-
-
-class UnsafeTree(Exception):
-    """The commit holds a path gitsync refuses to write."""
 
 
 class Cancelled(Exception):
@@ -181,12 +179,6 @@ def write_checkout(co: Checkout, cancel: threading.Event, *, top: str, previous_
             raise
         raise UnsafeTree(f"commit {co.commit}: {e}") from None
     return entries
-
-
-def show_path(path: bytes, limit: int = 300) -> str:
-    """A tree path for an error message: readable, escaped, and short (a hostile path is not)."""
-    text = path.decode("utf-8", "backslashreplace")
-    return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
 def _write_admin(co: Checkout, entries: list[IndexEntry]) -> None:
@@ -375,14 +367,14 @@ class _Writer:
             self._tick()
         return self.entries
 
-    def _object(self, sha: bytes) -> object:
+    def _tree(self, sha: bytes, prefix: bytes) -> Tree:
         try:
-            return self.objects[ObjectID(sha)]
+            return read_tree(self.objects, ObjectID(sha), prefix)
         except KeyError:
             if self.fetcher is None:
                 raise
             self.fetcher([sha])
-            return self.objects[ObjectID(sha)]
+            return read_tree(self.objects, ObjectID(sha), prefix)
 
     def _plan(self, tree_sha: bytes) -> list[_Spec]:
         specs: list[_Spec] = []
@@ -396,10 +388,7 @@ class _Writer:
             self.trees[prefix] = sha
             if depth > MAX_TREE_DEPTH:
                 raise UnsafeTree(f"tree deeper than {MAX_TREE_DEPTH} levels at {show_path(prefix)}")
-            tree = self._object(sha)
-            if not isinstance(tree, Tree):
-                raise UnsafeTree(f"{sha.decode()} at {show_path(prefix)} is not a tree")
-            items = list(tree.iteritems())
+            items = list(self._tree(sha, prefix).iteritems())
             attrs, reuse = self._attributes(items, prefix, attrs, reuse)
             seen: set[bytes] = set()
             for entry in items:

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from gitsync_proc import assert_synced, read_link_sha, run_once
+from gitsync_proc import assert_synced, command, read_link_sha, run_once
 from hostile import Entry, Forge
 from upstream import Upstream, git, git_env
 
@@ -324,3 +325,32 @@ def test_deep_tree_that_fits_is_published_then_cleaned_up(scene: Scene) -> None:
     assert read_link_sha(scene.root / "link") == flat
     assert sorted(p.name for p in (scene.root / ".worktrees").iterdir()) == [flat]
     assert not (scene.root / ".git" / "worktrees" / deep).exists()
+
+
+def _peak_rss_run(env: dict[str, str]) -> tuple[int, subprocess.CompletedProcess[str]]:
+    """A one-time run and its peak RSS, from a fresh interpreter so only that child counts."""
+    probe = ("import resource,subprocess,sys;"
+             "r=subprocess.run(sys.argv[1:]);"
+             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss);"
+             "sys.exit(r.returncode)")
+    res = subprocess.run([command()[0], "-c", probe, *command()],
+                         env={**env, "GITSYNC_ONE_TIME": "true"},
+                         capture_output=True, text=True, timeout=150, check=False)
+    lines = res.stdout.strip().splitlines()
+    return (int(lines[-1]) * 1024 if lines else 0), res
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("transport", ["file", "http"])
+def test_tree_with_a_million_entries_is_refused_in_bounded_memory(transport: str, scene: Scene) -> None:
+    """Parsed, such a tree would cost dulwich some 550 MB; its entries are counted first."""
+    sha = bytes.fromhex(scene.payload)
+    raw = b"".join(b"100644 f%07d\0" % i + sha for i in range(1_000_000))
+    commit = scene.commit_with([("40000", b"huge", scene.forge.loose("tree", raw))])
+    del raw
+    if transport == "http":
+        scene.env["GITSYNC_REPO"] = scene.up.http_url
+    peak, res = _peak_rss_run(scene.env)
+    scene.assert_refused(res.returncode, res.stderr, commit, "huge/")
+    assert "1000000 entries" in res.stderr
+    assert peak < 150 * 2**20, f"peak RSS {peak / 2**20:.0f} MiB"

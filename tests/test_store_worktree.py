@@ -13,11 +13,11 @@ import threading
 from pathlib import Path
 
 import pytest
+from upstream import Upstream, git
 
 from gitsync.remote import Remote
 from gitsync.store import Store
 from gitsync.sync import Syncer
-from tests.upstream import Upstream, git
 
 
 def _syncer(upstream: Upstream, root: Path, depth: int = 1) -> Syncer:

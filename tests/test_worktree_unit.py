@@ -6,7 +6,8 @@ import subprocess
 import pytest
 
 from gitsync.gitindex import IndexEntry, read_index, write_index
-from gitsync.worktree import UnsafeTree, check_name
+from gitsync.trees import UnsafeTree
+from gitsync.worktree import check_name
 
 
 @pytest.mark.parametrize(
