@@ -27,6 +27,7 @@ from dulwich.objects import ObjectID
 from dulwich.pack import Pack, write_pack_index_v2
 
 _CHUNK = 1 << 22
+_INFLATE_STEP = 8 << 10
 _OFS_DELTA = 6
 _REF_DELTA = 7
 
@@ -101,18 +102,22 @@ def _recompress_loose(path: Path) -> Iterable[bytes]:
     zlib stream covers its header, a pack entry's does not, so it cannot be copied as is."""
     inflate = zlib.decompressobj()
     deflate = zlib.compressobj(1)
-    header = b""
+    head: bytes | None = b""  # the loose header ("blob 123\0"), until it is complete
     with open(path, "rb") as f:
         while chunk := f.read(_CHUNK):
-            while chunk:  # bounded output per step: a file of zeros inflates a thousandfold
-                data = inflate.decompress(chunk, _CHUNK)
-                chunk = inflate.unconsumed_tail
-                if not header:
-                    end = data.index(b"\0")
-                    kind, _, size = data[:end].partition(b" ")
-                    header = _header(_TYPES[kind], int(size))
-                    yield header
-                    data = data[end + 1:]
+            whole = memoryview(chunk)
+            # Small input steps bound each step's output: a file of zeros inflates a
+            # thousandfold (zlib's max_length would too, but its unconsumed_tail loop can stall).
+            for at in range(0, len(whole), _INFLATE_STEP):
+                data = inflate.decompress(whole[at:at + _INFLATE_STEP])
+                if head is not None:
+                    head += data
+                    end = head.find(b"\0")
+                    if end < 0:
+                        continue
+                    kind, _, size = head[:end].partition(b" ")
+                    yield _header(_TYPES[kind], int(size))
+                    data, head = head[end + 1:], None
                 if out := deflate.compress(data):
                     yield out
     yield deflate.flush()

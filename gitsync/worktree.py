@@ -41,6 +41,7 @@ _CHECK_CANCEL_EVERY = 256
 _TRIM_EVERY = 4096
 _STREAM_ABOVE = 8 << 20  # blobs at least this big are inflated in chunks straight to disk
 _STREAM_CHUNK = 1 << 20
+_INFLATE_STEP = 8 << 10
 _MODE_TREE = 0o040000
 _MODE_LINK = 0o120000
 _MODE_GITLINK = 0o160000
@@ -548,14 +549,19 @@ class _Writer:
                 if not chunk:
                     raise ValueError(f"pack ends inside blob {sha.decode()}")
                 offset += len(chunk)
-                while chunk:
-                    out = inflate.decompress(chunk, _STREAM_CHUNK)
-                    chunk = inflate.unconsumed_tail
+                # Small input steps bound each step's output (deflate packs at most ~1,000:1,
+                # so 8 KiB of a file of zeros is 8 MB). zlib's max_length would too, but its
+                # unconsumed_tail loop can stall on the stream's last bytes.
+                whole = memoryview(chunk)
+                for at in range(0, len(whole), _INFLATE_STEP):
+                    out = inflate.decompress(whole[at:at + _INFLATE_STEP])
                     digest.update(out)
                     written += len(out)
                     view = memoryview(out)
                     while view:
                         view = view[os.write(fd, view):]
+                    if inflate.eof:
+                        break
             if written != size or digest.hexdigest().encode() != sha:
                 raise ValueError(f"blob {sha.decode()} is damaged in the store")
             return os.fstat(fd)
