@@ -2,11 +2,12 @@
 
 dulwich's indexer inflates every object whole to hash it, and its fetch spools the pack into
 memory first: a 200 MB file costs some 400 MB of RSS over http, and a container limit kills the
-sidecar. This is git's ``index-pack --fix-thin`` in two passes over the pack on disk. The
-first streams each entry through zlib, SHA-1 and CRC-32 in bounded chunks, so a whole object is
-hashed without ever being held, and notes what each delta is against. The second resolves
-deltas depth first from their bases, holding one chain at a time. Bases a thin pack leaves out
-are appended from the store, so the pack stands alone as git requires.
+sidecar. This is git's ``index-pack`` in two passes over the pack on disk. The first streams
+each entry through zlib, SHA-1 and CRC-32 in small steps, so a whole object is hashed without
+ever being held, and notes what each delta is against. The second resolves deltas depth first
+from their bases, holding one chain at a time. Packs are asked for whole, never thin (a thin
+pack's delta against a 200 MB file already in the store would need both versions in memory),
+so a delta against an object outside the pack is an error, as in ``git index-pack``.
 """
 
 from __future__ import annotations
@@ -19,9 +20,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from dulwich.object_store import DiskObjectStore
-from dulwich.objects import ObjectID, RawObjectID, object_header
-from dulwich.pack import apply_delta, extend_pack, write_pack_index_v2
+from dulwich.objects import object_header
+from dulwich.pack import apply_delta, write_pack_index_v2
 
 _BLOCK = 1 << 20  # bytes read from the pack at a time
 _STEP = 8 << 10  # most compressed bytes one zlib call is given
@@ -198,8 +198,8 @@ def _inflate_at(fd: int, start: int, end: int) -> bytes:
         raise PackError(f"pack is corrupt at offset {start}: {e}") from None
 
 
-def _resolve(fd: int, e: _Entries, get_raw: Callable[[bytes], tuple[int, bytes]]) -> set[bytes]:
-    """Hash every delta from its base; return the outside bases a thin pack used."""
+def _resolve(fd: int, e: _Entries) -> None:
+    """Hash every delta from its base."""
 
     def kids(i: int) -> list[int]:
         sha = e.shas[i]
@@ -233,33 +233,18 @@ def _resolve(fd: int, e: _Entries, get_raw: Callable[[bytes], tuple[int, bytes]]
             chain(first, e.kinds[i], _inflate_at(fd, e.starts[i], e.ends[i]))
     if e.by_offset:
         raise PackError("pack has a delta whose base is not an entry")
-    # What is left is against bases the pack left out (a thin pack), or against deltas whose
-    # own chain starts at such a base: resolve those reachable from the store, and repeat.
-    outside: set[bytes] = set()
-    while e.by_sha:
-        progressed = False
-        for base in list(e.by_sha):
-            if base not in e.by_sha:
-                continue
-            try:
-                kind, data = get_raw(base)
-            except KeyError:
-                continue
-            outside.add(base)
-            chain(e.by_sha.pop(base), kind, data)
-            progressed = True
-        if not progressed:
-            missing = next(iter(e.by_sha)).hex()
-            raise PackError(f"pack needs base {missing}, which is neither in it nor in the store")
-    return outside
+    if e.by_sha:
+        # A thin pack: gitsync never asks for one (see remote.py), so this is a broken server.
+        missing = next(iter(e.by_sha)).hex()
+        raise PackError(f"pack has a delta against {missing}, which it does not contain")
 
 
-def index(path: Path, store: DiskObjectStore) -> Path | None:
-    """Index the pack at ``path`` (in the store's pack directory) and move it into place.
+def index(path: Path, pack_dir: Path) -> Path | None:
+    """Index the pack at ``path`` (in ``pack_dir``, a store's) and move it into place.
 
     Returns the pack's final path, or None when the pack holds no objects.
     """
-    with open(path, "r+b") as f:
+    with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         if size < 12 + _TRAILER:
             raise PackError("pack is truncated")
@@ -280,23 +265,14 @@ def index(path: Path, store: DiskObjectStore) -> Path | None:
             raise PackError("pack checksum mismatch")
         if count == 0:
             return None
-        def get_raw(sha: bytes) -> tuple[int, bytes]:
-            return store.get_raw(ObjectID(sha.hex().encode()))
-
-        outside = _resolve(f.fileno(), entries, get_raw)
-        checksum = trailer
-        rows = [(sha, off, crc) for sha, off, crc in zip(entries.shas, entries.offsets, entries.crcs, strict=True)
-                if sha is not None]
-        if outside:
-            f.seek(0)
-            checksum, extra = extend_pack(f, {RawObjectID(s) for s in outside}, get_raw=get_raw,
-                                          object_format=store.object_format, compression_level=1)
-            rows += [(bytes(sha), off, crc) for sha, off, crc in extra]
-    name = Path(store.pack_dir) / f"pack-{checksum.hex()}"
+        _resolve(f.fileno(), entries)
+    rows = [(sha, off, crc) for sha, off, crc in zip(entries.shas, entries.offsets, entries.crcs, strict=True)
+            if sha is not None]
+    name = pack_dir / f"pack-{trailer.hex()}"
     idx_tmp = Path(f"{name}.idx.tmp")
     try:
         with open(idx_tmp, "wb") as idx:
-            write_pack_index_v2(idx, sorted(rows), checksum)
+            write_pack_index_v2(idx, sorted(rows), trailer)
         os.replace(path, f"{name}.pack")
         os.replace(idx_tmp, f"{name}.idx")
     finally:
