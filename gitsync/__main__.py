@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from gitsync import __version__, cli, files, hooks, log, pid1, sparse
+from gitsync import __version__, cli, files, hooks, log, pid1, publish, sparse
 from gitsync.config import OPTIONS, ConfigError, Notice, Settings
 from gitsync.lock import RootLock, RootLocked
 from gitsync.loop import Listener, Loop, Policy, run_forever
@@ -154,8 +154,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 root=str(root), link=str(loop.syncer.link), depth=settings.depth,
                 period=settings.period)
 
+    status_path = _under(root, settings.status_file)
+    files.remove_leftovers(loop.error_file, status_path)
+    publish.remove_leftover(loop.syncer.link)
     status = Status(repo=settings.repo, ref=settings.ref, link=loop.syncer.link,
-                    path=_under(root, settings.status_file), health=_health(settings, loop.policy))
+                    path=status_path, health=_health(settings, loop.policy))
     listeners: list[Listener] = [status]
     runners = hooks.from_settings(settings, root)
     if runners is not None:

@@ -9,26 +9,44 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
 from gitsync.log import REDACTOR
 
+_WRITING = threading.Lock()
+
+
+def _tmp(path: Path) -> Path:
+    """One fixed temporary name per file: a process killed while writing leaves at most this,
+    which the next write reuses and ``remove_leftovers`` clears at start-up."""
+    return path.with_name(f".{path.name}.tmp")
+
 
 def write_atomic(path: Path, data: str, mode: int = 0o644, make_dirs: bool = True) -> None:
     if make_dirs:
         path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="tmp-err-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(data)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    tmp = _tmp(path)
+    with _WRITING:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(data)
+            os.chmod(tmp, mode)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+
+def remove_leftovers(*paths: Path | None) -> None:
+    """What a killed predecessor may have left half-written beside these files."""
+    for path in paths:
+        if path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(_tmp(path))
 
 
 def write_error(path: Path | None, msg: str, err: str, args: dict[str, Any]) -> None:

@@ -29,12 +29,22 @@ def current(link: Path) -> tuple[str | None, Path | None]:
     return (name if _SHA_DIR.match(name) else None), path
 
 
+def _tmp_link(link: Path) -> Path:
+    return link.parent / f".{link.name}.tmp-link"
+
+
+def remove_leftover(link: Path) -> None:
+    """The temporary link a process killed mid-swap left (the next swap would replace it)."""
+    with contextlib.suppress(OSError):
+        os.unlink(_tmp_link(link))
+
+
 def swap(link: Path, worktree: Path) -> Path | None:
     """Point ``link`` at ``worktree``; return the directory it pointed at before."""
     _old_sha, old = current(link)
     link.parent.mkdir(parents=True, exist_ok=True)
     target = os.path.relpath(worktree, link.parent)
-    tmp = link.parent / f".{link.name}.tmp-link"
+    tmp = _tmp_link(link)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(tmp)
     os.symlink(target, tmp)

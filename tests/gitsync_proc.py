@@ -11,6 +11,7 @@ stderr is captured to a file; :meth:`GitSync.logs` parses its JSON lines.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -283,3 +284,27 @@ def assert_synced(link: Path, sha: str, files: Mapping[str, str] | None = None) 
         assert p.is_file(), f"{rel} missing in {wt}"
         assert p.read_text() == text, f"{rel}: {p.read_text()!r} != {text!r}"
     return wt
+
+
+def _blob_sha(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def worktree_entries(wt: Path) -> dict[str, tuple[str, str]]:
+    """``{path: (git mode, blob sha)}`` of a worktree on disk, as ``git ls-tree -r`` shows it."""
+    tree: dict[str, tuple[str, str]] = {}
+    for dirpath, dirnames, filenames in os.walk(wt):
+        rel_dir = os.path.relpath(dirpath, wt)
+        if rel_dir == ".":
+            rel_dir = ""
+            dirnames[:] = [d for d in dirnames if d != ".git"]
+            filenames = [f for f in filenames if f != ".git"]
+        for name in [*filenames, *(d for d in dirnames if os.path.islink(Path(dirpath, d)))]:
+            p = Path(dirpath, name)
+            rel = f"{rel_dir}/{name}" if rel_dir else name
+            if p.is_symlink():
+                tree[rel] = ("120000", _blob_sha(os.readlink(p).encode()))
+            else:
+                mode = "100755" if os.stat(p).st_mode & 0o100 else "100644"
+                tree[rel] = (mode, _blob_sha(p.read_bytes()))
+    return tree

@@ -68,6 +68,22 @@ def test_deleted_link_is_recreated(upstream: Upstream, gs_env: dict[str, str], r
     _sync_ok(gs_env, root / "link", sha)
 
 
+def test_half_written_files_of_a_killed_process_are_removed_at_start(
+    upstream: Upstream, gs_env: dict[str, str], root: Path
+) -> None:
+    """kill -9 in the middle of writing the status or error file, or of swapping the link,
+    leaves a temporary beside it; the next process removes them even with nothing to sync."""
+    sha = upstream.head_sha()
+    env = {**gs_env, "GITSYNC_ERROR_FILE": "error.json"}
+    _sync_ok(env, root / "link", sha)
+    leftovers = [root / ".error.json.tmp", root / "..git-sync.tmp"]
+    for p in leftovers:
+        p.write_text("{half")
+    os.symlink(".worktrees/nowhere", root / ".link.tmp-link")
+    _sync_ok(env, root / "link", sha)
+    assert sorted(p.name for p in root.iterdir() if "tmp" in p.name) == []
+
+
 def test_deleted_worktrees_dir_is_rebuilt(
     upstream: Upstream, gs_env: dict[str, str], root: Path
 ) -> None:

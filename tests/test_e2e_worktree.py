@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 import signal
@@ -11,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from gitsync_proc import assert_synced, run_once, running, start
+from gitsync_proc import assert_synced, run_once, running, start, worktree_entries
 from upstream import Exec, FileValue, Symlink, Upstream, many_files
 
 pytestmark = pytest.mark.timeout(90)
@@ -165,29 +164,6 @@ def test_garbage_in_worktrees_dir_removed(
 
 
 # ----------------------------------------------------------------------------- kill -9
-def _blob_sha(data: bytes) -> str:
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-
-
-def _tree_of(wt: Path) -> dict[str, tuple[str, str]]:
-    tree: dict[str, tuple[str, str]] = {}
-    for dirpath, dirnames, filenames in os.walk(wt):
-        rel_dir = os.path.relpath(dirpath, wt)
-        if rel_dir == ".":
-            rel_dir = ""
-            dirnames[:] = [d for d in dirnames if d != ".git"]
-            filenames = [f for f in filenames if f != ".git"]
-        for name in [*filenames, *(d for d in dirnames if os.path.islink(Path(dirpath, d)))]:
-            p = Path(dirpath, name)
-            rel = f"{rel_dir}/{name}" if rel_dir else name
-            if p.is_symlink():
-                tree[rel] = ("120000", _blob_sha(os.readlink(p).encode()))
-            else:
-                mode = "100755" if os.stat(p).st_mode & 0o100 else "100644"
-                tree[rel] = (mode, _blob_sha(p.read_bytes()))
-    return tree
-
-
 @pytest.mark.parametrize("phase", ["initial", "update"])
 @pytest.mark.parametrize("seed", [1, 2])
 def test_kill_9_during_sync_then_restart(
@@ -220,9 +196,9 @@ def test_kill_9_during_sync_then_restart(
         cur = gs.link_sha()
         assert cur is not None
         current_wt = Path(os.path.normpath(link.parent / os.readlink(link)))
-        assert _tree_of(current_wt) == upstream.ls_tree(cur)
+        assert worktree_entries(current_wt) == upstream.ls_tree(cur)
 
     res = run_once(gs_env, timeout=60)
     assert res.returncode == 0, res.stderr
     wt = assert_synced(link, big)
-    assert _tree_of(wt) == upstream.ls_tree(big)
+    assert worktree_entries(wt) == upstream.ls_tree(big)

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from gitsync_proc import assert_synced, command, read_link_sha, run_once
+from gitsync_proc import assert_synced, read_link_sha, run_once
 from hostile import Entry, Forge
+from memlimit import peak_rss_of_one_time_run
 from upstream import Upstream, git, git_env
 
 pytestmark = pytest.mark.timeout(90)
@@ -327,19 +327,6 @@ def test_deep_tree_that_fits_is_published_then_cleaned_up(scene: Scene) -> None:
     assert not (scene.root / ".git" / "worktrees" / deep).exists()
 
 
-def _peak_rss_run(env: dict[str, str]) -> tuple[int, subprocess.CompletedProcess[str]]:
-    """A one-time run and its peak RSS, from a fresh interpreter so only that child counts."""
-    probe = ("import resource,subprocess,sys;"
-             "r=subprocess.run(sys.argv[1:]);"
-             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss);"
-             "sys.exit(r.returncode)")
-    res = subprocess.run([command()[0], "-c", probe, *command()],
-                         env={**env, "GITSYNC_ONE_TIME": "true"},
-                         capture_output=True, text=True, timeout=150, check=False)
-    lines = res.stdout.strip().splitlines()
-    return (int(lines[-1]) * 1024 if lines else 0), res
-
-
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("transport", ["file", "http"])
 def test_tree_with_a_million_entries_is_refused_in_bounded_memory(transport: str, scene: Scene) -> None:
@@ -350,7 +337,7 @@ def test_tree_with_a_million_entries_is_refused_in_bounded_memory(transport: str
     del raw
     if transport == "http":
         scene.env["GITSYNC_REPO"] = scene.up.http_url
-    peak, res = _peak_rss_run(scene.env)
+    peak, res = peak_rss_of_one_time_run(scene.env, timeout=150)
     scene.assert_refused(res.returncode, res.stderr, commit, "huge/")
     assert "1000000 entries" in res.stderr
     assert peak < 150 * 2**20, f"peak RSS {peak / 2**20:.0f} MiB"

@@ -59,7 +59,7 @@ def test_status_error_and_touch_files_follow_each_attempt(
         c2 = upstream.commit({"file": "2\n"}, branch="feature")
         gs.wait_for_sha(c2)
         gs.wait_for(lambda: touch.stat().st_mtime_ns != first_touch, desc="touched again")
-        assert not any(p.name.startswith("tmp-err-") for p in gs.root.iterdir())
+        assert not any(".tmp" in p.name for p in gs.root.iterdir())
 
 
 def test_config_error_goes_to_the_error_file_as_plain_text(gs_env: dict[str, str]) -> None:

@@ -20,13 +20,13 @@ from gitsync.store import Store
 from gitsync.sync import Syncer
 
 
-def _syncer(upstream: Upstream, root: Path, depth: int = 1) -> Syncer:
+def make_syncer(upstream: Upstream, root: Path, depth: int = 1) -> Syncer:
     root.mkdir(parents=True, exist_ok=True)
     return Syncer(remote=Remote(upstream.file_url), store=Store(root, upstream.file_url),
                   root=root, link=root / "link", ref="HEAD", depth=depth)
 
 
-def _sync(s: Syncer, first: bool = False) -> str:
+def sync_in_process(s: Syncer, first: bool = False) -> str:
     outcome = s.run(first, threading.Event())
     s.cleanup(0)
     return outcome.commit
@@ -40,14 +40,14 @@ def test_store_stays_bounded_over_100_updates(upstream: Upstream, tmp_path: Path
     rng = random.Random(7)
     files = {f"d{i % 5}/f{i}.bin": rng.randbytes(4096) for i in range(60)}
     upstream.commit(files, "base")
-    s = _syncer(upstream, tmp_path / "root")
-    _sync(s, first=True)
+    s = make_syncer(upstream, tmp_path / "root")
+    sync_in_process(s, first=True)
     for n in range(100):
         changed = {f"d{i % 5}/f{i}.bin": rng.randbytes(4096) for i in rng.sample(range(60), 6)}
         sha = upstream.commit(changed, f"update {n}")
-        assert _sync(s) == sha
-    fresh = _syncer(upstream, tmp_path / "fresh")
-    _sync(fresh, first=True)
+        assert sync_in_process(s) == sha
+    fresh = make_syncer(upstream, tmp_path / "fresh")
+    sync_in_process(fresh, first=True)
     grown, baseline = _du(tmp_path / "root" / ".git"), _du(tmp_path / "fresh" / ".git")
     assert grown <= 2 * baseline, (grown, baseline)
     assert len(list((tmp_path / "root" / ".worktrees").iterdir())) == 1
@@ -57,11 +57,11 @@ def test_store_stays_bounded_over_100_updates(upstream: Upstream, tmp_path: Path
 
 def test_update_writes_only_changed_files(upstream: Upstream, tmp_path: Path) -> None:
     upstream.commit({f"f{i}.txt": f"{i}\n" for i in range(50)}, "base")
-    s = _syncer(upstream, tmp_path / "root")
-    first = _sync(s, first=True)
+    s = make_syncer(upstream, tmp_path / "root")
+    first = sync_in_process(s, first=True)
     before = {p.name: p.stat().st_ino for p in (s.root / ".worktrees" / first).glob("*.txt")}
     second = upstream.commit({"f3.txt": "changed\n"}, "one file")
-    _sync(s)
+    sync_in_process(s)
     after = {p.name: p.stat().st_ino for p in (s.root / ".worktrees" / second).glob("*.txt")}
     rewritten = sorted(name for name in after if after[name] != before.get(name))
     assert rewritten == ["f3.txt"]
@@ -75,14 +75,14 @@ def test_file_changed_in_place_by_a_consumer_is_not_carried_forward(
     # The nested case sits in a subtree the update does not change, which an update takes
     # from the previous index without reading its trees: the stat check must still apply.
     upstream.commit({victim: "original\n", "other.txt": "1\n"}, "base")
-    s = _syncer(upstream, tmp_path / "root")
-    first = _sync(s, first=True)
+    s = make_syncer(upstream, tmp_path / "root")
+    first = sync_in_process(s, first=True)
     path = s.root / ".worktrees" / first / victim
     with open(path, "r+b") as f:  # same size, same inode: only the stat check can tell
         f.write(b"ORIGINAL")
     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 5_000_000_000))
     upstream.commit({"other.txt": "2\n"}, "unrelated change")
-    _sync(s)
+    sync_in_process(s)
     assert (s.link / victim).read_text() == "original\n"
     assert git("-C", str(s.link), "status", "--porcelain") == ""
 
@@ -90,11 +90,11 @@ def test_file_changed_in_place_by_a_consumer_is_not_carried_forward(
 def test_unchanged_subtrees_are_carried_whole(upstream: Upstream, tmp_path: Path) -> None:
     files = {f"d{i}/e{j}/f{k}.txt": f"{i}{j}{k}\n" for i in range(3) for j in range(3) for k in range(3)}
     upstream.commit(files, "base")
-    s = _syncer(upstream, tmp_path / "root")
-    _sync(s, first=True)
+    s = make_syncer(upstream, tmp_path / "root")
+    sync_in_process(s, first=True)
     for n, path in enumerate(["d1/e2/f0.txt", "d0/new.txt", "d2/e1/f2.txt"]):
         upstream.commit({path: f"changed {n}\n"}, f"update {n}")
-        sha = _sync(s)
+        sha = sync_in_process(s)
         expected = set(upstream.ls_tree(sha))
         written = {str(p.relative_to(s.link)) for p in s.link.rglob("*") if p.is_file()
                    and p.name != ".git"}
@@ -109,8 +109,8 @@ def test_gitattributes_conversions_match_git(upstream: Upstream, tmp_path: Path)
         "x.bat": "a\nb\n", "y.txt": "id $Id$\n", "sub/m.c": "int\nmain\n", "sub/n.h": "a\nb\n",
         "z.bin": b"a\nb\0\n",
     }, "attributes")
-    s = _syncer(upstream, tmp_path / "root")
-    _sync(s, first=True)
+    s = make_syncer(upstream, tmp_path / "root")
+    sync_in_process(s, first=True)
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", upstream.file_url, str(clone)], check=True)
     for name in ("x.bat", "y.txt", "sub/m.c", "sub/n.h", "z.bin"):
@@ -124,8 +124,8 @@ def test_depth_changes_keep_fsck_clean(upstream: Upstream, tmp_path: Path, depth
         upstream.commit({"file": f"{i}\n"}, f"c{i}")
     total = upstream.log_count()
     for depth in depths:
-        s = _syncer(upstream, tmp_path / "root", depth)
-        _sync(s, first=True)
+        s = make_syncer(upstream, tmp_path / "root", depth)
+        sync_in_process(s, first=True)
         s.store.close()
         count = int(git("-C", str(tmp_path / "root" / "link"), "rev-list", "--count", "HEAD"))
         assert count == (depth or total)
@@ -143,8 +143,8 @@ def test_big_file_is_copied_and_written_in_chunks(
     sha = upstream.commit({"big.bin": content, "small.txt": "s\n"}, "big")
     if packed:
         git("-C", str(upstream.bare), "gc", "-q")
-    s = _syncer(upstream, tmp_path / "root")
-    assert _sync(s, first=True) == sha
+    s = make_syncer(upstream, tmp_path / "root")
+    assert sync_in_process(s, first=True) == sha
     assert (s.link / "big.bin").read_bytes() == content
     assert git("-C", str(s.link), "status", "--porcelain") == ""
     git("-C", str(s.root), "fsck", "--no-progress")
