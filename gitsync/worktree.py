@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Protocol
 
 from dulwich.objects import Blob, Commit, ObjectID, Tree, TreeEntry
+from dulwich.pack import Pack
 
 from gitsync.attributes import Attributes
 from gitsync.gitindex import IndexEntry, read_index, write_index
@@ -342,6 +343,9 @@ class _Writer:
         self.trees: dict[bytes, bytes] = {}  # directory prefix → tree sha, for the next update
         self._reuse: Callable[[bytes, bytes], None] = self._link
         self._count = 0
+        # Each pack with a descriptor open on it, for _stream: asking dulwich for its pack list
+        # lists the pack directory, and opening the pack per file cost a fifth of a checkout.
+        self._packs: list[tuple[Pack, int]] | None = None
 
     def write(self, tree_sha: bytes) -> list[IndexEntry]:
         specs = self._plan(tree_sha)
@@ -351,22 +355,38 @@ class _Writer:
             ))
             if missing:
                 self.fetcher(missing)
-        for spec in specs:
-            target = self.dest + b"/" + spec.rel
-            try:
-                self._ensure_dir(spec.rel.rpartition(b"/")[0])
-                if spec.mode == _MODE_GITLINK:
-                    os.mkdir(target)
-                    self.entries.append(IndexEntry(spec.rel, spec.mode, spec.sha))
-                else:
-                    self._file(spec, target)
-            except OSError as e:
-                if e.errno != errno.ENAMETOOLONG:
-                    raise
-                # Not a fault of the disk: the commit cannot be written anywhere.
-                raise UnsafeTree(f"path {show_path(spec.rel)} is too long to write") from None
-            self._tick()
+        try:
+            for spec in specs:
+                target = self.dest + b"/" + spec.rel
+                try:
+                    self._ensure_dir(spec.rel.rpartition(b"/")[0])
+                    if spec.mode == _MODE_GITLINK:
+                        os.mkdir(target)
+                        self.entries.append(IndexEntry(spec.rel, spec.mode, spec.sha))
+                    else:
+                        self._file(spec, target)
+                except OSError as e:
+                    if e.errno != errno.ENAMETOOLONG:
+                        raise
+                    # Not a fault of the disk: the commit cannot be written anywhere.
+                    raise UnsafeTree(f"path {show_path(spec.rel)} is too long to write") from None
+                self._tick()
+        finally:
+            self._close_packs()
         return self.entries
+
+    def _open_packs(self) -> list[tuple[Pack, int]]:
+        if self._packs is None:
+            self._packs = []
+            for pack in getattr(self.objects, "packs", ()):
+                with contextlib.suppress(OSError):
+                    self._packs.append((pack, os.open(f"{pack._basename}.pack", os.O_RDONLY | os.O_CLOEXEC)))
+        return self._packs
+
+    def _close_packs(self) -> None:
+        for _pack, fd in self._packs or ():
+            os.close(fd)
+        self._packs = None
 
     def _tree(self, sha: bytes, prefix: bytes) -> Tree:
         try:
@@ -517,23 +537,21 @@ class _Writer:
         dulwich would hold the whole blob, and its compressed form, in memory: a 200 MB file
         would need 400 MB. None when the blob is small, a delta or not in a pack.
         """
-        for pack in getattr(self.objects, "packs", ()):
+        for pack, src in self._open_packs():
             try:
                 offset = pack.index.object_offset(ObjectID(sha))
             except KeyError:
                 continue
-            with open(f"{pack._basename}.pack", "rb") as f:
-                src = f.fileno()
-                head = os.pread(src, 16, offset)
-                kind, size, pos = head[0] >> 4 & 7, head[0] & 0x0F, 1
-                shift, byte = 4, head[0]
-                while byte & 0x80:
-                    byte = head[pos]
-                    size |= (byte & 0x7F) << shift
-                    shift, pos = shift + 7, pos + 1
-                if kind != Blob.type_num or size < _STREAM_ABOVE:
-                    return None
-                return self._inflate_to(src, offset + pos, size, sha, target, mode)
+            head = os.pread(src, 16, offset)
+            kind, size, pos = head[0] >> 4 & 7, head[0] & 0x0F, 1
+            shift, byte = 4, head[0]
+            while byte & 0x80:
+                byte = head[pos]
+                size |= (byte & 0x7F) << shift
+                shift, pos = shift + 7, pos + 1
+            if kind != Blob.type_num or size < _STREAM_ABOVE:
+                return None
+            return self._inflate_to(src, offset + pos, size, sha, target, mode)
         return None
 
     def _inflate_to(self, src: int, offset: int, size: int, sha: bytes, target: bytes,
@@ -576,6 +594,7 @@ class _Writer:
             if self.fetcher is None:
                 raise
             self.fetcher([sha])
+            self._close_packs()  # a new pack arrived
             kind, data = self.objects.get_raw(ObjectID(sha))
         if kind != Blob.type_num:
             raise UnsafeTree(f"{show_path(rel)} is not a blob")
