@@ -343,7 +343,7 @@ class _Writer:
         self.trees: dict[bytes, bytes] = {}  # directory prefix → tree sha, for the next update
         self._reuse: Callable[[bytes, bytes], None] = self._link
         self._count = 0
-        # Each pack with a descriptor open on it, for _stream: asking dulwich for its pack list
+        # Each pack with a descriptor open on it, for _locate: asking dulwich for its pack list
         # lists the pack directory, and opening the pack per file cost a fifth of a checkout.
         self._packs: list[tuple[Pack, int]] | None = None
 
@@ -514,12 +514,15 @@ class _Writer:
                         return
                 except OSError:
                     pass
-        if not spec.attrs.rules:
-            streamed = self._stream(sha, target, mode)
-            if streamed is not None:
-                self.entries.append(IndexEntry.from_stat(rel, mode, sha, streamed))
-                return
-        data = spec.attrs.smudge(rel, self._blob(sha, rel), sha)
+        where = self._locate(sha)
+        if where is not None and where[3] >= _STREAM_ABOVE and not spec.attrs.rules:
+            pack_fd, offset, kind, size = where
+            if kind != Blob.type_num:
+                raise UnsafeTree(f"{show_path(rel)} is not a blob")
+            streamed = self._inflate_to(pack_fd, offset, size, sha, target, mode)
+            self.entries.append(IndexEntry.from_stat(rel, mode, sha, streamed))
+            return
+        data = spec.attrs.smudge(rel, self._blob(sha, rel, where), sha)
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
                      0o777 if mode == 0o100755 else 0o666)
         try:
@@ -531,11 +534,13 @@ class _Writer:
             os.close(fd)
         self.entries.append(IndexEntry.from_stat(rel, mode, sha, st))
 
-    def _stream(self, sha: bytes, target: bytes, mode: int) -> os.stat_result | None:
-        """Write a big blob stored whole in a pack by inflating it in chunks.
+    def _locate(self, sha: bytes) -> tuple[int, int, int, int] | None:
+        """(pack descriptor, offset of its zlib stream, type, size) of an object stored whole
+        in a pack; None for a delta, a loose object or one not here (dulwich reads those).
 
-        dulwich would hold the whole blob, and its compressed form, in memory: a 200 MB file
-        would need 400 MB. None when the blob is small, a delta or not in a pack.
+        Reading a whole object this way skips dulwich's per-lookup checks (a stat for a
+        multi-pack index, a listing of the pack directory), and lets a big blob be inflated
+        in chunks straight to disk instead of held in memory twice.
         """
         for pack, src in self._open_packs():
             try:
@@ -549,9 +554,7 @@ class _Writer:
                 byte = head[pos]
                 size |= (byte & 0x7F) << shift
                 shift, pos = shift + 7, pos + 1
-            if kind != Blob.type_num or size < _STREAM_ABOVE:
-                return None
-            return self._inflate_to(src, offset + pos, size, sha, target, mode)
+            return (src, offset + pos, kind, size) if 1 <= kind <= 4 else None
         return None
 
     def _inflate_to(self, src: int, offset: int, size: int, sha: bytes, target: bytes,
@@ -586,8 +589,19 @@ class _Writer:
         finally:
             os.close(fd)
 
-    def _blob(self, sha: bytes, rel: bytes) -> bytes:
+    def _blob(self, sha: bytes, rel: bytes,
+              where: tuple[int, int, int, int] | None = None) -> bytes:
         """A blob's bytes, read raw: building a Blob object per file costs a third of a checkout."""
+        where = where or self._locate(sha)
+        if where is not None:
+            src, offset, kind, size = where
+            if kind != Blob.type_num:
+                raise UnsafeTree(f"{show_path(rel)} is not a blob")
+            # Deflate never grows data by more than this; zlib stops at the stream's end.
+            with contextlib.suppress(zlib.error):
+                data = zlib.decompress(os.pread(src, size + (size >> 10) + 64, offset))
+                if len(data) == size:
+                    return data
         try:
             kind, data = self.objects.get_raw(ObjectID(sha))
         except KeyError:
