@@ -146,8 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         lock.acquire()
     except (RootLocked, OSError) as e:
+        # Not into the error file: that one is the holder's.
         logger.error("can't lock the root", error=str(e))
-        files.write_config_error(loop.error_file, str(e))
         return 1
     logger.info("starting up", version=__version__, pid=os.getpid(), uid=os.getuid(),
                 gid=os.getgid(), repo=redact_url(settings.repo), ref=settings.ref,

@@ -31,12 +31,12 @@ def test_second_process_on_one_root_refuses_naming_the_holder(
         first.wait_for(lambda: (root / ".git-sync").exists(), desc="status file")
         status = (root / ".git-sync").read_bytes()
         before = sorted(p.name for p in root.iterdir())
-        res = run_once(gs_env, timeout=30)
+        res = run_once({**gs_env, "GITSYNC_ERROR_FILE": "error.json"}, timeout=30)
         assert res.returncode == 1
         assert f"pid {first.proc.pid}" in res.stderr, res.stderr
         assert "in use by another gitsync" in res.stderr
         assert "Traceback" not in res.stderr
-        assert sorted(p.name for p in root.iterdir()) == before
+        assert sorted(p.name for p in root.iterdir()) == before  # no error file of ours either
         assert (root / ".git-sync").read_bytes() == status  # the holder's status, not ours
         # The first keeps working alone.
         sha = upstream.commit({"file": "after the intruder\n"})
