@@ -29,6 +29,9 @@ _HEADER_MAX = 32  # an entry's type/size header and delta base reference fit in 
 _OFS_DELTA = 6
 _REF_DELTA = 7
 _TRAILER = 20
+# Deltas are resolved in memory. git's core.bigFileThreshold (512 MiB) keeps it from ever
+# deltifying a bigger object, so a delta claiming to build one is a bomb, not a file.
+_MAX_DELTA_RESULT = 512 << 20
 
 
 class PackError(Exception):
@@ -191,6 +194,23 @@ def _scan(r: _Reader, count: int) -> _Entries:
     return e
 
 
+def _delta_result_size(delta: bytes) -> int:
+    """The size a delta declares it builds: its second varint (the first is the base's)."""
+    pos = 0
+    for _ in range(2):
+        size = shift = 0
+        while True:
+            if pos >= len(delta):
+                raise PackError("delta is truncated")
+            c = delta[pos]
+            pos += 1
+            size |= (c & 0x7F) << shift
+            shift += 7
+            if not c & 0x80:
+                break
+    return size
+
+
 def _inflate_at(fd: int, start: int, end: int) -> bytes:
     try:
         return zlib.decompress(os.pread(fd, end - start, start))
@@ -216,6 +236,9 @@ def _resolve(fd: int, e: _Entries) -> None:
                 stack.pop()
                 continue
             delta = _inflate_at(fd, e.starts[i], e.ends[i])
+            if (size := _delta_result_size(delta)) > _MAX_DELTA_RESULT:
+                raise PackError(f"delta at offset {e.offsets[i]} would build a {size}-byte object; "
+                                f"git never deltifies objects over {_MAX_DELTA_RESULT >> 20} MiB")
             try:
                 result = b"".join(apply_delta(base, delta))
             except Exception as exc:

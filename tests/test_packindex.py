@@ -131,3 +131,27 @@ def test_big_object_is_hashed_in_chunks(tmp_path: Path, store: Repo) -> None:
     assert store.object_store.contains_packed(blob.encode())
     git("--git-dir", store.path, "fsck", "--strict", git("-C", str(work), "rev-parse", "HEAD"))
     shutil.rmtree(work)
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def test_delta_bomb_is_refused_before_it_is_built(store: Repo) -> None:
+    """A 20-byte delta may claim to build 1 GiB: refused from its header, never allocated."""
+    import hashlib
+    import zlib
+
+    from gitsync.packcopy import _encode_offset, _header
+
+    base = _header(3, 5) + zlib.compress(b"hello")
+    delta = _varint(5) + _varint(1 << 30) + b"\x01x"
+    bomb = _header(6, len(delta)) + _encode_offset(len(base)) + zlib.compress(delta)
+    body = b"PACK\0\0\0\2\0\0\0\2" + base + bomb
+    with pytest.raises(packindex.PackError, match="would build a 1073741824-byte object"):
+        _receive(store, body + hashlib.sha1(body).digest())
