@@ -300,11 +300,20 @@ class _Handler(BaseHTTPRequestHandler):
                 401, "authentication required\n", {"WWW-Authenticate": 'Basic realm="git"'}
             )
             return
-        status = self._run_cgi(user)
-        owner._record(RequestRecord(self.command, self.path, user, status))
+        self._run_cgi(user)
 
     def _run_cgi(self, user: str | None) -> int:
+        """Answer through git http-backend; the request is recorded once, with its status."""
         owner = self.server.owner
+        recorded = False
+
+        def record(status: int) -> int:
+            nonlocal recorded
+            if not recorded:
+                recorded = True
+                owner._record(RequestRecord(self.command, self.path, user, status))
+            return status
+
         parts = urlsplit(self.path)
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -349,6 +358,13 @@ class _Handler(BaseHTTPRequestHandler):
             )
             feeder.start()
             status, reason, headers = _read_cgi_headers(proc.stdout)
+            fault = owner.mode if owner.mode in PACK_FAULTS else None
+            if self.command != "POST" or not self.path.endswith("/git-upload-pack"):
+                fault = None
+            if fault is None:
+                # Recorded before the answer goes out: a client that has its answer may look
+                # at the server's records at once.
+                record(status)
             self.send_response(status, reason)
             has_length = False
             for k, v in headers:
@@ -359,9 +375,6 @@ class _Handler(BaseHTTPRequestHandler):
             if not has_length:
                 self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
-            fault = owner.mode if owner.mode in PACK_FAULTS else None
-            if self.command != "POST" or not self.path.endswith("/git-upload-pack"):
-                fault = None
             sent = 0
             while True:
                 data = proc.stdout.read1(65536)  # type: ignore[attr-defined]
@@ -373,7 +386,7 @@ class _Handler(BaseHTTPRequestHandler):
                         self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data) if not has_length
                                          else data)
                         self.wfile.flush()
-                    return self._break_pack(fault, proc, has_length)
+                    return record(self._break_pack(fault, proc, has_length))
                 sent += len(data)
                 if has_length:
                     self.wfile.write(data)
@@ -391,7 +404,7 @@ class _Handler(BaseHTTPRequestHandler):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(timeout=5)
-            return 599
+            return record(599)
         finally:
             with owner._lock:
                 owner._procs.discard(proc)
