@@ -23,55 +23,22 @@ from pathlib import Path
 from typing import BinaryIO
 
 from dulwich.object_store import BaseObjectStore
-from dulwich.objects import ObjectID
+from dulwich.objects import ObjectID, object_class
 from dulwich.pack import Pack, write_pack_index_v2
+
+from gitsync import packformat
 
 _CHUNK = 1 << 22
 _INFLATE_STEP = 8 << 10
-_OFS_DELTA = 6
-_REF_DELTA = 7
-
-
-def _header(type_num: int, size: int) -> bytes:
-    """A pack entry header: type and size, little-endian 7-bit groups."""
-    out = bytearray()
-    byte = (type_num << 4) | (size & 0x0F)
-    size >>= 4
-    while size:
-        out.append(byte | 0x80)
-        byte = size & 0x7F
-        size >>= 7
-    out.append(byte)
-    return bytes(out)
-
-
-def _encode_offset(n: int) -> bytes:
-    """git's offset-delta encoding of the distance back to the base."""
-    out = [n & 0x7F]
-    n >>= 7
-    while n:
-        n -= 1
-        out.append(0x80 | (n & 0x7F))
-        n >>= 7
-    return bytes(reversed(out))
 
 
 def _parse(raw: bytes) -> tuple[int, int, int]:
     """(type, length of the type/size header, position after any delta base reference)."""
-    type_num = (raw[0] >> 4) & 7
-    pos = 1
-    byte = raw[0]
-    while byte & 0x80:
-        byte = raw[pos]
-        pos += 1
-    header_end = pos
-    if type_num == _OFS_DELTA:
-        byte = raw[pos]
-        pos += 1
-        while byte & 0x80:
-            byte = raw[pos]
-            pos += 1
-    elif type_num == _REF_DELTA:
+    type_num, _size, header_end = packformat.read_header(raw)
+    pos = header_end
+    if type_num == packformat.OFS_DELTA:
+        pos = packformat.read_offset(raw, pos)[1]
+    elif type_num == packformat.REF_DELTA:
         pos += 20
     return type_num, header_end, pos
 
@@ -94,9 +61,6 @@ def _loose_path(source: BaseObjectStore, sha: ObjectID) -> Path | None:
     return path if path.is_file() else None
 
 
-_TYPES = {b"commit": 1, b"tree": 2, b"blob": 3, b"tag": 4}
-
-
 def _recompress_loose(path: Path) -> Iterable[bytes]:
     """A big loose object as a pack entry, inflated and deflated in chunks: a loose object's
     zlib stream covers its header, a pack entry's does not, so it cannot be copied as is."""
@@ -116,22 +80,13 @@ def _recompress_loose(path: Path) -> Iterable[bytes]:
                     if end < 0:
                         continue
                     kind, _, size = head[:end].partition(b" ")
-                    yield _header(_TYPES[kind], int(size))
+                    if (cls := object_class(kind)) is None:
+                        raise ValueError(f"loose object {path.name} has unknown type {kind!r}")
+                    yield packformat.header(cls.type_num, int(size))
                     data, head = head[end + 1:], None
                 if out := deflate.compress(data):
                     yield out
     yield deflate.flush()
-
-
-def _base_distance(raw: bytes, start: int) -> int:
-    byte = raw[start]
-    n = byte & 0x7F
-    pos = start + 1
-    while byte & 0x80:
-        byte = raw[pos]
-        pos += 1
-        n = ((n + 1) << 7) | (byte & 0x7F)
-    return n
 
 
 class _Writer:
@@ -157,7 +112,7 @@ class _Writer:
         return at
 
     def whole(self, sha: ObjectID, type_num: int, data: bytes) -> int:
-        return self.entry(sha, (_header(type_num, len(data)), zlib.compress(data, 1)))
+        return self.entry(sha, (packformat.header(type_num, len(data)), zlib.compress(data, 1)))
 
 
 def copy(source: BaseObjectStore, target_pack_dir: Path, ids: list[ObjectID]) -> Path | None:
@@ -222,7 +177,7 @@ def _copy_from_pack(pack: Pack, entries: list[tuple[int, ObjectID]], out: _Write
             length = next_of.get(off, data_end) - off
             raw = os.pread(fd, min(length, _CHUNK), off)
             type_num, header_end, body = _parse(raw)
-            if length > _CHUNK and type_num not in (_OFS_DELTA, _REF_DELTA):
+            if length > _CHUNK and type_num not in (packformat.OFS_DELTA, packformat.REF_DELTA):
                 # A big file: copied in chunks, never whole in memory.
                 new_at[off] = out.entry(sha, _chunks(fd, off, length))
                 by_sha.add(sha)
@@ -230,15 +185,15 @@ def _copy_from_pack(pack: Pack, entries: list[tuple[int, ObjectID]], out: _Write
                 continue
             if length > _CHUNK:
                 raw = os.pread(fd, length, off)
-            if type_num == _OFS_DELTA:
-                base = off - _base_distance(raw, header_end)
+            if type_num == packformat.OFS_DELTA:
+                base = off - packformat.read_offset(raw, header_end)[0]
                 if base in new_at:
                     distance = out.offset - new_at[base]
-                    at = out.entry(sha, (raw[:header_end], _encode_offset(distance), raw[body:]))
+                    at = out.entry(sha, (raw[:header_end], packformat.offset(distance), raw[body:]))
                 else:
                     kind, data = source.get_raw(sha)
                     at = out.whole(sha, kind, data)
-            elif type_num == _REF_DELTA and ObjectID(raw[header_end:body].hex().encode()) not in by_sha:
+            elif type_num == packformat.REF_DELTA and ObjectID(raw[header_end:body].hex().encode()) not in by_sha:
                 kind, data = source.get_raw(sha)
                 at = out.whole(sha, kind, data)
             else:

@@ -23,11 +23,10 @@ from typing import BinaryIO
 from dulwich.objects import object_header
 from dulwich.pack import apply_delta, write_pack_index_v2
 
+from gitsync import packformat
+
 _BLOCK = 1 << 20  # bytes read from the pack at a time
 _STEP = 8 << 10  # most compressed bytes one zlib call is given
-_HEADER_MAX = 32  # an entry's type/size header and delta base reference fit in this
-_OFS_DELTA = 6
-_REF_DELTA = 7
 _TRAILER = 20
 # Deltas are resolved in memory. git's core.bigFileThreshold (512 MiB) keeps it from ever
 # deltifying a bigger object, so a delta claiming to build one is a bomb, not a file.
@@ -106,40 +105,23 @@ class _Reader:
 
 def _entry_header(r: _Reader) -> tuple[int, int, bytes]:
     """(type, size, raw header bytes) of the entry at the reader's position."""
-    r.fill(_HEADER_MAX)
-    buf, start = r.buf, r.pos
-    pos = start
+    r.fill(packformat.HEADER_MAX)
+    start = r.pos
     try:
-        c = buf[pos]
-        kind, size, shift = (c >> 4) & 7, c & 0x0F, 4
-        pos += 1
-        while c & 0x80:
-            c = buf[pos]
-            pos += 1
-            size |= (c & 0x7F) << shift
-            shift += 7
+        kind, size, r.pos = packformat.read_header(r.buf, start)
     except IndexError:
         raise PackError("pack is truncated") from None
-    r.pos = pos
-    return kind, size, buf[start:pos]
+    return kind, size, r.buf[start:r.pos]
 
 
 def _ofs_distance(r: _Reader) -> tuple[int, bytes]:
     """git's offset-delta distance, read from the bytes ``_entry_header`` already buffered."""
-    buf, start = r.buf, r.pos
-    pos = start
+    start = r.pos
     try:
-        c = buf[pos]
-        pos += 1
-        n = c & 0x7F
-        while c & 0x80:
-            c = buf[pos]
-            pos += 1
-            n = ((n + 1) << 7) | (c & 0x7F)
+        n, r.pos = packformat.read_offset(r.buf, start)
     except IndexError:
         raise PackError("pack is truncated") from None
-    r.pos = pos
-    return n, buf[start:pos]
+    return n, r.buf[start:r.pos]
 
 
 class _Entries:
@@ -164,7 +146,7 @@ def _scan(r: _Reader, count: int) -> _Entries:
         kind, size, header = _entry_header(r)
         crc = zlib.crc32(header)
         sha: bytes | None = None
-        if kind == _OFS_DELTA:
+        if kind == packformat.OFS_DELTA:
             distance, raw = _ofs_distance(r)
             crc = zlib.crc32(raw, crc)
             if not 0 < distance <= offset:
@@ -172,7 +154,7 @@ def _scan(r: _Reader, count: int) -> _Entries:
             e.by_offset.setdefault(offset - distance, []).append(i)
             start = r.offset
             crc = r.inflate(size, None, crc)
-        elif kind == _REF_DELTA:
+        elif kind == packformat.REF_DELTA:
             base = r.take(20)
             crc = zlib.crc32(base, crc)
             e.by_sha.setdefault(base, []).append(i)

@@ -12,12 +12,11 @@ import zlib
 
 from dulwich.errors import ObjectFormatException
 from dulwich.object_store import BaseObjectStore
-from dulwich.objects import ObjectID, Tree
+from dulwich.objects import ObjectID, Tree, object_class
 
 MAX_ENTRIES = 100_000
 # The shortest entry: mode "40000", a space, a one-byte name, NUL, a 20-byte SHA.
 _SHORTEST_ENTRY = 28
-_TYPES = {b"commit": 1, b"tree": 2, b"blob": 3, b"tag": 4}
 
 
 class UnsafeTree(Exception):
@@ -56,8 +55,8 @@ def _raw(objects: BaseObjectStore, sha: ObjectID) -> tuple[int, bytes, int]:
             raise ObjectFormatException(f"loose object {sha.decode()} is corrupt: {e}") from None
         else:
             end = data.find(b"\0", 0, 64)
-            kind = data[:end].partition(b" ")[0]
-            return _TYPES.get(kind, 0), data, end + 1
+            cls = object_class(data[:end].partition(b" ")[0])
+            return (cls.type_num if cls else 0), data, end + 1
     kind_num, raw = objects.get_raw(sha)
     return kind_num, raw, 0
 

@@ -31,6 +31,7 @@ from typing import Protocol
 from dulwich.objects import Blob, Commit, ObjectID, Tree, TreeEntry
 from dulwich.pack import Pack
 
+from gitsync import packformat
 from gitsync.attributes import Attributes
 from gitsync.gitindex import IndexEntry, read_index, write_index
 from gitsync.store import Store, rmtree
@@ -522,7 +523,7 @@ class _Writer:
             streamed = self._inflate_to(pack_fd, offset, size, sha, target, mode)
             self.entries.append(IndexEntry.from_stat(rel, mode, sha, streamed))
             return
-        data = spec.attrs.smudge(rel, self._blob(sha, rel, where), sha)
+        data = spec.attrs.smudge(rel, self._read_blob(sha, rel, where), sha)
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
                      0o777 if mode == 0o100755 else 0o666)
         try:
@@ -547,13 +548,7 @@ class _Writer:
                 offset = pack.index.object_offset(ObjectID(sha))
             except KeyError:
                 continue
-            head = os.pread(src, 16, offset)
-            kind, size, pos = head[0] >> 4 & 7, head[0] & 0x0F, 1
-            shift, byte = 4, head[0]
-            while byte & 0x80:
-                byte = head[pos]
-                size |= (byte & 0x7F) << shift
-                shift, pos = shift + 7, pos + 1
+            kind, size, pos = packformat.read_header(os.pread(src, packformat.HEADER_MAX, offset))
             return (src, offset + pos, kind, size) if 1 <= kind <= 4 else None
         return None
 
@@ -589,10 +584,12 @@ class _Writer:
         finally:
             os.close(fd)
 
-    def _blob(self, sha: bytes, rel: bytes,
-              where: tuple[int, int, int, int] | None = None) -> bytes:
+    def _blob(self, sha: bytes, rel: bytes) -> bytes:
         """A blob's bytes, read raw: building a Blob object per file costs a third of a checkout."""
-        where = where or self._locate(sha)
+        return self._read_blob(sha, rel, self._locate(sha))
+
+    def _read_blob(self, sha: bytes, rel: bytes, where: tuple[int, int, int, int] | None) -> bytes:
+        """``_blob`` for a caller that has already looked the blob up with ``_locate``."""
         if where is not None:
             src, offset, kind, size = where
             if kind != Blob.type_num:

@@ -8,7 +8,6 @@ test when env ``CI`` is true and skips it with the reason otherwise.
 from __future__ import annotations
 
 import re
-import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 
 import pytest
 from gitsync_proc import base_env
-from servers import cannot_start
+from servers import cannot_start, require, serving, started
 from servers.git_daemon import GitDaemon
 from servers.git_http import GitHttpServer
 from servers.sshd import Sshd
@@ -24,8 +23,7 @@ from upstream import Upstream
 
 
 def _require_git() -> None:
-    if shutil.which("git") is None:
-        cannot_start("git", "no git binary on PATH")
+    require("git", "no git binary on PATH")
 
 
 @pytest.fixture(scope="session")
@@ -38,15 +36,9 @@ def upstream_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def git_daemon(upstream_root: Path) -> Iterator[GitDaemon]:
     """A ``git daemon`` serving ``upstream_root`` over git:// (session-wide)."""
     _require_git()
-    daemon = GitDaemon(upstream_root, log_path=upstream_root.parent / "git-daemon.log")
-    try:
-        daemon.start()
-    except Exception as e:
-        cannot_start("git daemon", repr(e))
-    try:
+    with serving(GitDaemon(upstream_root, log_path=upstream_root.parent / "git-daemon.log"),
+                 "git daemon") as daemon:
         yield daemon
-    finally:
-        daemon.stop()
 
 
 @pytest.fixture(scope="session")
@@ -56,15 +48,9 @@ def git_http(upstream_root: Path) -> Iterator[GitHttpServer]:
     Do not change its mode/auth: use :func:`make_http_server` for a private one.
     """
     _require_git()
-    server = GitHttpServer(upstream_root, log_path=upstream_root.parent / "git-http.log")
-    try:
-        server.start()
-    except Exception as e:
-        cannot_start("git http server", repr(e))
-    try:
+    with serving(GitHttpServer(upstream_root, log_path=upstream_root.parent / "git-http.log"),
+                 "git http server") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -97,16 +83,12 @@ def make_http_server(upstream_root: Path, tls_ca: Any, tmp_path: Path) -> Iterat
         tls: bool = False,
         project_root: Path | None = None,
     ) -> GitHttpServer:
-        server = GitHttpServer(
+        server = started(GitHttpServer(
             project_root or upstream_root,
             auth=auth,
             tls=tls_ca if tls else None,
             log_path=tmp_path / f"git-http-{len(servers)}.log",
-        )
-        try:
-            server.start()
-        except Exception as e:
-            cannot_start("git http server", repr(e))
+        ), "git http server")
         servers.append(server)
         return server
 
@@ -184,12 +166,5 @@ def gs_env(tmp_path: Path, upstream: Upstream, root: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
     """A real OpenSSH sshd on 127.0.0.1 for the current user (one per test module)."""
-    server = Sshd(tmp_path_factory.mktemp("sshd"))
-    try:
-        server.start()
-    except Exception as e:
-        cannot_start("sshd", repr(e))
-    try:
+    with serving(Sshd(tmp_path_factory.mktemp("sshd")), "sshd") as server:
         yield server
-    finally:
-        server.stop()

@@ -122,6 +122,14 @@ def _write(path: Path, value: str) -> None:
     path.write_text(value)
 
 
+def _new(path: Path, version: int) -> MemoryCgroup:
+    try:
+        path.mkdir()
+    except OSError as e:
+        raise CgroupUnavailable(f"cannot create a cgroup under {path.parent}: {e}") from e
+    return MemoryCgroup(path, version)
+
+
 def make_memory_cgroup(limit: int) -> MemoryCgroup:
     """A fresh memory cgroup limited to ``limit`` bytes (no swap); the caller removes it.
 
@@ -134,11 +142,7 @@ def make_memory_cgroup(limit: int) -> MemoryCgroup:
         (v2 / "cgroup.controllers").read_text().split()
         if (v2 / "cgroup.controllers").exists() else [])
     if v2 is not None and v2_memory:
-        cg = MemoryCgroup(v2 / name, 2)
-        try:
-            cg.path.mkdir()
-        except OSError as e:
-            raise CgroupUnavailable(f"cannot create a cgroup under {v2}: {e}") from e
+        cg = _new(v2 / name, 2)
         try:
             if not (cg.path / "memory.max").exists():
                 # The parent must delegate the controller. Fails (EBUSY) when the parent holds
@@ -152,11 +156,7 @@ def make_memory_cgroup(limit: int) -> MemoryCgroup:
             raise CgroupUnavailable(f"cannot limit memory in a child of {v2} (v2): {e}") from e
         return cg
     if v1 is not None:
-        cg = MemoryCgroup(v1 / name, 1)
-        try:
-            cg.path.mkdir()
-        except OSError as e:
-            raise CgroupUnavailable(f"cannot create a cgroup under {v1}: {e}") from e
+        cg = _new(v1 / name, 1)
         try:
             _write(cg.path / "memory.limit_in_bytes", str(limit))
             if (cg.path / "memory.memsw.limit_in_bytes").exists():  # no swapping past the limit

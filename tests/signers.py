@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from servers import cannot_start
+from servers import require
 from upstream import Upstream, git
 
 
@@ -25,12 +25,6 @@ def _run(*args: str, env: dict[str, str] | None = None, input: bytes | None = No
     return res.stdout.decode()
 
 
-def require(binary: str) -> str:
-    path = shutil.which(binary)
-    if path is None:
-        cannot_start(binary, "not installed (tests/system-deps.sh installs it)")
-    assert path is not None
-    return path
 
 
 class SshSigner:

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import cannot_start
 from gitsync_proc import run_once, running
+from servers import started
 from servers.sshd import Sshd, keygen
 from upstream import Upstream, git
 
@@ -164,11 +164,7 @@ def test_submodules_over_ssh_with_different_keys(
     servers, keys = [], []
     try:
         for i in range(3):
-            server = Sshd(tmp_path / f"sshd{i}")
-            try:
-                server.start()
-            except Exception as e:
-                cannot_start("sshd", repr(e))
+            server = started(Sshd(tmp_path / f"sshd{i}"), "sshd")
             servers.append(server)
             key = keygen(tmp_path / f"id_{i}", "ed25519")
             server.authorize(Path(f"{key}.pub"))

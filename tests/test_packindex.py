@@ -147,11 +147,11 @@ def test_delta_bomb_is_refused_before_it_is_built(store: Repo) -> None:
     import hashlib
     import zlib
 
-    from gitsync.packcopy import _encode_offset, _header
+    from gitsync import packformat
 
-    base = _header(3, 5) + zlib.compress(b"hello")
+    base = packformat.header(3, 5) + zlib.compress(b"hello")
     delta = _varint(5) + _varint(1 << 30) + b"\x01x"
-    bomb = _header(6, len(delta)) + _encode_offset(len(base)) + zlib.compress(delta)
+    bomb = packformat.header(6, len(delta)) + packformat.offset(len(base)) + zlib.compress(delta)
     body = b"PACK\0\0\0\2\0\0\0\2" + base + bomb
     with pytest.raises(packindex.PackError, match="would build a 1073741824-byte object"):
         _receive(store, body + hashlib.sha1(body).digest())

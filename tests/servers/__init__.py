@@ -7,10 +7,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from typing import Protocol, TypeVar
 
 import pytest
 
@@ -28,6 +32,43 @@ def cannot_start(what: str, why: str) -> None:
     if in_ci():
         pytest.fail(msg, pytrace=False)
     pytest.skip(msg)
+
+
+def require(binary: str, why: str = "not installed (tests/system-deps.sh installs it)",
+            path: str | None = None) -> str:
+    """The path of a tool the test needs; fails (CI) or skips (local) when it is missing."""
+    found = shutil.which(binary, path=path)
+    if found is None:
+        cannot_start(binary, why)
+    assert found is not None
+    return found
+
+
+class _Server(Protocol):
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+S = TypeVar("S", bound=_Server)
+
+
+def started(server: S, what: str) -> S:
+    """``server``, started; fails (CI) or skips (local) with the reason when it cannot start."""
+    try:
+        server.start()
+    except Exception as e:
+        cannot_start(what, repr(e))
+    return server
+
+
+@contextlib.contextmanager
+def serving(server: S, what: str) -> Iterator[S]:
+    """``server`` started for the duration of the block, then stopped."""
+    started(server, what)
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def stop_process(proc: subprocess.Popen[bytes] | None) -> None:

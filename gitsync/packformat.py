@@ -1,0 +1,60 @@
+"""The bytes of a pack entry's header, read and written in one place.
+
+A pack entry starts with its type and size (little-endian 7-bit groups) and, for an offset
+delta, the distance back to its base (big-endian groups, each but the last plus one). Copying
+entries (packcopy), indexing received packs (packindex) and streaming big blobs (worktree) all
+read these; a short buffer raises IndexError for the caller to name.
+"""
+
+from __future__ import annotations
+
+OFS_DELTA = 6
+REF_DELTA = 7
+HEADER_MAX = 32  # a type/size header and a delta base reference fit in this
+
+
+def read_header(buf: bytes, pos: int = 0) -> tuple[int, int, int]:
+    """(type, size, position after the type/size header)."""
+    c = buf[pos]
+    kind, size, shift = (c >> 4) & 7, c & 0x0F, 4
+    pos += 1
+    while c & 0x80:
+        c = buf[pos]
+        pos += 1
+        size |= (c & 0x7F) << shift
+        shift += 7
+    return kind, size, pos
+
+
+def read_offset(buf: bytes, pos: int) -> tuple[int, int]:
+    """(distance back to an offset delta's base, position after it)."""
+    c = buf[pos]
+    pos += 1
+    n = c & 0x7F
+    while c & 0x80:
+        c = buf[pos]
+        pos += 1
+        n = ((n + 1) << 7) | (c & 0x7F)
+    return n, pos
+
+
+def header(type_num: int, size: int) -> bytes:
+    out = bytearray()
+    byte = (type_num << 4) | (size & 0x0F)
+    size >>= 4
+    while size:
+        out.append(byte | 0x80)
+        byte = size & 0x7F
+        size >>= 7
+    out.append(byte)
+    return bytes(out)
+
+
+def offset(n: int) -> bytes:
+    out = [n & 0x7F]
+    n >>= 7
+    while n:
+        n -= 1
+        out.append(0x80 | (n & 0x7F))
+        n >>= 7
+    return bytes(reversed(out))
