@@ -9,12 +9,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gitsync import __version__, cli, files, hooks, log, pid1, publish, sparse
-from gitsync.config import OPTIONS, ConfigError, Notice, Settings
-from gitsync.lock import RootLock, RootLocked
+from gitsync.config import OPTIONS, Notice, Settings
+from gitsync.errors import ConfigError, RootLocked, UsageError
+from gitsync.lock import RootLock
 from gitsync.loop import Listener, Loop, Policy, run_forever
 from gitsync.remote import FULL_SHA, redact_url
 from gitsync.remote import from_settings as remote_from_settings
-from gitsync.server import BadBind, Server
+from gitsync.server import Server
 from gitsync.status import Health, Status
 from gitsync.store import Store
 from gitsync.sync import Syncer, Verifier
@@ -69,7 +70,7 @@ def _settings(args: list[str]) -> tuple[Settings, list[Notice]]:
         return cli.parse(args, os.environ)
     except ConfigError as e:
         files.write_config_error(_config_error_file(args), str(e))
-    except cli.UsageError:
+    except UsageError:
         pass
     return cli.run_cli(args, os.environ)  # reports the error the standard way and exits
 
@@ -77,7 +78,7 @@ def _settings(args: list[str]) -> tuple[Settings, list[Notice]]:
 def _config_error_file(args: list[str]) -> Path | None:
     try:
         given = cli.split_argv(args)[0]
-    except cli.UsageError:
+    except UsageError:
         return None
 
     def raw(name: str) -> str:
@@ -172,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             server = Server(settings.http_bind, status, serve_metrics=settings.http_metrics,
                             pprof=settings.http_pprof, trigger=_trigger(settings, loop))
-        except (OSError, BadBind) as e:
+        except (OSError, ConfigError) as e:
             logger.error("can't serve HTTP", bind=settings.http_bind, error=str(e))
             lock.release()
             return 1

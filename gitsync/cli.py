@@ -18,20 +18,17 @@ from gitsync.config import (
     FLAG_INDEX,
     OPTIONS,
     SHORT_INDEX,
-    ConfigError,
     Notice,
     OptionInfo,
     Settings,
-    UsageError,
     load_settings,
     parse_bool,
 )
+from gitsync.errors import ConfigError, UsageError
 
 __all__ = [
     "APPLIED_GIT_CONFIG_KEYS",
-    "ConfigError",
     "Notice",
-    "UsageError",
     "help_text",
     "main",
     "man_text",

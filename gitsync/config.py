@@ -29,15 +29,15 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from gitsync.errors import ConfigError
+
 __all__ = [
     "APPLIED_GIT_CONFIG_KEYS",
-    "ConfigError",
     "Credential",
     "GitsyncSource",
     "Notice",
     "Opt",
     "Settings",
-    "UsageError",
     "format_duration",
     "iter_options",
     "load_settings",
@@ -46,14 +46,6 @@ __all__ = [
     "parse_git_config",
     "parse_int",
 ]
-
-
-class ConfigError(Exception):
-    """Bad configuration value; ``str(e)`` is the single line shown to the user (exit 1)."""
-
-
-class UsageError(Exception):
-    """Unknown or malformed command-line flag (exit 2, like pflag)."""
 
 
 @dataclass(frozen=True)

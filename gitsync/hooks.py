@@ -29,15 +29,12 @@ from typing import Any, Protocol
 
 from gitsync import log, metrics
 from gitsync.config import Settings
+from gitsync.errors import HookFailed
 from gitsync.loop import Listener
 from gitsync.sync import Outcome
 from gitsync.worktree import worktree_path
 
 _OUTPUT_LOGGED = 4096  # bytes of a hook's stdout/stderr kept in a log line
-
-
-class HookFailed(Exception):
-    pass
 
 
 class Hook(Protocol):

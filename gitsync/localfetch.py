@@ -12,14 +12,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dulwich.errors import ObjectFormatException
 from dulwich.object_store import DiskObjectStore
 from dulwich.objects import Commit, ObjectID, Tag, Tree
 from dulwich.pack import write_pack_from_container
 from dulwich.repo import BaseRepo, Repo
 
 from gitsync import packcopy
-from gitsync.trees import UnsafeTree
+from gitsync.errors import CorruptObject, MissingObject, ProtocolError, UnsafeTree
 from gitsync.trees import read as read_tree
 
 _MODE_TREE = 0o040000
@@ -80,12 +79,17 @@ def missing_objects(source: BaseRepo, target: BaseRepo, wants: list[ObjectID],
 def fetch(path: str, target: BaseRepo, wants: list[ObjectID], depth: int | None,
           filter_spec: str = "") -> None:
     with Repo(path) as source:
+        named = ", ".join(w.decode() for w in wants)
         try:
             ids = missing_objects(source, target, wants, depth, filter_spec)
-        except (ObjectFormatException, UnsafeTree) as e:
+        except (CorruptObject, UnsafeTree) as e:
             # A malformed or oversized (hostile) tree: say which history holds it.
-            named = ", ".join(w.decode() for w in wants)
-            raise type(e)(f"{e} (in the history of {named})") from None
+            raise UnsafeTree(f"{e} (in the history of {named})") from None
+        except MissingObject as e:
+            raise ProtocolError(f"the repository lacks {e} (in the history of {named})") from None
+        except KeyError as e:
+            raise ProtocolError(f"the repository lacks object {_name(e)} "
+                                f"(in the history of {named})") from None
         if not ids:
             return
         if source.object_format.name != "sha1" or not isinstance(target.object_store, DiskObjectStore):
@@ -93,6 +97,11 @@ def fetch(path: str, target: BaseRepo, wants: list[ObjectID], depth: int | None,
             return
         packcopy.copy(source.object_store, Path(target.object_store.pack_dir), ids)
         target.object_store.close()  # its pack list is cached: the next lookup rescans
+
+
+def _name(e: KeyError) -> str:
+    key = e.args[0] if e.args else b"?"
+    return key.decode(errors="replace") if isinstance(key, bytes) else str(key)
 
 
 def _write_pack(source: BaseRepo, target: BaseRepo, ids: list[ObjectID]) -> None:

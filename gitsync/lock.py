@@ -10,11 +10,9 @@ import fcntl
 import os
 from pathlib import Path
 
+from gitsync.errors import RootLocked
+
 LOCK_NAME = ".gitsync.lock"
-
-
-class RootLocked(Exception):
-    """Another live process holds the root."""
 
 
 class RootLock:

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from gitsync import files, log
-from gitsync.sync import Outcome, Syncer, describe
-from gitsync.worktree import Cancelled
+from gitsync.errors import Cancelled, SyncTimeout, describe
+from gitsync.sync import Outcome, Syncer
 
 
 class Listener:
@@ -210,16 +210,13 @@ class Loop:
         files.clear_error(self.error_file)
 
     def _error(self, msg: str, error: str, **fields: Any) -> None:
-        self.log.error(msg, error=error, **fields)
+        # The file first: whoever reads the log line finds the file already written.
         files.write_error(self.error_file, msg, error, fields)
+        self.log.error(msg, error=error, **fields)
 
 
 class _Stopped(Exception):
-    pass
-
-
-class SyncTimeout(Exception):
-    pass
+    """Control flow, not an error: SIGTERM arrived while a sync was running."""
 
 
 def run_forever(loop: Loop, sync_signal: int | None, on_exit: Callable[[], None]) -> int:

@@ -24,6 +24,7 @@ from dulwich.objects import object_header
 from dulwich.pack import apply_delta, write_pack_index_v2
 
 from gitsync import packformat
+from gitsync.errors import PackError
 
 _BLOCK = 1 << 20  # bytes read from the pack at a time
 _STEP = 8 << 10  # most compressed bytes one zlib call is given
@@ -31,10 +32,6 @@ _TRAILER = 20
 # Deltas are resolved in memory. git's core.bigFileThreshold (512 MiB) keeps it from ever
 # deltifying a bigger object, so a delta claiming to build one is a bomb, not a file.
 _MAX_DELTA_RESULT = 512 << 20
-
-
-class PackError(Exception):
-    """The received pack is not a valid pack (truncated, corrupt, or missing a base)."""
 
 
 class _Reader:

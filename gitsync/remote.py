@@ -32,11 +32,19 @@ from dulwich.protocol import PEELED_TAG_SUFFIX
 from dulwich.refs import Ref
 
 from gitsync import localfetch, packindex
-from gitsync.auth import AuthError
 from gitsync.auth import context as auth_context
 from gitsync.auth.context import AuthContext
 from gitsync.auth.credentials import CredentialStore
-from gitsync.trees import UnsafeTree
+from gitsync.errors import (
+    AuthFailed,
+    FetchFailed,
+    GitsyncError,
+    ProtocolError,
+    RefNotFound,
+    RemoteError,
+    RepoNotFound,
+    Unreachable,
+)
 
 if TYPE_CHECKING:
     from gitsync.config import Settings
@@ -45,14 +53,6 @@ FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
 
 # git's ref_rev_parse_rules: the order in which `git fetch <name>` tries a short name.
 _REF_RULES = ("{}", "refs/{}", "refs/tags/{}", "refs/heads/{}", "refs/remotes/{}")
-
-
-class RemoteError(Exception):
-    """A failure talking to the remote; its text names the URL (never its secrets)."""
-
-
-class RefNotFound(RemoteError):
-    """The ref does not exist upstream (git's "couldn't find remote ref")."""
 
 
 def redact_url(url: str) -> str:
@@ -185,10 +185,7 @@ class Remote:
         """
         if not self._owns_auth:
             return
-        try:
-            self.auth.refresh()
-        except AuthError as e:
-            raise RemoteError(str(e)) from None
+        self.auth.refresh()
 
     def derive(self, url: str) -> Remote:
         """A remote for another URL (a submodule) sharing this one's settings and credentials;
@@ -236,32 +233,39 @@ class Remote:
                 return localfetch.fetch(str(path), target, want_ids, depth, filter_spec)
             return _receive(client, path, target, determine_wants, depth,
                             filter_spec.encode() if filter_spec else None)
-        except UnsafeTree:
-            raise  # a hostile repository, not a transport failure
+        except GitsyncError as e:
+            if isinstance(e, RemoteError):
+                self.reset()
+            raise  # already says what it is (a bad pack, a hostile tree, ...)
         except Exception as e:
             self.reset()
-            raise self._wrap(e) from None
+            raise self._wrap(e, os.fspath(target.controldir())) from None
 
-    def _wrap(self, e: Exception) -> RemoteError:
-        if isinstance(e, RemoteError):
+    def _wrap(self, e: Exception, store: str | None = None) -> GitsyncError:
+        """dulwich's and the network's exceptions as the project's (errors.py).
+
+        An error about a file of our own store (``store``) says nothing about the remote;
+        one nobody recognises may come from a damaged local pack read during the fetch:
+        both are FetchFailed, which has the store checked."""
+        if isinstance(e, GitsyncError):
             return e
         text = str(e) or type(e).__name__
-        if isinstance(e, AuthError):
-            return RemoteError(text)
         if isinstance(e, HTTPUnauthorized) or (
             isinstance(e, GitProtocolError) and "unexpected http resp 403" in text
         ):
             code = 401 if isinstance(e, HTTPUnauthorized) else 403
-            return RemoteError(f"authentication failed for '{self.display_url}' (HTTP {code})")
+            return AuthFailed(f"authentication failed for '{self.display_url}' (HTTP {code})")
         if isinstance(e, HTTPProxyUnauthorized):
-            return RemoteError(f"proxy authentication failed for '{self.display_url}' (HTTP 407)")
-        if isinstance(e, NotGitRepository | FileNotFoundError):
-            return RemoteError(f"repository not found: {self.display_url}")
-        if isinstance(e, HangupException | GitProtocolError):
-            return RemoteError(f"unable to access '{self.display_url}': {text}")
-        if isinstance(e, OSError):
-            return RemoteError(f"unable to access '{self.display_url}': {text}")
-        return RemoteError(f"fetch from '{self.display_url}' failed: {type(e).__name__}: {text}")
+            return AuthFailed(f"proxy authentication failed for '{self.display_url}' (HTTP 407)")
+        ours = (store is not None and isinstance(e, OSError) and e.filename is not None
+                and os.fsdecode(e.filename).startswith(store))
+        if isinstance(e, NotGitRepository | FileNotFoundError) and not ours:
+            return RepoNotFound(f"repository not found: {self.display_url}")
+        if isinstance(e, GitProtocolError) and not isinstance(e, HangupException):
+            return ProtocolError(f"unable to access '{self.display_url}': {text}")
+        if isinstance(e, HangupException | OSError) and not ours:
+            return Unreachable(f"unable to access '{self.display_url}': {text}")
+        return FetchFailed(f"fetch from '{self.display_url}' failed: {type(e).__name__}: {text}")
 
 
 def _receive(client: GitClient, path: str | bytes, target: Any,

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from gitsync import log, metrics
+from gitsync.errors import ConfigError
 from gitsync.status import Status
 from gitsync.trigger import MAX_BODY, Trigger
 
@@ -32,15 +33,11 @@ TRIGGER_PATH = "/api/v1/trigger"
 _DRAIN_LIMIT = 8 << 20  # bytes of an oversized trigger body read and dropped before the 413
 
 
-class BadBind(ValueError):
-    pass
-
-
 def parse_bind(value: str) -> tuple[str, int, socket.AddressFamily]:
     """``host:port``, ``:port`` (all interfaces) or ``[v6]:port``, as Go's net.Listen."""
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or int(port) > 65535:
-        raise BadBind(f"invalid --http-bind {value!r}: want host:port or :port")
+        raise ConfigError(f"invalid --http-bind {value!r}: want host:port or :port")
     if host.startswith("[") and host.endswith("]"):
         return host[1:-1], int(port), socket.AF_INET6
     return host, int(port), socket.AF_INET

@@ -13,9 +13,7 @@ from pathlib import Path
 
 from dulwich.sparse_patterns import match_sparse_patterns, parse_sparse_patterns
 
-
-class SparseError(Exception):
-    """The pattern file cannot be read."""
+from gitsync.errors import SparseError
 
 
 def cone_patterns(directories: Iterable[str]) -> list[str]:

@@ -22,6 +22,7 @@ from dulwich.refs import Ref
 from dulwich.repo import Repo
 
 from gitsync import packcopy
+from gitsync.errors import MissingObject, ProtocolError, Refused
 from gitsync.remote import Remote, Target
 from gitsync.trees import read as read_tree
 
@@ -34,10 +35,6 @@ _LOCK_NAMES = ("shallow.lock", "index.lock", "HEAD.lock", "config.lock", "packed
 KEEP_IN_ROOT = frozenset({".gitsync.lock", ".git-sync"})
 # Rewrite the store when it grows past this many packs, whatever its size.
 _MAX_PACKS = 24
-
-
-class StoreError(Exception):
-    """The local store cannot be used or repaired."""
 
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -304,11 +301,17 @@ class Store:
 
     def peel(self, sha: str) -> str:
         """Follow annotated tags down to the commit."""
-        obj = self.repo.object_store[ObjectID(sha.encode())]
-        while isinstance(obj, Tag):
-            obj = self.repo.object_store[obj.object[1]]
+        objects = self.repo.object_store
+        name = ObjectID(sha.encode())
+        try:
+            obj = objects[name]
+            while isinstance(obj, Tag):
+                name = obj.object[1]
+                obj = objects[name]
+        except KeyError:
+            raise MissingObject(f"object {name.decode()} (peeling {sha})") from None
         if not isinstance(obj, Commit):
-            raise StoreError(f"{sha} is a {obj.type_name.decode()}, not a commit")
+            raise Refused(f"{sha} is a {obj.type_name.decode()}, not a commit")
         return obj.id.decode()
 
     def _generations(self, commit: str, depth: int) -> Iterator[tuple[bytes, int, Commit | None]]:
@@ -367,7 +370,7 @@ class Store:
             if filter_spec:
                 self._mark_promisor(filter_spec, before)
             if not self.has(target.want):
-                raise StoreError(f"remote did not send {target.want} for {target.ref}")
+                raise ProtocolError(f"the server did not send {target.want} for {target.ref}")
             commit = self.peel(target.want)
             if not self.has_history(commit, depth) and depth == 0:
                 # The server judged our shallow boundary complete; ask for everything.
@@ -453,7 +456,7 @@ class Store:
                 continue
             try:
                 tree = read_tree(store, ObjectID(tid), b"")
-            except KeyError:
+            except MissingObject:
                 continue
             wanted[tid] = None
             for entry in tree.iteritems():

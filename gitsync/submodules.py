@@ -18,10 +18,10 @@ from dulwich.config import ConfigFile
 from dulwich.objects import Blob, Commit, ObjectID
 
 from gitsync import log
+from gitsync.errors import UnsafeTree
 from gitsync.gitindex import IndexEntry, read_index
 from gitsync.remote import Remote, Target
 from gitsync.store import Store
-from gitsync.trees import UnsafeTree
 from gitsync.trees import read as read_tree
 from gitsync.worktree import Checkout, Previous, write_checkout
 

@@ -17,16 +17,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dulwich.errors import ApplyDeltaError, ChecksumMismatch, ObjectFormatException
-
 from gitsync import log, publish
-from gitsync.remote import FULL_SHA, RefNotFound, Remote, Target, resolve
-from gitsync.store import Store, StoreError
+from gitsync.errors import Cancelled, GitsyncError, ObjectUnreadable, StoreDamage
+from gitsync.remote import FULL_SHA, Remote, Target, resolve
+from gitsync.store import Store
 from gitsync.submodules import Mode as SubmoduleMode
 from gitsync.submodules import Submodules
-from gitsync.trees import UnsafeTree
 from gitsync.worktree import (
-    Cancelled,
     Materializer,
     Sparse,
     prune_admin,
@@ -39,21 +36,6 @@ def _malloc_trim() -> None:
     """Give freed heap back to the OS (glibc keeps it otherwise, and RSS stays at the peak)."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
-def _is_store_damage(e: BaseException) -> bool:
-    """Errors that can only come from a broken local store (missing or corrupt objects)."""
-    if isinstance(e, FileNotFoundError):
-        return "/.git/" in str(e.filename or "")
-    return isinstance(e, StoreError | KeyError | ValueError | ChecksumMismatch
-                      | ObjectFormatException | ApplyDeltaError)
-
-
-def describe(e: BaseException) -> str:
-    """One line for an error, as logs and the error file show it."""
-    if isinstance(e, KeyError):
-        return f"object {e.args[0]!r} missing from the local store" if e.args else "missing object"
-    return str(e) or type(e).__name__
 
 
 # Checks a fetched target before it is published; raises to refuse it (see verify.py).
@@ -135,19 +117,24 @@ class Syncer:
         """One sync; when it failed because the local store is damaged, the store is replaced
         and the sync tried once more at once.
 
-        Repairing at the next attempt is not enough: with the default ``--max-failures=0`` the
-        process exits first, restarts on the same damaged store, and crash-loops.
+        Only an error whose class suspects the store (errors.py), or one nobody translated
+        (a defect: it could be anything), has the store checked, and only a failed check
+        replaces it: an outage or a refused commit never costs a checksum or a re-clone.
+        Repairing at the next attempt is not enough: with the default ``--max-failures=0``
+        the process exits first, restarts on the same damaged store, and crash-loops.
         """
         try:
             return self._run(first, cancel)
-        except (UnsafeTree, Cancelled, RefNotFound):
-            raise
         except Exception as e:
-            if cancel.is_set():
+            suspect = not isinstance(e, GitsyncError) or e.suspects_store
+            if cancel.is_set() or not suspect:
                 raise
-            # A damaged pack can surface as a fetch error: ask the store, not the error.
-            damage = self.store.damage() or (describe(e) if _is_store_damage(e) else None)
+            damage = self.store.damage()
+            if damage is None and isinstance(e, StoreDamage):
+                damage = str(e)
             if damage is None:
+                if isinstance(e, ObjectUnreadable):
+                    raise e.acquitted() from None
                 raise
         self.log.info("local store is damaged, re-initializing it", reason=damage)
         self.release()

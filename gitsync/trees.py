@@ -14,13 +14,11 @@ from dulwich.errors import ObjectFormatException
 from dulwich.object_store import BaseObjectStore
 from dulwich.objects import ObjectID, Tree, object_class
 
+from gitsync.errors import CorruptObject, MissingObject, UnsafeTree
+
 MAX_ENTRIES = 100_000
 # The shortest entry: mode "40000", a space, a one-byte name, NUL, a 20-byte SHA.
 _SHORTEST_ENTRY = 28
-
-
-class UnsafeTree(Exception):
-    """The commit holds a path or a tree gitsync refuses to write."""
 
 
 def show_path(path: bytes, limit: int = 300) -> str:
@@ -52,7 +50,7 @@ def _raw(objects: BaseObjectStore, sha: ObjectID) -> tuple[int, bytes, int]:
         except FileNotFoundError:
             pass
         except zlib.error as e:
-            raise ObjectFormatException(f"loose object {sha.decode()} is corrupt: {e}") from None
+            raise CorruptObject(f"loose object {sha.decode()} is corrupt: {e}") from None
         else:
             end = data.find(b"\0", 0, 64)
             cls = object_class(data[:end].partition(b" ")[0])
@@ -62,15 +60,24 @@ def _raw(objects: BaseObjectStore, sha: ObjectID) -> tuple[int, bytes, int]:
 
 
 def read(objects: BaseObjectStore, sha: ObjectID, path: bytes) -> Tree:
-    """The tree ``sha`` found at ``path`` (b"" for a commit's root); KeyError when missing."""
-    kind, data, start = _raw(objects, sha)
+    """The tree ``sha`` found at ``path`` (b"" for a commit's root).
+
+    MissingObject when it is not there, CorruptObject when its bytes do not parse: whether
+    the store or the server is to blame is the syncer's question (errors.py)."""
     where = show_path(path or b"/")
+    try:
+        kind, data, start = _raw(objects, sha)
+    except KeyError:
+        raise MissingObject(f"tree {sha.decode()} at {where}") from None
     if kind != Tree.type_num:
         raise UnsafeTree(f"{sha.decode()} at {where} is not a tree")
     size = len(data) - start
     if size >= _SHORTEST_ENTRY * MAX_ENTRIES and (n := _entry_count(data, start)) > MAX_ENTRIES:
         raise UnsafeTree(f"tree {where} has {n} entries, more than the "
                          f"{MAX_ENTRIES} gitsync accepts in one directory")
-    tree = Tree.from_raw_string(Tree.type_num, data[start:] if start else data, sha)
+    try:
+        tree = Tree.from_raw_string(Tree.type_num, data[start:] if start else data, sha)
+    except ObjectFormatException as e:
+        raise CorruptObject(f"tree {sha.decode()} at {where} is malformed: {e}") from None
     assert isinstance(tree, Tree)
     return tree

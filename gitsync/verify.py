@@ -35,9 +35,9 @@ from dulwich.objects import (
 from prometheus_client import Counter
 
 from gitsync import log, metrics
-from gitsync.config import ConfigError
-from gitsync.signatures import SignatureError, openpgp, sshsig
-from gitsync.signatures.keyring import Keyring, KeyringError, load
+from gitsync.errors import ConfigError, KeyringError, MissingObject, SignatureError, VerifyError
+from gitsync.signatures import openpgp, sshsig
+from gitsync.signatures.keyring import Keyring, load
 
 if TYPE_CHECKING:
     from gitsync.config import Settings
@@ -84,14 +84,10 @@ LAST_RESULT: Result | None = None
 on_result: Callable[[Result], None] | None = None
 
 
-class VerifyError(Exception):
-    """A commit or tag refused; ``str(e)`` names it, the signature kind and the key."""
-
-    def __init__(self, reason: str, check: Check | None = None) -> None:
-        self.check = check
-        if check is not None:
-            reason = f"{check.subject}: {reason} (signature: {check.kind}, key: {check.key or 'none'})"
-        super().__init__(reason)
+def _refused(reason: str, check: Check) -> VerifyError:
+    """A refusal naming the commit or tag, the signature kind and the key."""
+    return VerifyError(f"{check.subject}: {reason} (signature: {check.kind}, "
+                       f"key: {check.key or 'none'})", check)
 
 
 def signature_kind(signature: bytes | None) -> Kind:
@@ -118,21 +114,21 @@ def check_signature(obj: Commit | Tag, ring: Keyring, now: float) -> Check:
         check = Check("tag", obj.id.decode(), signature_kind(signature), name=obj.name.decode())
     payload = obj.raw_without_sig()
     if signature is None:
-        raise VerifyError("not signed", check)
+        raise _refused("not signed", check)
     if check.kind == "openpgp":
         check = replace(check, key=openpgp.issuer(signature))
         if not ring.certs:
-            raise VerifyError("no OpenPGP key is trusted", check)
+            raise _refused("no OpenPGP key is trusted", check)
         try:
             fingerprint = openpgp.verify(payload, signature, ring.certs)
         except SignatureError as e:
-            raise VerifyError(str(e), check) from e
+            raise _refused(str(e), check) from e
         return replace(check, key=fingerprint)
     if check.kind == "ssh":
         return _check_ssh(check, payload, signature, ring, ((signed_at, "at signing time"), (now, "now")))
     if check.kind == "x509":
-        raise VerifyError("X.509 signatures are not supported", check)
-    raise VerifyError("unrecognised signature format", check)
+        raise _refused("X.509 signatures are not supported", check)
+    raise _refused("unrecognised signature format", check)
 
 
 def _check_ssh(check: Check, payload: bytes, signature: bytes, ring: Keyring,
@@ -140,11 +136,11 @@ def _check_ssh(check: Check, payload: bytes, signature: bytes, ring: Keyring,
     try:
         sig = sshsig.parse(signature)
     except SignatureError as e:
-        raise VerifyError(str(e), check) from e
+        raise _refused(str(e), check) from e
     check = replace(check, key=sig.key.fingerprint)
     signers = [s for s in ring.ssh if s.key.blob == sig.key.blob]
     if not signers:
-        raise VerifyError("SSH key not trusted", check)
+        raise _refused("SSH key not trusted", check)
     refusals: list[str] = []
     for signer in signers:
         why = next((f"{r} ({label})" for at, label in times
@@ -153,10 +149,10 @@ def _check_ssh(check: Check, payload: bytes, signature: bytes, ring: Keyring,
             try:
                 sshsig.verify(sig, payload)
             except SignatureError as e:
-                raise VerifyError(str(e), check) from e
+                raise _refused(str(e), check) from e
             return replace(check, principals=signer.principals)
         refusals.append(why)
-    raise VerifyError(refusals[0], check)
+    raise _refused(refusals[0], check)
 
 
 class Verifier:
@@ -183,7 +179,7 @@ class Verifier:
                     raise VerifyError(f"{commit} is not a commit")
                 checks.append(check_signature(obj, ring, now))
         except VerifyError as e:
-            failed = (e.check,) if e.check is not None else ()
+            failed = (e.check,) if isinstance(e.check, Check) else ()
             _record(Result("error", self.mode, (*checks, *failed), str(e)))
             raise
         for check in checks:
@@ -200,14 +196,14 @@ def _lookup(store: Store, sha: str) -> ShaFile:
     try:
         return store.repo.object_store[ObjectID(sha.encode())]
     except KeyError as e:
-        raise VerifyError(f"{sha} is not in the store") from e
+        raise MissingObject(f"object {sha} (to verify its signature)") from e
 
 
 def _annotated_tag(store: Store, target: Target, commit: str, mode: str) -> Tag:
     """The tag object the ref names; a branch, a bare commit or a lightweight tag is refused."""
     obj = None if target.want == commit else _lookup(store, target.want)
     if not isinstance(obj, Tag):
-        raise VerifyError(
+        raise _refused(
             f"ref {target.ref} ({target.refname} -> {target.want}) is not an annotated tag; "
             f"--verify-mode={mode} needs a signed annotated tag",
             Check("tag", target.want, "none", name=target.ref)

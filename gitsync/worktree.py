@@ -33,10 +33,18 @@ from dulwich.pack import Pack
 
 from gitsync import packformat
 from gitsync.attributes import Attributes
+from gitsync.errors import (
+    Cancelled,
+    CorruptObject,
+    LocalError,
+    MissingObject,
+    ObjectUnreadable,
+    UnsafeTree,
+)
 from gitsync.gitindex import IndexEntry, read_index, write_index
 from gitsync.store import Store, rmtree
-from gitsync.trees import UnsafeTree, show_path
 from gitsync.trees import read as read_tree
+from gitsync.trees import show_path
 
 MAX_TREE_DEPTH = 4096
 _CHECK_CANCEL_EVERY = 256
@@ -52,10 +60,6 @@ _IGNORABLE = dict.fromkeys(
     [0x200C, 0x200D, 0x200E, 0x200F, 0x202A, 0x202B, 0x202C, 0x202D, 0x202E,
      0x206A, 0x206B, 0x206C, 0x206D, 0x206E, 0x206F, 0xFEFF]
 )
-
-
-class Cancelled(Exception):
-    """The sync was abandoned (timeout or shutdown) while writing."""
 
 
 def worktrees_dir(root: Path) -> Path:
@@ -162,7 +166,10 @@ def write_checkout(co: Checkout, cancel: threading.Event, *, top: str, previous_
                    sparse: Sparse | None = None, submodules: SubmoduleWriter | None = None,
                    fetcher: Fetcher | None = None,
                    trees: dict[bytes, bytes] | None = None) -> list[IndexEntry]:
-    """Write ``co.commit`` into ``co.dest`` with its git admin files; return its index."""
+    """Write ``co.commit`` into ``co.dest`` with its git admin files; return its index.
+
+    dulwich's and the disk's exceptions become the project's here (errors.py): a missing
+    object, an unreadable store file, or a write the disk refused."""
     try:
         obj = co.store.repo.object_store[ObjectID(co.commit.encode())]
         if not isinstance(obj, Commit):
@@ -176,11 +183,20 @@ def write_checkout(co: Checkout, cancel: threading.Event, *, top: str, previous_
         gitlinks = [e for e in entries if e.mode == _MODE_GITLINK and not e.skip_worktree]
         if submodules is not None and gitlinks:
             submodules.populate(co, gitlinks, top, previous_top, cancel)
-    except UnsafeTree as e:
+    except (UnsafeTree, ObjectUnreadable) as e:
         # The operator must learn which commit was refused (a submodule's names its own).
         if co.commit in str(e):
             raise
-        raise UnsafeTree(f"commit {co.commit}: {e}") from None
+        raise type(e)(f"commit {co.commit}: {e.message}", hint=e.hint) from None
+    except KeyError as e:  # dulwich's way of saying an object is not in the store
+        sha = e.args[0].decode(errors="replace") if e.args and isinstance(e.args[0], bytes) else "?"
+        raise MissingObject(f"object {sha} of commit {co.commit}") from None
+    except OSError as e:
+        where = os.fsdecode(e.filename) if e.filename is not None else ""
+        if where.startswith(os.fspath(co.store.gitdir / "objects")):
+            raise ObjectUnreadable(f"can't read {where}: {e.strerror or e}") from None
+        raise LocalError(f"can't write the worktree of commit {co.commit}: "
+                         f"{e.strerror or e}{': ' + where if where else ''}") from None
     return entries
 
 
@@ -245,6 +261,13 @@ class Materializer:
 
     def build(self, commit: str, previous: str | None, cancel: threading.Event) -> Path:
         """Write ``commit`` into ``.worktrees/<commit>``; reuse ``previous`` where possible."""
+        try:
+            return self._build(commit, previous, cancel)
+        except OSError as e:  # around the checkout: the temporary directory, the rename
+            raise LocalError(f"can't write the worktree of commit {commit}: {e.strerror or e}"
+                             f"{': ' + os.fsdecode(e.filename) if e.filename else ''}") from None
+
+    def _build(self, commit: str, previous: str | None, cancel: threading.Event) -> Path:
         final = worktree_path(self.root, commit)
         worktrees_dir(self.root).mkdir(parents=True, exist_ok=True)
         tmp = worktrees_dir(self.root) / f".tmp-{commit}-{os.getpid()}"
@@ -392,7 +415,7 @@ class _Writer:
     def _tree(self, sha: bytes, prefix: bytes) -> Tree:
         try:
             return read_tree(self.objects, ObjectID(sha), prefix)
-        except KeyError:
+        except MissingObject:
             if self.fetcher is None:
                 raise
             self.fetcher([sha])
@@ -563,7 +586,7 @@ class _Writer:
             while not inflate.eof:
                 chunk = os.pread(src, _STREAM_CHUNK, offset)
                 if not chunk:
-                    raise ValueError(f"pack ends inside blob {sha.decode()}")
+                    raise CorruptObject(f"pack ends inside blob {sha.decode()}")
                 offset += len(chunk)
                 # Small input steps bound each step's output (deflate packs at most ~1,000:1,
                 # so 8 KiB of a file of zeros is 8 MB). zlib's max_length would too, but its
@@ -579,7 +602,7 @@ class _Writer:
                     if inflate.eof:
                         break
             if written != size or digest.hexdigest().encode() != sha:
-                raise ValueError(f"blob {sha.decode()} is damaged in the store")
+                raise CorruptObject(f"blob {sha.decode()} is damaged in the store")
             return os.fstat(fd)
         finally:
             os.close(fd)

@@ -19,7 +19,8 @@ from upstream import Upstream
 from gitsync import cli
 from gitsync.auth.http import CookieFile, proxy_for
 from gitsync.auth.ssh import ParamikoVendor, read_known_hosts
-from gitsync.remote import Remote, RemoteError, from_settings, git_config
+from gitsync.errors import RemoteError
+from gitsync.remote import Remote, from_settings, git_config
 
 pytestmark = pytest.mark.timeout(30)
 

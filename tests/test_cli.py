@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 
 from gitsync import __version__
 from gitsync.cli import help_text, man_text, parse, run_cli, split_argv
-from gitsync.config import KNOWN_ENV, OPTIONS, ConfigError, Notice, UsageError
+from gitsync.config import KNOWN_ENV, OPTIONS, Notice
 from gitsync.docs import END, START, settings_table_markdown, update_readme
+from gitsync.errors import ConfigError, UsageError
 
 ENV = {"GITSYNC_REPO": "https://example.com/org/repo", "GITSYNC_ROOT": "/tmp/gitsync-root"}
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -21,7 +21,8 @@ from signers import GpgSigner, SshSigner, sign_with, tamper
 from upstream import Upstream
 
 from gitsync import metrics, verify
-from gitsync.config import ConfigError, load_settings
+from gitsync.config import load_settings
+from gitsync.errors import ConfigError
 from gitsync.remote import Target
 from gitsync.signatures import KeyFormatError, SignatureError, allowed_signers, openpgp, sshsig
 from gitsync.signatures.keyring import KeyringError, load

@@ -5,8 +5,8 @@ import subprocess
 
 import pytest
 
+from gitsync.errors import UnsafeTree
 from gitsync.gitindex import IndexEntry, read_index, write_index
-from gitsync.trees import UnsafeTree
 from gitsync.worktree import check_name
 
 

@@ -7,7 +7,3 @@ read, so it cannot reach a log line, the error file or an exception text.
 """
 
 from __future__ import annotations
-
-
-class AuthError(Exception):
-    """Credentials could not be obtained or were refused; the text names no secret."""

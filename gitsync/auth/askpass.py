@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import urllib3
 
 from gitsync import metrics
-from gitsync.auth import AuthError
 from gitsync.auth.credentials import Secret
+from gitsync.errors import AuthFailed
 from gitsync.log import REDACTOR
 
 TIMEOUT = 1.0
@@ -41,7 +41,7 @@ class AskpassSource:
     def read(self) -> Secret:
         try:
             secret = self._ask()
-        except AuthError:
+        except AuthFailed:
             metrics.askpass_call(False)
             raise
         metrics.askpass_call(True)
@@ -52,11 +52,11 @@ class AskpassSource:
             resp = self.http.request("GET", self.askpass_url, timeout=TIMEOUT, redirect=False,
                                      retries=False)
         except urllib3.exceptions.HTTPError as e:
-            raise AuthError(f"askpass URL {self.askpass_url} failed: {e}") from None
+            raise AuthFailed(f"askpass URL {self.askpass_url} failed: {e}") from None
         body = resp.data.decode("utf-8", "replace")
         if resp.status != 200:
             # The body is shown (git-sync does too) but never a password it may contain.
             parse(body)
-            raise AuthError(f"askpass URL {self.askpass_url} answered {resp.status}: "
+            raise AuthFailed(f"askpass URL {self.askpass_url} answered {resp.status}: "
                             f"{body.strip()[:200]}")
         return parse(body)

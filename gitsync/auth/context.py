@@ -44,7 +44,7 @@ class AuthContext:
     def refresh(self) -> None:
         """Before each sync: re-read password files, askpass, tokens and cookies.
 
-        Raises AuthError, which fails the sync (and is retried at the next one).
+        Raises AuthFailed, which fails the sync (and is retried at the next one).
         """
         self.credentials.refresh()
         if self.cookies is not None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from gitsync.auth import AuthError
+from gitsync.errors import AuthFailed
 from gitsync.log import REDACTOR
 
 
@@ -68,7 +68,7 @@ class FileSource:
         try:
             raw = Path(self.path).read_bytes()
         except OSError as e:
-            raise AuthError(f"credential refresh failed: can't read password file {self.path}: "
+            raise AuthFailed(f"credential refresh failed: can't read password file {self.path}: "
                             f"{e.strerror or e}") from None
         password = raw.decode("utf-8", "surrogateescape")
         REDACTOR.add(password)

@@ -22,8 +22,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from gitsync import metrics
-from gitsync.auth import AuthError
 from gitsync.auth.credentials import Secret
+from gitsync.errors import AuthFailed
 from gitsync.log import REDACTOR
 
 MARGIN = 30.0  # seconds before expiry at which a new token is minted
@@ -39,9 +39,9 @@ def jwt(private_key_pem: str, issuer: str, now: float) -> str:
     try:
         key = serialization.load_pem_private_key(private_key_pem.encode(), password=None)
     except (ValueError, TypeError) as e:
-        raise AuthError(f"GitHub App private key is not a usable PEM key: {e}") from None
+        raise AuthFailed(f"GitHub App private key is not a usable PEM key: {e}") from None
     if not isinstance(key, rsa.RSAPrivateKey):
-        raise AuthError("GitHub App private key is not an RSA key")
+        raise AuthFailed("GitHub App private key is not an RSA key")
     header = _b64(json.dumps({"alg": "RS256", "typ": "JWT"}).encode())
     claims = _b64(json.dumps({"iat": int(now) - 60, "exp": int(now) + 540, "iss": issuer}).encode())
     signing_input = f"{header}.{claims}".encode()
@@ -70,7 +70,7 @@ class GitHubAppSource:
         if not self._token or self.clock() >= self._expires - MARGIN:
             try:
                 self._token, self._expires = self._mint()
-            except AuthError:
+            except AuthFailed:
                 metrics.github_app_refresh(False)
                 raise
             metrics.github_app_refresh(True)
@@ -82,7 +82,7 @@ class GitHubAppSource:
         try:
             pem = Path(self.private_key_file).read_text()
         except (OSError, UnicodeDecodeError) as e:
-            raise AuthError(f"can't read GitHub App private key file {self.private_key_file}: {e}"
+            raise AuthFailed(f"can't read GitHub App private key file {self.private_key_file}: {e}"
                             ) from None
         REDACTOR.add_key_material(pem)
         return pem
@@ -97,15 +97,15 @@ class GitHubAppSource:
         try:
             resp = self.http.request("POST", url, headers=headers, redirect=False)
         except urllib3.exceptions.HTTPError as e:
-            raise AuthError(f"GitHub App token request to {url} failed: {e}") from None
+            raise AuthFailed(f"GitHub App token request to {url} failed: {e}") from None
         if resp.status != 201:
             body = resp.data.decode("utf-8", "replace").strip()[:200]
-            raise AuthError(f"GitHub App token request to {url} answered {resp.status}: {body}")
+            raise AuthFailed(f"GitHub App token request to {url} answered {resp.status}: {body}")
         try:
             doc = json.loads(resp.data)
             token = str(doc["token"])
             expires = datetime.fromisoformat(str(doc["expires_at"]).replace("Z", "+00:00"))
         except (ValueError, KeyError, TypeError) as e:
-            raise AuthError(f"GitHub App token answer from {url} is malformed: {e!r}") from None
+            raise AuthFailed(f"GitHub App token answer from {url} is malformed: {e!r}") from None
         REDACTOR.add(token)
         return token, expires.timestamp()

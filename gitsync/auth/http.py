@@ -31,8 +31,8 @@ from dulwich.config import Config
 from urllib3.response import BaseHTTPResponse
 
 from gitsync import log
-from gitsync.auth import AuthError
 from gitsync.auth.credentials import Secret
+from gitsync.errors import AuthFailed
 from gitsync.log import REDACTOR
 
 Lookup = Callable[[str], Secret | None]
@@ -175,7 +175,7 @@ class CookieFile:
         try:
             text = Path(self.path).read_text()
         except (OSError, UnicodeDecodeError) as e:
-            raise AuthError(f"can't read cookie file {self.path}: {e}") from None
+            raise AuthFailed(f"can't read cookie file {self.path}: {e}") from None
         cookies = []
         for line in text.splitlines():
             line = line.removeprefix("#HttpOnly_")

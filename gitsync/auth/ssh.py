@@ -30,7 +30,7 @@ from dulwich.client import SSHVendor
 from dulwich.protocol import DEFAULT_GIT_PROTOCOL_VERSION_FETCH
 
 from gitsync import log
-from gitsync.auth import AuthError
+from gitsync.errors import AuthFailed, HostKeyError
 from gitsync.log import REDACTOR
 
 # known_hosts key type → host key algorithms paramiko may negotiate for it.
@@ -41,10 +41,6 @@ _ALGORITHMS = {
     "ecdsa-sha2-nistp384": ("ecdsa-sha2-nistp384",),
     "ecdsa-sha2-nistp521": ("ecdsa-sha2-nistp521",),
 }
-
-
-class HostKeyError(AuthError):
-    """The server's host key is unknown or does not match known_hosts."""
 
 
 def host_pattern_name(host: str, port: int | None) -> str:
@@ -195,7 +191,7 @@ class ParamikoVendor(SSHVendor):
         try:
             sock = socket.create_connection((host, port or 22), timeout=self.timeout)
         except OSError as e:
-            raise AuthError(f"ssh: can't connect to {host_pattern_name(host, port)}: {e}"
+            raise AuthFailed(f"ssh: can't connect to {host_pattern_name(host, port)}: {e}"
                             ) from None
         transport = paramiko.Transport(sock)
         transport.banner_timeout = transport.auth_timeout = self.timeout
@@ -211,7 +207,7 @@ class ParamikoVendor(SSHVendor):
             channel.exec_command(command.decode("utf-8", "surrogateescape"))
         except paramiko.SSHException as e:
             transport.close()
-            raise AuthError(f"ssh: {host_pattern_name(host, port)}: {e}") from None
+            raise AuthFailed(f"ssh: {host_pattern_name(host, port)}: {e}") from None
         except BaseException:
             transport.close()
             raise
@@ -266,7 +262,7 @@ class ParamikoVendor(SSHVendor):
                 log.get().info("ssh authenticated", v=2, host=host_pattern_name(host, port),
                                user=user, key_file=path)
                 return
-        raise AuthError(f"ssh: authentication failed for {user}@{host_pattern_name(host, port)} "
+        raise AuthFailed(f"ssh: authentication failed for {user}@{host_pattern_name(host, port)} "
                         f"({'; '.join(problems) or 'no --ssh-key-file given'})")
 
     def _check_mode(self, path: str) -> None:

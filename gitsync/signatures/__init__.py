@@ -8,10 +8,6 @@ dependency for it would only wrap the same calls. :mod:`.keyring` reads the trus
 
 from __future__ import annotations
 
+from gitsync.errors import KeyFormatError, SignatureError
 
-class SignatureError(Exception):
-    """A signature that cannot be parsed or does not verify; ``str(e)`` is one line."""
-
-
-class KeyFormatError(Exception):
-    """Key material that cannot be used; ``str(e)`` is one line (the caller adds the file)."""
+__all__ = ["KeyFormatError", "SignatureError"]

@@ -13,16 +13,13 @@ from pathlib import Path
 
 import pysequoia
 
-from gitsync.signatures import KeyFormatError, openpgp
+from gitsync.errors import KeyFormatError, KeyringError
+from gitsync.signatures import openpgp
 from gitsync.signatures.allowed_signers import Signer
 from gitsync.signatures.allowed_signers import parse as parse_allowed_signers
 from gitsync.signatures.sshkeys import parse_authorized_keys
 
 ALLOWED_SIGNERS = "allowed_signers"
-
-
-class KeyringError(Exception):
-    """The keys directory or one of its files cannot be used; ``str(e)`` names it."""
 
 
 @dataclass
