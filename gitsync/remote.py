@@ -294,7 +294,10 @@ def _receive(client: GitClient, path: str | bytes, target: Any,
             store.close()  # its pack list is cached: the next lookup rescans
     finally:
         Path(name).unlink(missing_ok=True)
-    target.update_shallow(result.new_shallow, result.new_unshallow)
+    # Only commits the server actually sent can be shallow here: a line naming any other
+    # would make git believe in history that is not in the store.
+    shallow = {sha for sha in result.new_shallow or () if sha in store}
+    target.update_shallow(shallow, result.new_unshallow)
     return result
 
 

@@ -183,14 +183,18 @@ def write_checkout(co: Checkout, cancel: threading.Event, *, top: str, previous_
         gitlinks = [e for e in entries if e.mode == _MODE_GITLINK and not e.skip_worktree]
         if submodules is not None and gitlinks:
             submodules.populate(co, gitlinks, top, previous_top, cancel)
-    except (UnsafeTree, ObjectUnreadable) as e:
+    except UnsafeTree as e:
         # The operator must learn which commit was refused (a submodule's names its own).
         if co.commit in str(e):
             raise
-        raise type(e)(f"commit {co.commit}: {e.message}", hint=e.hint) from None
+        raise UnsafeTree(f"commit {co.commit}: {e.message}", hint=e.hint) from None
+    except ObjectUnreadable as e:
+        if co.commit in str(e):
+            raise
+        raise type(e)(f"{e.message} in commit {co.commit}", hint=e.hint) from None
     except KeyError as e:  # dulwich's way of saying an object is not in the store
         sha = e.args[0].decode(errors="replace") if e.args and isinstance(e.args[0], bytes) else "?"
-        raise MissingObject(f"object {sha} of commit {co.commit}") from None
+        raise MissingObject(f"object {sha} in commit {co.commit}") from None
     except OSError as e:
         where = os.fsdecode(e.filename) if e.filename is not None else ""
         if where.startswith(os.fspath(co.store.gitdir / "objects")):

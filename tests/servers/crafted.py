@@ -1,0 +1,184 @@
+"""A small malicious smart-HTTP git server: it speaks protocol v0 well enough for a real client,
+but sends whatever a test tells it to.
+
+The advertisement lists the refs given; an upload-pack request is answered with the shallow
+lines and the pack bytes the test's callables return for it (packs are made by the real
+``git pack-objects`` from an object list, so "a commit without its tree" is a pack that simply
+leaves the tree out). Behaviours for the hostile cases: ``drip`` sends the upload-pack answer
+one byte at a time, ``endless_refs`` streams an advertisement that never ends, ``content_type``
+replaces the advertisement's (a dumb or non-git server).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import subprocess
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+_GIT = shutil.which("git") or "/usr/bin/git"
+CAPS = (b"multi_ack_detailed side-band-64k thin-pack ofs-delta shallow no-progress "
+        b"include-tag allow-tip-sha1-in-want allow-reachable-sha1-in-want agent=git/crafted")
+
+
+def pkt(data: bytes) -> bytes:
+    return b"%04x" % (len(data) + 4) + data
+
+
+FLUSH = b"0000"
+
+
+@dataclass
+class Request:
+    """An upload-pack request as the client sent it."""
+
+    wants: list[str] = field(default_factory=list)
+    haves: list[str] = field(default_factory=list)
+    shallow: list[str] = field(default_factory=list)
+    deepen: int | None = None
+
+
+def parse_request(body: bytes) -> Request:
+    req = Request()
+    pos = 0
+    while pos + 4 <= len(body):
+        size = int(body[pos:pos + 4], 16)
+        if size == 0:
+            pos += 4
+            continue
+        line = body[pos + 4:pos + size].rstrip(b"\n")
+        pos += size
+        word, _, rest = line.partition(b" ")
+        arg = rest.split(b"\0")[0].split(b" ")[0].decode()
+        if word == b"want":
+            req.wants.append(arg)
+        elif word == b"have":
+            req.haves.append(arg)
+        elif word == b"shallow":
+            req.shallow.append(arg)
+        elif word == b"deepen":
+            req.deepen = int(arg)
+    return req
+
+
+def pack_of(repo: Path, objects: Sequence[str]) -> bytes:
+    """A pack of exactly ``objects`` (no walking), made by git from the bare ``repo``."""
+    return subprocess.run(
+        [_GIT, "-C", str(repo), "pack-objects", "--stdout", "-q"],
+        input="".join(f"{o}\n" for o in objects).encode(), capture_output=True, check=True,
+        timeout=120,
+    ).stdout
+
+
+class CraftedServer:
+    """Serves one repository path, ``/repo.git``, on 127.0.0.1 (see the module docstring)."""
+
+    def __init__(self, refs: dict[str, str], *, head: str = "refs/heads/main",
+                 pack: Callable[[Request], bytes] = lambda _r: b"",
+                 shallow: Callable[[Request], list[str]] = lambda _r: []) -> None:
+        self.refs = refs
+        self.head = head
+        self.pack = pack
+        self.shallow = shallow
+        self.drip: float | None = None  # seconds between bytes of the upload-pack answer
+        self.endless_refs = False
+        self.content_type = "application/x-git-upload-pack-advertisement"
+        self.requests: list[Request] = []
+        self.bytes_sent = 0
+        self._stop = threading.Event()
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        assert self._httpd is not None
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}/repo.git"
+
+    def advertisement(self) -> bytes:
+        out = pkt(b"# service=git-upload-pack\n") + FLUSH
+        lines = [(self.refs[self.head], "HEAD")] if self.head in self.refs else []
+        lines += [(sha, name) for name, sha in sorted(self.refs.items())]
+        for i, (sha, name) in enumerate(lines):
+            extra = b"\0" + CAPS + (b" symref=HEAD:" + self.head.encode() if self.head else b"")
+            out += pkt(f"{sha} {name}".encode() + (extra if i == 0 else b"") + b"\n")
+        return out + FLUSH
+
+    def answer(self, req: Request) -> bytes:
+        out = b""
+        if req.deepen is not None or req.shallow:
+            out += b"".join(pkt(f"shallow {s}\n".encode()) for s in self.shallow(req)) + FLUSH
+        out += pkt(b"NAK\n")
+        data = self.pack(req)
+        for at in range(0, len(data), 65515):
+            out += pkt(b"\x01" + data[at:at + 65515])
+        return out + FLUSH
+
+    def start(self) -> None:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _send(self, body: bytes, content_type: str) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Cache-Control", "no-cache")
+                if server.drip is None:
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    server.bytes_sent += len(body)
+                    return
+                self.send_header("Connection", "close")
+                self.end_headers()
+                for i in range(len(body)):
+                    if server._stop.wait(server.drip):
+                        return
+                    self.wfile.write(body[i:i + 1])
+                    self.wfile.flush()
+                    server.bytes_sent += 1
+
+            def do_GET(self) -> None:
+                if not self.path.startswith("/repo.git/info/refs"):
+                    self.send_error(404)
+                    return
+                if server.endless_refs:
+                    self.send_response(200)
+                    self.send_header("Content-Type", server.content_type)
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    self.wfile.write(pkt(b"# service=git-upload-pack\n") + FLUSH)
+                    filler = pkt(b"0" * 40 + b" refs/heads/" + b"x" * 900 + b"\n")
+                    with contextlib.suppress(OSError):
+                        while not server._stop.is_set():
+                            self.wfile.write(filler * 64)
+                    return
+                self._send(server.advertisement(), server.content_type)
+
+            def do_POST(self) -> None:
+                if self.path != "/repo.git/git-upload-pack":
+                    self.send_error(404)
+                    return
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                req = parse_request(body)
+                server.requests.append(req)
+                with contextlib.suppress(OSError):
+                    self._send(server.answer(req), "application/x-git-upload-pack-result")
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
