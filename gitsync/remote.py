@@ -31,7 +31,7 @@ from dulwich.objects import ObjectID
 from dulwich.protocol import PEELED_TAG_SUFFIX
 from dulwich.refs import Ref
 
-from gitsync import localfetch, packindex
+from gitsync import localfetch, packindex, transports
 from gitsync.auth import context as auth_context
 from gitsync.auth.context import AuthContext
 from gitsync.auth.credentials import CredentialStore
@@ -153,19 +153,20 @@ class Remote:
     """
 
     def __init__(self, url: str, config: ConfigDict | None = None,
-                 auth: AuthContext | None = None, *, owns_auth: bool = True) -> None:
+                 auth: AuthContext | None = None, *, owns_auth: bool = True,
+                 from_user: bool = True) -> None:
         self.url = url
         self.display_url = redact_url(url)
         self.config = config or ConfigDict()
         self.auth = auth or AuthContext(CredentialStore())
         self._owns_auth = owns_auth
+        self._from_user = from_user  # the operator's URL, not a repository's (a submodule's)
         self._client: GitClient | None = None
         self._path = ""
 
     def client(self) -> tuple[GitClient, str]:
         if self._client is None:
-            if self._is_local() and self._file_protocol() == b"never":
-                raise RemoteError(f"transport 'file' not allowed for {self.display_url}")
+            transports.check(self.url, self.display_url, self.config, from_user=self._from_user)
             pool = (self.auth.pool(self.url, self.config)
                     if self.url.startswith(("http://", "https://")) else None)
             try:
@@ -190,16 +191,7 @@ class Remote:
     def derive(self, url: str) -> Remote:
         """A remote for another URL (a submodule) sharing this one's settings and credentials;
         each request picks the credential matching its own URL."""
-        return Remote(url, self.config, self.auth, owns_auth=False)
-
-    def _is_local(self) -> bool:
-        return self.url.startswith("file://") or ("://" not in self.url and ":" not in self.url)
-
-    def _file_protocol(self) -> bytes | None:
-        try:
-            return self.config.get((b"protocol", b"file"), b"allow")
-        except KeyError:
-            return None
+        return Remote(url, self.config, self.auth, owns_auth=False, from_user=False)
 
     def reset(self) -> None:
         """Forget the client, so a broken connection is not reused."""

@@ -30,6 +30,10 @@ def _add_remote_submodule(parent: Upstream, child: Upstream, url: str, path: str
     return parent.commit({}, f"{path} over {url.split(':')[0]}")
 
 
+# Submodules over file:// are refused unless the operator allows them, as in git >= 2.38.1.
+FILE_ALLOWED = "protocol.file.allow:always"
+
+
 def _files(link: Path) -> list[str]:
     return sorted(str(p.relative_to(link)) for p in link.rglob("*")
                   if p.is_file() and ".git" not in p.parts and p.name not in (".git", ".gitmodules"))
@@ -50,7 +54,8 @@ def test_recursive_submodules_follow_the_parent(trio, gs_env: dict[str, str], ro
     parent, sub, _nested = trio
     _add_submodule(sub, "../nested", "nested", "add nested")  # a relative URL
     _add_submodule(parent, sub.file_url, "sub", "add sub")
-    env = {**gs_env, "GITSYNC_REPO": parent.file_url, "GITSYNC_PERIOD": "100ms"}
+    env = {**gs_env, "GITSYNC_REPO": parent.file_url, "GITSYNC_PERIOD": "100ms",
+           "GITSYNC_GIT_CONFIG": FILE_ALLOWED}
     link = root / "link"
     with running(env) as gs:
         gs.wait_for_sha(parent.head_sha())
@@ -74,7 +79,7 @@ def test_submodules_shallow_and_off(trio, gs_env: dict[str, str], root: Path) ->
     parent, sub, _nested = trio
     _add_submodule(sub, "../nested", "nested", "add nested")
     _add_submodule(parent, "../sub", "sub", "add sub")
-    env = {**gs_env, "GITSYNC_REPO": parent.file_url}
+    env = {**gs_env, "GITSYNC_REPO": parent.file_url, "GITSYNC_GIT_CONFIG": FILE_ALLOWED}
     res = run_once({**env, "GITSYNC_SUBMODULES": "shallow"})
     assert res.returncode == 0, res.stderr
     assert (root / "link" / "sub" / "sfile").exists()
@@ -84,6 +89,42 @@ def test_submodules_shallow_and_off(trio, gs_env: dict[str, str], root: Path) ->
     assert res.returncode == 0, res.stderr
     assert (other / "link" / "pfile").exists()
     assert (other / "link" / "sub").is_dir() and not (other / "link" / "sub" / "sfile").exists()
+
+
+@pytest.mark.parametrize("form", ["absolute-path", "file-url", "relative-to-a-local-parent"])
+def test_a_submodule_on_the_sidecars_disk_is_refused_by_default(
+    form: str, trio, gs_env: dict[str, str], root: Path
+) -> None:
+    """CVE-2022-39253: a repository must not read other repositories on the sidecar's disk
+    (another sync's store on a shared volume) unless the operator allows the file transport."""
+    parent, sub, _nested = trio
+    url = {"absolute-path": str(sub.bare), "file-url": sub.file_url,
+           "relative-to-a-local-parent": "../sub"}[form]
+    _add_submodule(parent, url, "sub", "add sub")
+    res = run_once({**gs_env, "GITSYNC_REPO": parent.file_url})
+    assert res.returncode == 1, res.stderr
+    assert "transport 'file' not allowed for submodule URL" in res.stderr
+    assert "protocol.file.allow:always" in res.stderr  # the hint says how to allow it
+    assert "Traceback" not in res.stderr
+    assert not (root / "link").exists()
+    assert not list(root.rglob("sfile")), "the other repository's files were written"
+    res = run_once({**gs_env, "GITSYNC_REPO": parent.file_url, "GITSYNC_GIT_CONFIG": FILE_ALLOWED})
+    assert res.returncode == 0, res.stderr
+    assert (root / "link" / "sub" / "sfile").read_text() == "sub\n"
+
+
+@pytest.mark.parametrize("url", ["ext::sh -c touch% /tmp/gitsync-pwned", "fd::17"])
+def test_a_submodule_over_a_helper_transport_is_refused(
+    url: str, trio, gs_env: dict[str, str], root: Path
+) -> None:
+    parent, sub, _nested = trio
+    _add_submodule(parent, sub.file_url, "sub", "add sub")
+    git("config", "-f", ".gitmodules", "submodule.sub.url", url, cwd=parent.work, env=parent._env)
+    parent.commit({}, "helper transport")
+    res = run_once({**gs_env, "GITSYNC_REPO": parent.file_url, "GITSYNC_GIT_CONFIG": FILE_ALLOWED})
+    assert res.returncode == 1, res.stderr
+    assert f"transport '{url.split(':')[0]}' not supported" in res.stderr
+    assert not Path("/tmp/gitsync-pwned").exists()
 
 
 def test_submodule_name_escaping_modules_is_refused(trio, gs_env: dict[str, str], root: Path) -> None:
