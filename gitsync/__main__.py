@@ -13,13 +13,14 @@ from gitsync.config import OPTIONS, Notice, Settings
 from gitsync.errors import ConfigError, RootLocked, UsageError
 from gitsync.lock import RootLock
 from gitsync.loop import Listener, Loop, Policy, run_forever
-from gitsync.remote import FULL_SHA, redact_url
+from gitsync.remote import FULL_SHA
 from gitsync.remote import from_settings as remote_from_settings
 from gitsync.server import Server
 from gitsync.status import Health, Status
 from gitsync.store import Store
 from gitsync.sync import Syncer, Verifier
 from gitsync.trigger import Trigger
+from gitsync.urls import redact_url
 
 
 def _under(root: Path, value: str) -> Path | None:

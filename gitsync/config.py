@@ -30,6 +30,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from gitsync.errors import ConfigError
+from gitsync.urls import ambiguous, redact_url
 
 __all__ = [
     "APPLIED_GIT_CONFIG_KEYS",
@@ -1047,17 +1048,6 @@ def quote(value: str) -> str:
     return "".join(out)
 
 
-def redact_url(url: str) -> str:
-    """Drop any userinfo so a URL can be shown in messages and logs."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-    except ValueError:
-        return re.sub(r"//[^/@]*@", "//", url)
-    if "@" not in parts.netloc:
-        return url
-    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
-
-
 def default_link(repo: str) -> str:
     """Last path element of the repo URL (".git" kept), also for scp-style user@host:path."""
     path = repo
@@ -1352,8 +1342,13 @@ class _Resolver:
         try:
             parts = urllib.parse.urlsplit(repo)
             _ = parts.port  # validates the host:port part as a side effect
-        except ValueError as e:
-            raise self.fail("repo", repo, f"not a valid URL ({e})") from None
+        except ValueError:
+            # Not the parser's words: they quote the port, which may be half a password.
+            raise self.fail("repo", repo, "not a valid URL (its host or port does not parse; "
+                            "percent-encode '/', '?', '#' and '@' in a password)") from None
+        if ambiguous(repo):
+            raise self.fail("repo", repo, "not a valid URL (an '@' after its host: "
+                            "percent-encode '/', '?' and '#' in a password)")
         if parts.scheme.lower() not in ("http", "https") or "@" not in parts.netloc:
             return
         userinfo, _, hostport = parts.netloc.rpartition("@")

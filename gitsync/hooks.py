@@ -16,12 +16,14 @@ the exechook succeeded for it.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import signal
 import subprocess
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +34,7 @@ from gitsync.config import Settings
 from gitsync.errors import HookFailed
 from gitsync.loop import Listener
 from gitsync.sync import Outcome
+from gitsync.urls import without_query
 from gitsync.worktree import worktree_path
 
 _OUTPUT_LOGGED = 4096  # bytes of a hook's stdout/stderr kept in a log line
@@ -96,17 +99,30 @@ class WebHook:
     name = "webhook"
 
     def __init__(self, url: str, method: str, success_status: int, timeout: float) -> None:
+        # Userinfo is sent as basic auth, as Go's http client does (urllib would take it
+        # for part of the host); the URL is logged without it and without its query.
+        parts = urllib.parse.urlsplit(url)
+        self.headers: dict[str, str] = {}
+        if parts.username is not None:
+            user = urllib.parse.unquote(parts.username)
+            password = urllib.parse.unquote(parts.password or "")
+            log.REDACTOR.add(password)
+            token = base64.b64encode(f"{user}:{password}".encode()).decode()
+            self.headers["Authorization"] = f"Basic {token}"
+            log.REDACTOR.add(token)
+            url = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
         self.url = url
+        self.shown = without_query(url)
         self.method = method
         self.success_status = success_status  # 0: any answer will do (fire and forget)
         self.timeout = timeout
         self.log = log.get().bind(logger=self.name)
 
     def run(self, sha: str) -> None:
-        self.log.info("sending webhook", hash=sha, url=self.url, method=self.method,
+        self.log.info("sending webhook", hash=sha, url=self.shown, method=self.method,
                       timeout=self.timeout)
         request = urllib.request.Request(self.url, method=self.method,
-                                         headers={"Gitsync-Hash": sha})
+                                         headers={"Gitsync-Hash": sha, **self.headers})
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 status = response.status

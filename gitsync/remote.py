@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
 from dulwich.client import (
     GitClient,
@@ -45,6 +44,7 @@ from gitsync.errors import (
     RepoNotFound,
     Unreachable,
 )
+from gitsync.urls import redact_url
 
 if TYPE_CHECKING:
     from gitsync.config import Settings
@@ -53,20 +53,6 @@ FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
 
 # git's ref_rev_parse_rules: the order in which `git fetch <name>` tries a short name.
 _REF_RULES = ("{}", "refs/{}", "refs/tags/{}", "refs/heads/{}", "refs/remotes/{}")
-
-
-def redact_url(url: str) -> str:
-    """Drop userinfo from a URL so it can be logged or shown."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if parts.scheme and "@" in parts.netloc:
-        host = parts.netloc.rsplit("@", 1)[1]
-        user = parts.netloc.rsplit("@", 1)[0].split(":", 1)[0]
-        netloc = f"{user}@{host}" if parts.scheme.startswith("ssh") else host
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
 
 
 @dataclass(frozen=True)

@@ -229,3 +229,19 @@ def test_github_app_wrong_key_is_refused(
     assert not (root / "link").exists()
     logged = [r for r in parse_logs(res.stderr) if r.get("msg") == "too many failures, aborting"]
     assert logged and "GitHub App" in str(logged[0]["error"])
+
+
+def test_github_app_error_quoting_the_jwt_shows_none_of_it(
+    github_app: GitHubAppService, app_key: rsa.RSAPrivateKey, upstream: Upstream,
+    gs_env: dict[str, str], root: Path
+) -> None:
+    """A token service that echoes the request's JWT in its error, where the message is cut."""
+    github_app.echo_token = True
+    res = run_once({**_app_env(gs_env, github_app, upstream),
+                    "GITSYNC_GITHUB_APP_PRIVATE_KEY": _pem(app_key)})
+    assert res.returncode == 1
+    assert "access_tokens answered 401" in str(_error(root)["Err"])
+    [auth] = github_app.received
+    jwt = auth.removeprefix("Bearer ")
+    pieces = [jwt[i:i + 24] for i in range(0, len(jwt) - 24, 12)]
+    assert_no_leak(pieces, res.stdout, res.stderr, files=files_under(root))

@@ -3,13 +3,14 @@ log their runs and a local webhook recorder."""
 
 from __future__ import annotations
 
+import base64
 import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from gitsync_proc import run_once, running, wait_until
+from gitsync_proc import parse_logs, run_once, running, wait_until
 from httpcheck import Recorder, endpoint, metric, request
 from upstream import Upstream
 
@@ -169,3 +170,20 @@ def _alive(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_webhook_credentials_go_as_basic_auth_and_its_query_is_never_logged(
+    upstream: Upstream, gs_env: dict[str, str], recorder: Recorder
+) -> None:
+    password, token = f"pw-{os.urandom(6).hex()}", f"tok-{os.urandom(6).hex()}"
+    url = recorder.url.replace("http://", f"http://hooker:{password}@") + f"?token={token}"
+    res = run_once({**gs_env, "GITSYNC_WEBHOOK_URL": url, "GITSYNC_ERROR_FILE": "error.json"},
+                   args=["-v", "9"])
+    assert res.returncode == 0, res.stderr
+    [call] = recorder.calls
+    assert call.path == f"/hook?token={token}"  # sent as given ...
+    assert call.headers["Authorization"] == "Basic " + base64.b64encode(
+        f"hooker:{password}".encode()).decode()
+    assert password not in res.stderr and token not in res.stderr  # ... and never shown
+    sent = [r for r in parse_logs(res.stderr) if r.get("msg") == "sending webhook"]
+    assert sent and sent[0]["url"] == recorder.url + "?<redacted>"

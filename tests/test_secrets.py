@@ -65,3 +65,21 @@ def test_failed_run_leaks_no_secret(
     assert "authentication failed" in error
     written = [*files_under(root), *[p for p in [tmp_path / "status.json"] if p.exists()]]
     assert_no_leak([secret], res.stdout, res.stderr, files=written)
+
+
+@pytest.mark.parametrize("password", ["pa/ss", "pa?ss", "pa#ss", "12/ss", "pa%2Fss", "pa@ss/x"])
+def test_a_password_that_breaks_the_url_never_shows(
+    password: str, gs_env: dict[str, str], root: Path
+) -> None:
+    """A password holding '/', '?' or '#' ends the authority early for a URL parser: the bad
+    config line must not carry it (nor the error file, nor the root)."""
+    secret = f"{password}-{secrets.token_hex(6)}"
+    env = {**gs_env, "GITSYNC_REPO": f"https://user:{secret}@git.example.com/org/repo.git",
+           "GITSYNC_ERROR_FILE": "error.json"}
+    res = run_once(env)
+    assert res.returncode == 1, res.stderr
+    assert "Traceback" not in res.stderr
+    if "%" not in password:  # a valid URL fails later, at the DNS lookup
+        assert "invalid value for GITSYNC_REPO" in res.stderr
+    for fragment in {secret, secret[3:], secret[-12:]}:
+        assert_no_leak([fragment], res.stdout, res.stderr, files=files_under(root))

@@ -89,8 +89,10 @@ class GitHubAppSource:
 
     def _mint(self) -> tuple[str, float]:
         url = f"{self.base_url.rstrip('/')}/app/installations/{self.installation_id}/access_tokens"
+        token_jwt = jwt(self._key(), self.issuer, self.clock())
+        REDACTOR.add(token_jwt)  # a server may echo it: redacted whole before any cut
         headers = {
-            "Authorization": f"Bearer {jwt(self._key(), self.issuer, self.clock())}",
+            "Authorization": f"Bearer {token_jwt}",
             "Accept": "application/vnd.github+json",
             "X-GitHub-Api-Version": "2022-11-28",
         }
@@ -99,7 +101,7 @@ class GitHubAppSource:
         except urllib3.exceptions.HTTPError as e:
             raise AuthFailed(f"GitHub App token request to {url} failed: {e}") from None
         if resp.status != 201:
-            body = resp.data.decode("utf-8", "replace").strip()[:200]
+            body = REDACTOR.text(resp.data.decode("utf-8", "replace").strip())[:200]
             raise AuthFailed(f"GitHub App token request to {url} answered {resp.status}: {body}")
         try:
             doc = json.loads(resp.data)

@@ -104,13 +104,19 @@ class GitHubAppService(_Service):
         self.ttl = ttl
         self.minted: list[str] = []
         self.rejected: list[str] = []
+        self.echo_token = False  # refuse every request, quoting its token past a 200-byte cut
+        self.received: list[str] = []
 
     def answer(self, handler: BaseHTTPRequestHandler) -> tuple[int, bytes]:
         if handler.command != "POST" or handler.path != (
             f"/app/installations/{self.installation_id}/access_tokens"
         ):
             return 404, b'{"message": "Not Found"}'
-        problem = self._check_jwt(handler.headers.get("Authorization", ""))
+        auth = handler.headers.get("Authorization", "")
+        self.received.append(auth)
+        if self.echo_token:
+            return 401, json.dumps({"message": "Bad credentials " + "." * 150 + auth}).encode()
+        problem = self._check_jwt(auth)
         if problem:
             self.rejected.append(problem)
             return 401, json.dumps({"message": problem}).encode()
