@@ -104,7 +104,7 @@ class GitHubAppService(_Service):
         self.ttl = ttl
         self.minted: list[str] = []
         self.rejected: list[str] = []
-        self.echo_token = False  # refuse every request, quoting its token past a 200-byte cut
+        self.echo_token = False  # refuse every request, quoting its token across a 200-byte cut
         self.received: list[str] = []
 
     def answer(self, handler: BaseHTTPRequestHandler) -> tuple[int, bytes]:
@@ -115,7 +115,8 @@ class GitHubAppService(_Service):
         auth = handler.headers.get("Authorization", "")
         self.received.append(auth)
         if self.echo_token:
-            return 401, json.dumps({"message": "Bad credentials " + "." * 150 + auth}).encode()
+            quoted = auth.removeprefix("Bearer ")
+            return 401, json.dumps({"message": "Bad credentials " + "." * 10 + quoted}).encode()
         problem = self._check_jwt(auth)
         if problem:
             self.rejected.append(problem)
