@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from gitsync import layout
 from gitsync.errors import ConfigError
 from gitsync.urls import ambiguous, redact_url
 
@@ -1281,6 +1282,8 @@ class _Resolver:
             raise self.fail("ref", "", "must not be empty")
         if not g("link"):
             self.values["link"] = default_link(self.values["repo"])
+        if (why := layout.collision(self.values["root"], g("link"))) is not None:
+            raise self.fail("link", g("link"), f"{why}; choose another name")
         if g("depth") < 0:
             raise self.fail("depth", str(g("depth")), "must not be negative")
         for name in ("period", "sync_timeout"):

@@ -11,6 +11,7 @@ import contextlib
 import ctypes
 import enum
 import gc
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -258,10 +259,14 @@ class Syncer:
         removed: list[str] = []
         for path in publish.stale_entries(self.root, keep, stale_timeout):
             if FULL_SHA.match(path.name):
-                self.worktrees.remove(path.name)
+                gone = self.worktrees.remove(path.name)
             else:
                 remove_tree(path)
-            removed.append(path.name)
+                gone = not os.path.lexists(path)
+            if gone:
+                removed.append(path.name)
+            else:
+                self.log.warning("can't remove a stale worktree yet; will retry", path=str(path))
         prune_admin(self.store.gitdir)
         if removed and sha:
             live = self.kept_commits()

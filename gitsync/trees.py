@@ -12,7 +12,7 @@ import zlib
 
 from dulwich.errors import ObjectFormatException
 from dulwich.object_store import BaseObjectStore
-from dulwich.objects import ObjectID, Tree, object_class
+from dulwich.objects import ObjectID, Tree, object_class, parse_tree
 
 from gitsync.errors import CorruptObject, MissingObject, UnsafeTree
 
@@ -75,9 +75,32 @@ def read(objects: BaseObjectStore, sha: ObjectID, path: bytes) -> Tree:
     if size >= _SHORTEST_ENTRY * MAX_ENTRIES and (n := _entry_count(data, start)) > MAX_ENTRIES:
         raise UnsafeTree(f"tree {where} has {n} entries, more than the "
                          f"{MAX_ENTRIES} gitsync accepts in one directory")
+    raw = data[start:] if start else data
     try:
-        tree = Tree.from_raw_string(Tree.type_num, data[start:] if start else data, sha)
+        entries = list(parse_tree(raw, 20))
+        tree = Tree.from_raw_string(Tree.type_num, raw, sha)
     except ObjectFormatException as e:
         raise CorruptObject(f"tree {sha.decode()} at {where} is malformed: {e}") from None
+    _check_entries(entries, path)
     assert isinstance(tree, Tree)
     return tree
+
+
+# What git fsck accepts (100664 is an old git's regular file, accepted unless fsck is strict).
+_MODES = frozenset({0o100644, 0o100755, 0o100664, 0o120000, 0o040000, 0o160000})
+
+
+def _check_entries(entries: list[tuple[bytes, int, bytes]], path: bytes) -> None:
+    """git fsck's badFilemode and treeNotSorted: a hostile tree, refused like an unsafe path.
+
+    dulwich sorts entries when it iterates, so an unsorted tree would be written as if it
+    were sorted, and git would read the same tree differently."""
+    previous = b""
+    for name, mode, _sha in entries:
+        if mode not in _MODES:
+            raise UnsafeTree(f"tree entry {show_path(path + name)} has the invalid mode {mode:o}")
+        key = name + b"/" if mode == 0o040000 else name
+        if key < previous:
+            raise UnsafeTree(f"tree {show_path(path or b'/')} is not sorted "
+                             f"({show_path(previous.rstrip(b'/'))} before {show_path(name)})")
+        previous = key

@@ -295,11 +295,17 @@ class Materializer:
         self._last = (commit, {e.path: e for e in entries}, trees if self.sparse is None else None)
         return final
 
-    def remove(self, sha: str) -> None:
-        remove_tree(worktree_path(self.root, sha))
+    def remove(self, sha: str) -> bool:
+        """Remove the worktree of ``sha`` and its admin; False when some of it would not go
+        (a consumer made it read-only or immutable): kept whole for the next cleanup."""
+        path = worktree_path(self.root, sha)
+        remove_tree(path)
+        if os.path.lexists(path):
+            return False
         remove_tree(self.admin_dir(sha))
         if self._last is not None and self._last[0] == sha:
             self._last = None
+        return True
 
 
 def prune_admin(gitdir: Path) -> None:

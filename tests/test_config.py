@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from gitsync_proc import base_env, run_once
 
 from gitsync.config import (
     APPLIED_GIT_CONFIG_KEYS,
@@ -771,3 +772,16 @@ def test_every_env_name_is_known_and_unique() -> None:
     assert len(flags) == len(set(flags))
     for o in OPTIONS.values():
         assert o.help, o.name
+
+
+@pytest.mark.parametrize("link", [".git", ".git/x", ".git-sync", ".worktrees", ".worktrees/x",
+                                  ".gitsync.lock", ".", "..", "/", "sub/../.git"])
+def test_a_link_on_gitsyncs_own_names_is_a_config_error(link: str, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    env = base_env(tmp_path / "home", GITSYNC_REPO="file:///nowhere", GITSYNC_ROOT=str(root),
+                   GITSYNC_LINK=link)
+    res = run_once(env)
+    assert res.returncode == 1
+    assert res.stderr.count("\n") == 1 and "GITSYNC_LINK" in res.stderr, res.stderr
+    assert "choose another name" in res.stderr
+    assert not root.exists(), "a bad config touched the root"

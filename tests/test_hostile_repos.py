@@ -341,3 +341,39 @@ def test_tree_with_a_million_entries_is_refused_in_bounded_memory(transport: str
     scene.assert_refused(res.returncode, res.stderr, commit, "huge/")
     assert "1000000 entries" in res.stderr
     assert peak < 150 * 2**20, f"peak RSS {peak / 2**20:.0f} MiB"
+
+
+@pytest.mark.parametrize("mode", ["100600", "100777", "120777", "140000", "1"])
+def test_tree_entry_with_an_invalid_mode_is_refused(mode: str, scene: Scene) -> None:
+    """git fsck's badFilemode: refused naming the commit and the entry, the link kept."""
+    entry: Entry = (mode, b"odd", scene.forge.blob("odd\n"))
+    tree = scene.forge.tree([*scene.base, entry])
+    commit = scene.forge.commit(tree, [scene.good])
+    code, err = scene.sync()
+    scene.assert_refused(code, err, commit, "odd")
+    assert f"invalid mode {mode.lstrip('0')}" in err
+
+
+def test_unsorted_tree_is_refused(scene: Scene) -> None:
+    """git fsck's treeNotSorted: dulwich would sort it silently and write another tree."""
+    entries: list[Entry] = [("100644", b"zeta", scene.forge.blob("z\n")),
+                            ("100644", b"alpha", scene.forge.blob("a\n"))]
+    tree = scene.forge.tree([*scene.base, *entries], sort=False)
+    commit = scene.forge.commit(tree, [scene.good])
+    code, err = scene.sync()
+    scene.assert_refused(code, err, commit, "alpha")
+    assert "is not sorted" in err
+
+
+def test_a_directory_sorts_as_its_name_with_a_slash(scene: Scene) -> None:
+    """git's order: ``a.txt`` before the directory ``a`` (``a/``), which is before ``a0``."""
+    blob = scene.forge.blob("x\n")
+    sub = scene.forge.tree([("100644", b"inner", blob)])
+    entries: list[Entry] = [("100644", b"a.txt", blob), ("40000", b"a", sub),
+                            ("100644", b"a0", blob)]
+    tree = scene.forge.tree([*scene.base, *entries])
+    commit = scene.forge.commit(tree, [scene.good])
+    code, err = scene.sync()
+    assert code == 0, err
+    assert read_link_sha(scene.root / "link") == commit
+    assert (scene.root / "link" / "a" / "inner").read_text() == "x\n"

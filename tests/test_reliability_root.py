@@ -108,6 +108,40 @@ def test_wiping_a_foreign_root_tolerates_busy_files(tmp_path: Path, busy_nfs: se
         ".gitsync.lock", "d", "d/.nfs01"]
 
 
+@contextlib.contextmanager
+def _immutable(path: Path) -> Iterator[None]:
+    """chattr +i: not even root may remove it (a consumer's read-only bind, an NFS export)."""
+    if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
+        cannot_start("an immutable file", "chattr +i refused on this filesystem")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], capture_output=True)
+
+
+def test_a_worktree_that_cannot_be_removed_is_not_logged_as_removed(
+    upstream: Upstream, gs_env: dict[str, str], root: Path
+) -> None:
+    env = {**gs_env, "GITSYNC_PERIOD": "100ms", "GITSYNC_STALE_WORKTREE_TIMEOUT": "0",
+           "GITSYNC_MAX_FAILURES": "-1"}
+    first = upstream.head_sha()
+    with running(env, args=["-v", "1"]) as gs:
+        gs.wait_for_sha(first)
+        with _immutable(root / ".worktrees" / first / "file"):
+            second = upstream.commit({"file": "two\n"})
+            gs.wait_for_sha(second)
+            gs.wait_for(lambda: gs.count("can't remove a stale worktree yet; will retry") >= 1, 10,
+                        "the warning")
+            assert (root / ".worktrees" / first / "file").exists()
+            removed = [r for r in gs.logs() if r.get("msg") == "removed stale worktrees"]
+            assert not any(first in r.get("removed", []) for r in removed), removed
+        third = upstream.commit({"file": "three\n"})
+        gs.wait_for_sha(third)
+        gs.wait_for(lambda: not (root / ".worktrees" / first).exists(), 10, "the removal")
+        removed = [r for r in gs.logs() if r.get("msg") == "removed stale worktrees"]
+        assert any(first in r.get("removed", []) for r in removed), removed
+
+
 # ----- full disk ------------------------------------------------------------------------------
 
 
