@@ -48,7 +48,7 @@ def build(settings: Settings, root: Path, verifier: Verifier | None = None) -> t
                     depth=settings.depth, filter_spec=settings.filter,
                     verifier=verifier, submodules=settings.submodules,
                     sparse=lambda: sparse.load(settings.sparse_checkout_file, settings.sparse_paths),
-                    gc=settings.git_gc)
+                    gc=settings.git_gc, stale_worktree_timeout=settings.stale_worktree_timeout)
     policy = Policy(
         period=settings.period,
         init_period=settings.init_period,
@@ -56,7 +56,6 @@ def build(settings: Settings, root: Path, verifier: Verifier | None = None) -> t
         max_failures=settings.max_failures,
         init_max_failures=settings.init_max_failures,
         one_time=settings.one_time,
-        stale_worktree_timeout=settings.stale_worktree_timeout,
         sha_ref=bool(FULL_SHA.match(settings.ref)),
     )
     loop = Loop(syncer, policy, error_file=_under(root, settings.error_file),

@@ -47,7 +47,6 @@ class Policy:
     max_failures: int
     init_max_failures: int | None
     one_time: bool
-    stale_worktree_timeout: float
     sha_ref: bool
 
     def limit(self, succeeded: bool) -> int:
@@ -201,12 +200,8 @@ class Loop:
                 self.log.error("failed to touch the touch file", error=str(e))
         for listener in self.listeners:
             listener.on_success(outcome, first, duration)
-        try:
-            removed = self.syncer.cleanup(self.policy.stale_worktree_timeout)
-            if removed:
-                self.log.info("removed stale worktrees", v=1, removed=removed)
-        except Exception as e:  # cleanup errors are logged, not counted (git-sync)
-            self.log.error("git cleanup failed", error=describe(e))
+        if outcome.removed:
+            self.log.info("removed stale worktrees", v=1, removed=outcome.removed)
         files.clear_error(self.error_file)
 
     def _error(self, msg: str, error: str, **fields: Any) -> None:

@@ -1,15 +1,15 @@
-"""One sync: a short list of steps run in order over one small state object.
+"""One sync: observe, plan, run the planned steps.
 
-discover → decide → fetch → materialize → publish → record. Each step reads and extends
-``SyncState``; ``decide`` is a pure function, tested without I/O. The loop calls
-``Syncer.run`` and never looks inside; the syncer never schedules anything.
+What is on disk and what the remote says are observed into ``plan.Observed``; ``plan.plan``
+(a pure function) returns the steps; the syncer runs them in order, each with its timing and
+a cancel check before it, and knows no step by name. The loop calls ``Syncer.run`` and never
+looks inside; the syncer never schedules anything.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
-import enum
 import gc
 import os
 import threading
@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gitsync import log, publish
-from gitsync.errors import Cancelled, GitsyncError, ObjectUnreadable, StoreDamage
+from gitsync.errors import Cancelled, GitsyncError, ObjectUnreadable, StoreDamage, describe
+from gitsync.plan import Observed, Step, is_update, plan
 from gitsync.remote import FULL_SHA, Remote, Target, resolve
 from gitsync.store import Store
 from gitsync.submodules import Mode as SubmoduleMode
@@ -43,27 +44,6 @@ def _malloc_trim() -> None:
 Verifier = Callable[[Store, Target, str], None]
 
 
-class Action(enum.Enum):
-    NOOP = "noop"  # the link already publishes the commit, intact
-    RELINK = "relink"  # the worktree is intact but the link is missing or elsewhere
-    UPDATE = "update"  # fetch what is missing, write the worktree, publish
-
-
-def decide(current: str | None, healthy: bool, linked: bool, remote: str | None, first: bool) -> Action:
-    """What to do, from the link's commit, the worktree's state and the remote's commit.
-
-    ``remote`` is None when the advertisement does not say which commit the ref peels
-    to (an annotated tag over a transport that does not advertise peeled tags): only a
-    fetch can tell. The first sync of a process always makes a full pass (like
-    git-sync), so depth changes and repairs are applied after a restart.
-    """
-    if remote is None or first:
-        return Action.UPDATE
-    if current == remote and healthy:
-        return Action.NOOP if linked else Action.RELINK
-    return Action.UPDATE
-
-
 @dataclass
 class Outcome:
     """What a sync did, for the loop's bookkeeping (metrics, hooks, touch file)."""
@@ -74,19 +54,25 @@ class Outcome:
     previous: str | None
     timings: dict[str, float] = field(default_factory=dict)
     fetched_bytes: int = 0
+    removed: list[str] = field(default_factory=list)  # stale worktrees the gc step removed
 
 
 @dataclass
 class SyncState:
+    """What the steps of one sync share: the observation and what the steps learned."""
+
     first: bool
     current: str | None = None
-    healthy: bool = False
     linked: bool = False
+    healthy: bool = False
     target: Target | None = None
     commit: str | None = None
-    action: Action = Action.UPDATE
     timings: dict[str, float] = field(default_factory=dict)
     fetched_bytes: int = 0
+    removed: list[str] = field(default_factory=list)
+
+
+StepFn = Callable[[SyncState, threading.Event], None]
 
 
 class Syncer:
@@ -96,7 +82,8 @@ class Syncer:
                  depth: int, filter_spec: str = "", verifier: Verifier | None = None,
                  before_publish: Callable[[str], None] | None = None,
                  submodules: SubmoduleMode = "off",
-                 sparse: Callable[[], Sparse | None] | None = None, gc: str = "always") -> None:
+                 sparse: Callable[[], Sparse | None] | None = None, gc: str = "always",
+                 stale_worktree_timeout: float = 0.0) -> None:
         self.remote = remote
         self.store = store
         self.root = root
@@ -107,11 +94,21 @@ class Syncer:
         self.submodules = Submodules(remote, submodules, depth) if submodules != "off" else None
         self.sparse = sparse
         self.gc = gc  # --git-gc: when the store is rewritten to its live objects
+        self.stale_worktree_timeout = stale_worktree_timeout
         fetcher = (lambda shas: store.fetch_missing(remote, shas)) if filter_spec else None
         self.worktrees = Materializer(store, root, submodules=self.submodules, fetcher=fetcher)
         self.verifier = verifier
         # Called with the new commit after its worktree is complete and before the link moves.
         self.before_publish = before_publish
+        self.steps: dict[Step, StepFn] = {
+            Step.FETCH: self._fetch,
+            Step.VERIFY: self._verify,
+            Step.BUILD: self._build,
+            Step.HOOK: self._hook,
+            Step.RECORD: self._record,
+            Step.SWAP: self._swap,
+            Step.GC: self._gc,
+        }
         self.log = log.get()
 
     def run(self, first: bool, cancel: threading.Event) -> Outcome:
@@ -143,29 +140,33 @@ class Syncer:
         return self._run(first, cancel)
 
     def _run(self, first: bool, cancel: threading.Event) -> Outcome:
+        """Observe, plan, run; observe and plan again when a step (a fetch) told what the
+        ref is, without repeating what already ran."""
         state = SyncState(first=first)
-        steps: list[tuple[str, Callable[[SyncState, threading.Event], None]]] = [
-            ("inspect", self._inspect),
-            ("discover", self._discover),
-            ("fetch", self._fetch),
-            ("verify", self._verify),
-            ("checkout", self._checkout),
-            ("publish", self._publish),
-        ]
-        for name, step in steps:
-            if cancel.is_set():
-                raise Cancelled(f"sync abandoned before {name}")
-            start = time.monotonic()
-            step(state, cancel)
-            state.timings[name] = round(time.monotonic() - start, 4)
-            if state.action is Action.NOOP and name == "discover":
+        done: list[Step] = []
+        self._timed("inspect", self._inspect, state, cancel)
+        self._timed("discover", self._discover, state, cancel)
+        while True:
+            unknown = state.commit is None  # the plan is then a fetch, to learn the commit
+            for step in [s for s in plan(self._observe(state)) if s not in done]:
+                self._timed(step.value, self.steps[step], state, cancel)
+                done.append(step)
+            if not unknown or state.commit is None:
                 break
         assert state.commit is not None
         changed = state.commit != state.current or not state.linked
-        return Outcome(state.commit, changed, state.action is not Action.NOOP, state.current,
-                       state.timings, state.fetched_bytes)
+        return Outcome(state.commit, changed, is_update(tuple(done)), state.current,
+                       state.timings, state.fetched_bytes, state.removed)
 
-    # ----- steps ---------------------------------------------------------------------------
+    @staticmethod
+    def _timed(name: str, step: StepFn, state: SyncState, cancel: threading.Event) -> None:
+        if cancel.is_set():
+            raise Cancelled(f"sync abandoned before {name}")
+        start = time.monotonic()
+        step(state, cancel)
+        state.timings[name] = round(time.monotonic() - start, 4)
+
+    # ----- observing ----------------------------------------------------------------------
 
     def _inspect(self, state: SyncState, _cancel: threading.Event) -> None:
         # Open (and so repair) the store first: replacing a damaged store drops the
@@ -187,9 +188,28 @@ class Syncer:
         if commit is None and self.store.has(target.want):
             commit = self.store.peel(target.want)
         state.commit = commit
-        state.action = decide(state.current, state.healthy, state.linked, commit, state.first)
-        if state.action is Action.NOOP:
-            self.log.info("update not required", v=2, ref=self.ref, local=state.current, remote=commit)
+
+    def _observe(self, state: SyncState) -> Observed:
+        """The plan's input. The costly questions (is the history there? is a worktree of
+        the commit kept?) are asked only when the link does not already publish it."""
+        commit = state.commit
+        published = commit is not None and commit == state.current and state.healthy
+        noop = published and state.linked and not state.first
+        stored = built = noop
+        if commit is not None and not noop:
+            assert state.target is not None
+            stored = self.store.has_history(commit, self.depth) and (
+                state.target.want == commit or self.store.has(state.target.want))
+            built = (not published and self.worktrees.healthy(commit)
+                     and worktree_path(self.root, commit).is_dir())
+        if noop:
+            self.log.info("update not required", v=2, ref=self.ref, local=state.current,
+                          remote=commit)
+        return Observed(first=state.first, current=state.current, linked=state.linked,
+                        healthy=state.healthy, commit=commit, stored=stored, built=built,
+                        verify=self.verifier is not None, hook=self.before_publish is not None)
+
+    # ----- steps ---------------------------------------------------------------------------
 
     def _fetch(self, state: SyncState, _cancel: threading.Event) -> None:
         assert state.target is not None
@@ -201,63 +221,47 @@ class Syncer:
 
     def _verify(self, state: SyncState, _cancel: threading.Event) -> None:
         """Signature checks on what is about to be published (a failure keeps the old link)."""
-        if self.verifier is None or state.target is None or state.commit is None:
-            return
-        if state.commit == state.current and state.healthy and not state.first:
-            return
+        assert self.verifier is not None and state.target is not None and state.commit is not None
         self.verifier(self.store, state.target, state.commit)
 
-    def _checkout(self, state: SyncState, cancel: threading.Event) -> None:
+    def _build(self, state: SyncState, cancel: threading.Event) -> None:
         assert state.commit is not None
-        if state.commit == state.current and state.healthy:
-            return
-        path = worktree_path(self.root, state.commit)
-        if state.commit != state.current and self.worktrees.healthy(state.commit) and path.is_dir():
-            return  # a kept worktree of that commit (a backward move within the stale window)
         self.worktrees.sparse = self.sparse() if self.sparse is not None else None
         self.worktrees.build(state.commit, state.current, cancel)
 
-    def _publish(self, state: SyncState, cancel: threading.Event) -> None:
+    def _hook(self, state: SyncState, _cancel: threading.Event) -> None:
+        assert self.before_publish is not None and state.commit is not None
+        self.before_publish(state.commit)
+
+    def _record(self, state: SyncState, _cancel: threading.Event) -> None:
+        """The shallow file must cover the new commit before a reader can reach it."""
         assert state.commit is not None
-        if cancel.is_set():
-            raise Cancelled("sync abandoned before publishing")
-        if state.commit != state.current and self.before_publish is not None:
-            self.before_publish(state.commit)
-        # The shallow file must cover the new commit before a reader can reach it.
         self.store.record(state.commit, self.kept_commits(), self.depth)
-        if state.commit != state.current or not state.linked:
-            old = publish.swap(self.link, worktree_path(self.root, state.commit))
-            if old is not None and old.parent == self.root and FULL_SHA.match(old.name):
-                # git-sync v3 kept worktrees at <root>/<sha>: upgraded in place, the old one goes.
-                remove_tree(old)
 
-    def release(self, deep: bool = True) -> None:
-        """After a sync that read objects, hold no pack maps or caches: an idle sidecar
-        should be small. An idle poll read nothing, and a full collection would cost it
-        several times the poll itself, so ``deep=False`` keeps everything as it is."""
-        if not deep:
-            return
-        self.store.close()
-        if self.submodules is not None:
-            self.submodules.close()
-        gc.collect()
-        _malloc_trim()
+    def _swap(self, state: SyncState, _cancel: threading.Event) -> None:
+        assert state.commit is not None
+        old = publish.swap(self.link, worktree_path(self.root, state.commit))
+        if old is not None and old.parent == self.root and FULL_SHA.match(old.name):
+            # git-sync v3 kept worktrees at <root>/<sha>: upgraded in place, the old one goes.
+            remove_tree(old)
 
-    # ----- after a successful sync ------------------------------------------------------------
-
-    def kept_commits(self) -> list[str]:
-        base = self.root / ".worktrees"
+    def _gc(self, state: SyncState, cancel: threading.Event) -> None:
+        """Stale worktrees, their admin, the store's size bound. A failure here is logged
+        and never fails the sync (git-sync's rule): the commit is published already."""
         try:
-            return [p.name for p in base.iterdir() if FULL_SHA.match(p.name)]
-        except FileNotFoundError:
-            return []
+            state.removed = self._collect(cancel)
+        except Cancelled:
+            raise
+        except Exception as e:
+            self.log.error("git cleanup failed", error=describe(e))
 
-    def cleanup(self, stale_timeout: float) -> list[str]:
-        """Remove stale worktrees and bound the store; return what was removed."""
+    def _collect(self, cancel: threading.Event) -> list[str]:
         sha, _ = publish.current(self.link)
         keep = {sha} if sha else set()
         removed: list[str] = []
-        for path in publish.stale_entries(self.root, keep, stale_timeout):
+        for path in publish.stale_entries(self.root, keep, self.stale_worktree_timeout):
+            if cancel.is_set():
+                raise Cancelled("sync abandoned while removing stale worktrees")
             if FULL_SHA.match(path.name):
                 gone = self.worktrees.remove(path.name)
             else:
@@ -271,5 +275,26 @@ class Syncer:
         if removed and sha:
             live = self.kept_commits()
             self.store.record(sha, live, self.depth)
+            if cancel.is_set():
+                raise Cancelled("sync abandoned before compacting the store")
             self.store.maybe_compact(live, self.depth, self.gc)
         return removed
+
+    def release(self, deep: bool = True) -> None:
+        """After a sync that read objects, hold no pack maps or caches: an idle sidecar
+        should be small. An idle poll read nothing, and a full collection would cost it
+        several times the poll itself, so ``deep=False`` keeps everything as it is."""
+        if not deep:
+            return
+        self.store.close()
+        if self.submodules is not None:
+            self.submodules.close()
+        gc.collect()
+        _malloc_trim()
+
+    def kept_commits(self) -> list[str]:
+        base = self.root / ".worktrees"
+        try:
+            return [p.name for p in base.iterdir() if FULL_SHA.match(p.name)]
+        except FileNotFoundError:
+            return []

@@ -23,13 +23,12 @@ from gitsync.sync import Syncer
 def make_syncer(upstream: Upstream, root: Path, depth: int = 1) -> Syncer:
     root.mkdir(parents=True, exist_ok=True)
     return Syncer(remote=Remote(upstream.file_url), store=Store(root, upstream.file_url),
-                  root=root, link=root / "link", ref="HEAD", depth=depth)
+                  root=root, link=root / "link", ref="HEAD", depth=depth,
+                  stale_worktree_timeout=0)
 
 
 def sync_in_process(s: Syncer, first: bool = False) -> str:
-    outcome = s.run(first, threading.Event())
-    s.cleanup(0)
-    return outcome.commit
+    return s.run(first, threading.Event()).commit
 
 
 def _du(path: Path) -> int:
