@@ -95,9 +95,8 @@ def _config_error_file(args: list[str]) -> Path | None:
 
 def _health(settings: Settings, policy: Policy) -> Health:
     wait = max(policy.period, policy.init_period or 0.0)
-    staleness = settings.ready_max_staleness or 3 * settings.period + settings.sync_timeout
     return Health(
-        max_staleness=None if policy.sha_ref else staleness,
+        max_staleness=None if policy.sha_ref else settings.ready_max_staleness or None,
         max_failures=settings.ready_max_failures,
         live_window=wait + 2 * settings.sync_timeout + 5,
         pinned=policy.sha_ref,
@@ -160,6 +159,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     publish.remove_leftover(loop.syncer.link)
     status = Status(repo=settings.repo, ref=settings.ref, link=loop.syncer.link,
                     path=status_path, health=_health(settings, loop.policy))
+    if (on_disk := loop.syncer.published()) is not None:
+        status.serving_from_disk(on_disk)
+        logger.info(f"serving commit {on_disk} from disk; upstream not reached yet",
+                    commit=on_disk)
     listeners: list[Listener] = [status]
     runners = hooks.from_settings(settings, root)
     if runners is not None:

@@ -889,12 +889,13 @@ class Settings(BaseSettings):
             kind=_DUR,
             flags=("ready-max-staleness",),
             env=("GITSYNC_READY_MAX_STALENESS",),
-            default_text="0 (3*period+sync-timeout)",
+            default_text="0 (never)",
         ),
-    ] = Field(0.0, description="Readiness fails when the last success is older than this.")
+    ] = Field(0.0, description="Readiness fails when the last success is older than this; "
+              "0 never (an outage of the git host keeps the consumers in service).")
     ready_max_failures: Annotated[
         int, _o(kind="int", flags=("ready-max-failures",), env=("GITSYNC_READY_MAX_FAILURES",))
-    ] = Field(3, description="Readiness fails after this many consecutive failed syncs.")
+    ] = Field(0, description="Readiness fails after this many consecutive failed syncs; 0 never.")
     status_file: Annotated[str, _o(flags=("status-file",), env=("GITSYNC_STATUS_FILE",))] = Field(
         ".git-sync", description="JSON status file; relative paths are under --root."
     )

@@ -27,9 +27,11 @@ from gitsync.sync import Outcome
 class Health:
     """Thresholds for /readyz and /livez.
 
-    ``max_staleness`` None: a success never goes stale (a pinned SHA is synced once, then
-    the loop idles). ``live_window``: the longest a healthy loop can go without finishing
-    an attempt (a wait, plus a sync and an abandoned one, each bounded by the timeout).
+    Readiness depends on the remote only when the operator asks (``max_staleness`` set, or
+    ``max_failures`` above 0): by default a published tree keeps the consumers in service
+    through an outage of the git host. ``live_window``: the longest a healthy loop can go
+    without finishing an attempt (a wait, plus a sync and an abandoned one, each bounded by
+    the timeout); liveness never depends on the remote.
     """
 
     max_staleness: float | None
@@ -53,7 +55,14 @@ class Status(Listener):
         self._last_attempt: float | None = None
         self._failures = 0
         self._last_error: str | None = None
+        self._failing_since: float | None = None
+        self._from_disk: str | None = None  # a complete tree published before this process
         self._counts = {"success": 0, "noop": 0, "error": 0}
+
+    def serving_from_disk(self, commit: str) -> None:
+        """At start: the link publishes a complete tree, so the consumers may be served."""
+        with self._lock:
+            self._from_disk = commit
 
     # ----- Listener --------------------------------------------------------------------------
 
@@ -61,13 +70,18 @@ class Status(Listener):
         now = time.time()
         updated = outcome.updated or first
         with self._lock:
+            failures, since = self._failures, self._failing_since
             self._last_success = self._last_attempt = now
             self._failures = 0
+            self._failing_since = None
             self._last_error = None
             self._counts["success" if updated else "noop"] += 1
         metrics.sync_succeeded(updated=updated, duration=duration, at=now, ref=self.ref,
                                commit=outcome.commit, fetched_bytes=outcome.fetched_bytes,
                                timings=outcome.timings)
+        if failures and since is not None:
+            self.log.info(f"recovered after {failures} failures, {now - since:.0f} s",
+                          failures=failures, seconds=round(now - since, 1))
         self._write()
 
     def on_failure(self, error: str, failures: int, duration: float) -> None:
@@ -75,6 +89,8 @@ class Status(Listener):
         with self._lock:
             self._last_attempt = now
             self._failures = failures
+            if self._failing_since is None:
+                self._failing_since = now
             self._last_error = REDACTOR.text(error)
             self._counts["error"] += 1
         metrics.sync_failed(duration=duration, at=now, failures=failures)
@@ -83,22 +99,25 @@ class Status(Listener):
     # ----- what the server asks ----------------------------------------------------------------
 
     def ready(self) -> bool:
-        """git-sync's readiness (``/``): true forever once a sync has succeeded."""
+        """git-sync's readiness (``/``): true forever once a sync has succeeded, or once a
+        complete tree was found published at start."""
         with self._lock:
-            return self._last_success is not None
+            return self._last_success is not None or self._from_disk is not None
 
     def readiness(self) -> str | None:
         """``/readyz``: None when ready, else the one-line reason."""
         now = time.time()
         with self._lock:
             last, failures = self._last_success, self._failures
-        if last is None:
+            served = last is not None or self._from_disk is not None
+        if not served:
             return "no successful sync yet"
-        if failures >= self.health.max_failures:
+        if 0 < self.health.max_failures <= failures:
             return f"{failures} consecutive failed syncs"
         staleness = self.health.max_staleness
-        if staleness is not None and now - last > staleness:
-            return f"last successful sync {now - last:.0f}s ago (limit {staleness:g}s)"
+        age = now - (last if last is not None else self._started)
+        if staleness is not None and age > staleness:
+            return f"last successful sync {age:.0f}s ago (limit {staleness:g}s)"
         return None
 
     def liveness(self) -> str | None:
@@ -129,6 +148,7 @@ class Status(Listener):
                 "last_success": _iso(self._last_success),
                 "last_attempt": _iso(self._last_attempt),
                 "consecutive_failures": self._failures,
+                "failing_since": _iso(self._failing_since),
                 "last_error": self._last_error,
                 "syncs": dict(self._counts),
             }

@@ -292,6 +292,14 @@ class Syncer:
         gc.collect()
         _malloc_trim()
 
+    def published(self) -> str | None:
+        """The commit the link publishes when its worktree is complete, else None: a tree a
+        restarted process can serve before it reaches the remote."""
+        sha, path = publish.current(self.link)
+        if sha is None or path != worktree_path(self.root, sha) or not self.worktrees.healthy(sha):
+            return None
+        return sha
+
     def kept_commits(self) -> list[str]:
         base = self.root / ".worktrees"
         try:

@@ -8,6 +8,7 @@ import socket
 from pathlib import Path
 
 import pytest
+from conftest import MakeHttpServer
 from gitsync_proc import run_once, running
 from httpcheck import endpoint, metric, request
 from servers.git_http import GitHttpServer
@@ -159,3 +160,50 @@ def test_no_secret_in_any_answer_log_or_file(
     for text in [*answers, *files, gs.stderr()]:
         assert password not in text
         assert trigger_secret not in text
+
+
+def test_an_outage_keeps_a_restarted_sidecar_ready_with_the_tree_on_disk(
+    upstream: Upstream, gs_env: dict[str, str], make_http_server: MakeHttpServer, root: Path
+) -> None:
+    """The git host is down when the pod restarts: the tree on disk is served at once, readiness
+    holds through the outage (it depends on the remote only when asked), the failures show in
+    /status, and the recovery is one line."""
+    server = make_http_server()
+    env = {**gs_env, **LOOP, "GITSYNC_REPO": server.url_for(upstream.bare)}
+    assert run_once(env).returncode == 0
+    sha = upstream.head_sha()
+    server.fail_with(503)
+    with running(env, HTTP) as gs:
+        url = endpoint(gs)
+        assert gs.count(f"serving commit {sha} from disk; upstream not reached yet") == 1
+        assert request(url, "/").status == 200
+        assert request(url, "/readyz").status == 200
+        gs.wait_for(lambda: json.loads(request(url, "/status").body)["consecutive_failures"] >= 5,
+                    desc="five failures")
+        assert request(url, "/readyz").status == 200
+        assert request(url, "/livez").status == 200
+        doc = json.loads(request(url, "/status").body)
+        assert doc["commit"] == sha and doc["failing_since"] is not None
+        assert doc["last_success"] is None
+        assert (metric(request(url, "/metrics").body, "gitsync_consecutive_failures") or 0) >= 5
+        server.heal()
+        gs.wait_for(lambda: any(m.startswith("recovered after ") for m in gs.messages()),
+                    desc="the recovery line")
+        [line] = [r for r in gs.logs() if str(r.get("msg")).startswith("recovered after ")]
+        assert line["level"] == "info" and line["failures"] >= 5
+        assert json.loads(request(url, "/status").body)["failing_since"] is None
+
+
+def test_readiness_fails_on_failures_only_when_asked(
+    upstream: Upstream, gs_env: dict[str, str], make_http_server: MakeHttpServer
+) -> None:
+    server = make_http_server()
+    env = {**gs_env, **LOOP, "GITSYNC_REPO": server.url_for(upstream.bare),
+           "GITSYNC_READY_MAX_FAILURES": "2"}
+    with running(env, HTTP) as gs:
+        url = endpoint(gs)
+        gs.wait_for(lambda: request(url, "/readyz").status == 200, desc="ready")
+        server.fail_with(503)
+        gs.wait_for(lambda: request(url, "/readyz").status == 503, desc="not ready")
+        assert "consecutive failed syncs" in request(url, "/readyz").body
+        assert request(url, "/livez").status == 200
