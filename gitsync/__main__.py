@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from collections.abc import Sequence
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from gitsync import __version__, cli, files, hooks, log, pid1, publish, sparse
 from gitsync.config import OPTIONS, Notice, Settings
-from gitsync.errors import ConfigError, RootLocked, UsageError
+from gitsync.errors import ConfigError, LocalError, RootLocked, UsageError
 from gitsync.lock import RootLock
 from gitsync.loop import Listener, Loop, Policy, run_forever
 from gitsync.remote import FULL_SHA
@@ -61,6 +62,14 @@ def build(settings: Settings, root: Path, verifier: Verifier | None = None) -> t
     loop = Loop(syncer, policy, error_file=_under(root, settings.error_file),
                 touch_file=_under(root, settings.touch_file))
     return loop, RootLock(root)
+
+
+def _permission_hint(e: OSError) -> str:
+    """Who gitsync runs as, when the volume refuses it: the usual cause is a pod spec."""
+    if not isinstance(e, PermissionError) and e.errno != errno.EROFS:
+        return ""
+    return (f"gitsync runs as uid {os.getuid()} gid {os.getgid()}: the volume must be writable "
+            "by them (set the pod's securityContext.fsGroup, or run as the volume's owner)")
 
 
 def _settings(args: list[str]) -> tuple[Settings, list[Notice]]:
@@ -138,16 +147,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings.root.mkdir(parents=True, exist_ok=True, mode=0o775)
         root = settings.root.resolve()
     except OSError as e:
-        logger.error("can't create root", root=str(settings.root), error=str(e))
+        logger.error("can't create root", root=str(settings.root),
+                     error=str(LocalError(f"{e.strerror or e}: {settings.root}",
+                                          hint=_permission_hint(e))))
         return 1
     if root != settings.root:
         logger.info("normalized root path", v=0, root=str(settings.root), result=str(root))
     loop, lock = build(settings, root, verifier)
     try:
         lock.acquire()
-    except (RootLocked, OSError) as e:
+    except RootLocked as e:
         # Not into the error file: that one is the holder's.
         logger.error("can't lock the root", error=str(e))
+        return 1
+    except OSError as e:
+        logger.error("can't lock the root", error=str(LocalError(
+            f"{e.strerror or e}: {lock.path}", hint=_permission_hint(e))))
         return 1
     logger.info("starting up", version=__version__, pid=os.getpid(), uid=os.getuid(),
                 gid=os.getgid(), repo=redact_url(settings.repo), ref=settings.ref,

@@ -63,11 +63,15 @@ class ExecHook:
 
     def run(self, sha: str) -> None:
         self.log.info("running exechook", hash=sha, command=self.command, timeout=self.timeout)
-        proc = subprocess.Popen(
-            [self.command], cwd=worktree_path(self.root, sha),
-            env={**os.environ, "GITSYNC_HASH": sha}, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-        )
+        try:
+            proc = subprocess.Popen(
+                [self.command], cwd=worktree_path(self.root, sha),
+                env={**os.environ, "GITSYNC_HASH": sha}, stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+            )
+        except OSError as e:
+            raise HookFailed(f"{self.name} {self.command!r} can't be run: {e.strerror or e}",
+                             hint=_command_hint(self.command, e)) from None
         with self._lock:
             self._proc = proc
         try:
@@ -271,6 +275,18 @@ def from_settings(settings: Settings, root: Path) -> Hooks | None:
         return None
     return Hooks(pre_publish=pre, exechook=exe, webhook=web,
                  webhook_after_exechook=s.webhook_after_exechook)
+
+
+def _command_hint(command: str, e: OSError) -> str:
+    """What to do when a hook command cannot even start."""
+    if " " in command.strip() and isinstance(e, FileNotFoundError):
+        return ("the command is one executable, run without a shell and without arguments, "
+                "as in git-sync: put the arguments in a script")
+    if isinstance(e, PermissionError):
+        return "the file must be executable by gitsync's user (chmod +x, or a volume's defaultMode)"
+    if isinstance(e, FileNotFoundError):
+        return "the path must exist in gitsync's container (an absolute path, or one relative to the worktree)"
+    return ""
 
 
 def _text(data: bytes) -> str:

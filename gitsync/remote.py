@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import re
+import socket
+import ssl
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -96,7 +98,7 @@ def resolve(ref: str, adv: Advertisement | None) -> Target:
     if FULL_SHA.match(ref):
         return Target(ref, ref, ref, ref)
     if adv is None:
-        raise RefNotFound(f"couldn't find remote ref {ref}")
+        raise RefNotFound(f"couldn't find remote ref {ref}", hint=_ref_hint(ref, None))
     candidates = [rule.format(ref).encode() for rule in _REF_RULES]
     if ref == "HEAD":
         candidates = [b"HEAD"]
@@ -112,7 +114,25 @@ def resolve(ref: str, adv: Advertisement | None) -> Target:
         # local transports do not advertise peeled values, so leave it unknown.
         commit = None if name.startswith(b"refs/tags/") else want
         return Target(ref, want, commit, name.decode())
-    raise RefNotFound(f"couldn't find remote ref {ref}")
+    raise RefNotFound(f"couldn't find remote ref {ref}", hint=_ref_hint(ref, adv))
+
+
+_SHORT_SHA = re.compile(r"^[0-9a-fA-F]{4,39}$")
+
+
+def _ref_hint(ref: str, adv: Advertisement | None) -> str:
+    """What the operator can use instead: a full SHA, or one of the branches there are."""
+    if _SHORT_SHA.match(ref):
+        return "a commit must be given as its full 40-character SHA"
+    if adv is None:
+        return ""
+    branches = sorted(n.decode(errors="replace").removeprefix("refs/heads/")
+                      for n in adv.refs if n.startswith(b"refs/heads/"))
+    if not branches:
+        return "the remote has no branches"
+    shown = ", ".join(branches[:5])
+    more = f" and {len(branches) - 5} more" if len(branches) > 5 else ""
+    return f"the remote's branches: {shown}{more}"
 
 
 def git_config(pairs: Iterable[tuple[str, str]], timeout: float | None = None) -> ConfigDict:
@@ -239,11 +259,65 @@ class Remote:
                 and os.fsdecode(e.filename).startswith(store))
         if isinstance(e, NotGitRepository | FileNotFoundError) and not ours:
             return RepoNotFound(f"repository not found: {self.display_url}")
+        network = _network_cause(e)
+        if network is not None and not ours:
+            cause, hint = network
+            return Unreachable(f"unable to access '{self.display_url}': {cause}", hint=hint)
         if isinstance(e, GitProtocolError) and not isinstance(e, HangupException):
             return ProtocolError(f"unable to access '{self.display_url}': {text}")
         if isinstance(e, HangupException | OSError) and not ours:
             return Unreachable(f"unable to access '{self.display_url}': {text}")
         return FetchFailed(f"fetch from '{self.display_url}' failed: {type(e).__name__}: {text}")
+
+
+_CA_HINT = ("give gitsync the CA that signed the server's certificate: "
+            "--git-config http.sslCAInfo:/path/ca.pem, or GIT_SSL_CAINFO")
+_NET_HINT = "check the URL, DNS, NetworkPolicies and the egress proxy, GITSYNC_GIT_CONFIG=http.proxy:..."
+
+
+def _chain(e: BaseException) -> list[BaseException]:
+    """``e`` and what caused it: dulwich wraps urllib3's errors, which wrap the socket's."""
+    out: list[BaseException] = []
+    todo: list[BaseException | None] = [e]
+    while todo and len(out) < 16:
+        cur = todo.pop(0)
+        if cur is None or any(cur is seen for seen in out):
+            continue
+        out.append(cur)
+        todo += [cur.__cause__, cur.__context__, getattr(cur, "reason", None)
+                 if isinstance(getattr(cur, "reason", None), BaseException) else None]
+    return out
+
+
+def _network_cause(e: BaseException) -> tuple[str, str] | None:
+    """The network failure under ``e`` in a few words, and what to do; None if there is none.
+
+    urllib3 says "HTTPConnectionPool(host=..., port=1): Max retries exceeded ... (Caused by
+    NewConnectionError(...))": the operator needs "connection refused" and where to look."""
+    for cause in _chain(e):
+        name = type(cause).__name__
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return f"TLS certificate not trusted ({cause.verify_message})", _CA_HINT
+        if isinstance(cause, ssl.SSLError):
+            return f"TLS failed ({cause.reason or cause})", _CA_HINT
+        if isinstance(cause, socket.gaierror) or name == "NameResolutionError":
+            return "can't resolve the host name", _NET_HINT
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused", "is a server listening at that host and port? " + _NET_HINT
+        if isinstance(cause, ConnectionResetError):
+            return "connection reset by the server", _NET_HINT
+        if isinstance(cause, TimeoutError) or name in ("ConnectTimeoutError", "ReadTimeoutError"):
+            return "timed out", _NET_HINT
+    for cause in _chain(e):  # urllib3 keeps the socket's error as text only
+        text = str(cause)
+        for needle, words in (("Connection refused", "connection refused"),
+                              ("Name or service not known", "can't resolve the host name"),
+                              ("Temporary failure in name resolution", "can't resolve the host name"),
+                              ("timed out", "timed out"),
+                              ("CERTIFICATE_VERIFY_FAILED", "TLS certificate not trusted")):
+            if needle in text:
+                return words, _CA_HINT if "TLS" in words else _NET_HINT
+    return None
 
 
 def _receive(client: GitClient, path: str | bytes, target: Any,

@@ -3,6 +3,7 @@ checking (unknown, mismatch, hashed, disabled), group-readable keys, protocol v2
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -147,3 +148,17 @@ def test_group_readable_key_used_with_one_warning(
         warnings = [r for r in gs.logs() if "readable by group" in str(r.get("msg"))]
     assert len(warnings) == 1, warnings
     assert warnings[0]["key_file"] == str(key) and warnings[0]["mode"] == "0o640"
+
+
+def test_a_missing_known_hosts_file_says_how_to_make_one(
+    sshd: Sshd, upstream: Upstream, gs_env: dict[str, str], tmp_path: Path, root: Path
+) -> None:
+    key = _authorized(sshd, tmp_path, "ed25519")
+    env = {**_env(gs_env, sshd, upstream, tmp_path, [key]),
+           "GITSYNC_SSH_KNOWN_HOSTS_FILE": str(tmp_path / "absent")}
+    res = run_once(env)
+    assert res.returncode == 1
+    error = json.loads((root / "error.json").read_text())["Err"]
+    assert f"can't read known_hosts file {tmp_path / 'absent'}: No such file or directory" in error
+    assert f"ssh-keyscan -p {sshd.port} 127.0.0.1 > known_hosts" in error
+    assert "GITSYNC_SSH_KNOWN_HOSTS=false" in error

@@ -89,7 +89,12 @@ def read_known_hosts(path: str, host: str, port: int | None) -> list[KnownHost]:
     try:
         lines = Path(path).read_text().splitlines()
     except (OSError, UnicodeDecodeError) as e:
-        raise HostKeyError(f"ssh: can't read known_hosts file {path}: {e}") from None
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise HostKeyError(
+            f"ssh: can't read known_hosts file {path}: {why}",
+            hint=f"create it with `ssh-keyscan {'-p ' + str(port) + ' ' if port not in (None, 22) else ''}"
+                 f"{host} > known_hosts` (check the key out of band), or set "
+                 "GITSYNC_SSH_KNOWN_HOSTS=false to skip host key checks") from None
     found: list[KnownHost] = []
     for line in lines:
         fields = line.split()
