@@ -1,4 +1,5 @@
-"""Files gitsync writes for the other containers of the pod: error file and touch file.
+"""Files gitsync writes for the other containers of the pod (error file, touch file), and
+how it reads the secret files they mount.
 
 Both follow git-sync (contract §2.5, §2.6). The error file is replaced atomically so a
 reader never sees half a message, and its content passes through the log redactor.
@@ -16,6 +17,13 @@ from typing import Any
 from gitsync.log import REDACTOR
 
 _WRITING = threading.Lock()
+
+
+def secret_line(raw: bytes) -> bytes:
+    """A secret file's value: its first line, as git's credential protocol reads it in
+    git-sync (a Secret written with ``echo`` ends in a newline that is not the password)."""
+    line = raw.split(b"\n", 1)[0]
+    return line[:-1] if line.endswith(b"\r") else line
 
 
 def _tmp(path: Path) -> Path:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from gitsync import log
+from gitsync.files import secret_line
 from gitsync.log import REDACTOR
 
 MAX_BODY = 1 << 20  # 1 MiB: a push event is far smaller; anything bigger is refused unread
@@ -42,12 +43,12 @@ class _Secret:
         self._lock = threading.Lock()
 
     def get(self) -> bytes:
-        """The secret (surrounding whitespace stripped); OSError when unreadable."""
+        """The secret (its first line, surrounding whitespace stripped); OSError when unreadable."""
         st = os.stat(self.path)  # follows the symlinks a mounted Kubernetes secret swaps
         key = (st.st_ino, st.st_size, st.st_mtime_ns)
         with self._lock:
             if key != self._key:
-                self._value = self.path.read_bytes().strip()
+                self._value = secret_line(self.path.read_bytes()).strip()
                 self._key = key
                 REDACTOR.add(self._value.decode("utf-8", "replace"))
             return self._value
@@ -64,6 +65,15 @@ def authorised(secret: bytes, headers: Mapping[str, str], body: bytes) -> bool:
     presented: list[tuple[bytes, bytes]] = []
     if sig := headers.get("x-hub-signature-256"):
         presented.append((sig.strip().encode(), b"sha256=" + digest))
+    # Bitbucket Cloud and Server sign with X-Hub-Signature (sha256=...); GitHub's old form
+    # of the same header is sha1=...
+    if sig := headers.get("x-hub-signature"):
+        given = sig.strip().encode()
+        if given.startswith(b"sha1="):
+            old = hmac.new(secret, body, hashlib.sha1).hexdigest().encode()
+            presented.append((given, b"sha1=" + old))
+        else:
+            presented.append((given, b"sha256=" + digest))
     for name in ("x-gitea-signature", "x-forgejo-signature"):
         if sig := headers.get(name):
             presented.append((sig.strip().encode(), digest))
@@ -77,8 +87,11 @@ def authorised(secret: bytes, headers: Mapping[str, str], body: bytes) -> bool:
     return any(results)
 
 
-def pushed_ref(headers: Mapping[str, str], body: bytes) -> tuple[str, str | None] | None:
-    """(ref pushed, repository's default branch) for a push event; None for anything else."""
+def pushed_refs(headers: Mapping[str, str], body: bytes) -> tuple[list[str], str | None] | None:
+    """(refs pushed, repository's default branch) for a push event; None for anything else.
+
+    GitHub, Gitea and GitLab name one ``ref``; Bitbucket lists changes: Server as
+    ``changes[].ref.id``, Cloud as ``push.changes[].new`` (``old`` for a deletion)."""
     payload: Any
     try:
         if headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
@@ -87,11 +100,32 @@ def pushed_ref(headers: Mapping[str, str], body: bytes) -> tuple[str, str | None
             payload = json.loads(body or b"{}")
     except (ValueError, UnicodeDecodeError):
         return None
-    if not isinstance(payload, dict) or not isinstance(payload.get("ref"), str):
+    if not isinstance(payload, dict):
+        return None
+    refs = [payload["ref"]] if isinstance(payload.get("ref"), str) else _bitbucket_refs(payload)
+    if not refs:
         return None
     repo = payload.get("repository") or payload.get("project") or {}
     default = repo.get("default_branch") if isinstance(repo, dict) else None
-    return payload["ref"], default if isinstance(default, str) else None
+    return refs, default if isinstance(default, str) else None
+
+
+def _bitbucket_refs(payload: dict[str, Any]) -> list[str]:
+    refs: list[str] = []
+    push = payload.get("push")
+    changes = payload.get("changes") or (push.get("changes") if isinstance(push, dict) else None)
+    for change in changes if isinstance(changes, list) else []:
+        if not isinstance(change, dict):
+            continue
+        ref = change.get("ref")
+        if isinstance(ref, dict) and isinstance(ref.get("id"), str):  # Server
+            refs.append(ref["id"])
+            continue
+        side = change.get("new") or change.get("old")  # Cloud
+        if isinstance(side, dict) and isinstance(side.get("name"), str):
+            kind = "tags" if side.get("type") == "tag" else "heads"
+            refs.append(f"refs/{kind}/{side['name']}")
+    return refs
 
 
 def concerns(ref: str, pushed: str, default_branch: str | None) -> bool:
@@ -127,8 +161,8 @@ class Trigger:
         if not authorised(secret, headers, body):
             self.log.info("trigger refused: bad or missing signature", v=1)
             return 401, "unauthorized"
-        push = pushed_ref(headers, body)
-        if push is not None and not concerns(self.ref, *push):
+        push = pushed_refs(headers, body)
+        if push is not None and not any(concerns(self.ref, ref, push[1]) for ref in push[0]):
             self.log.info("trigger ignored: push to another ref", v=1, pushed=push[0])
             return 200, "ignored"
         self._fire()

@@ -67,7 +67,7 @@ def test_rotated_password_file_used_without_restart(
     make_http_server: MakeHttpServer, upstream: Upstream, gs_env: dict[str, str],
     tmp_path: Path, root: Path
 ) -> None:
-    first, second = _secret("first"), _secret("second") + "\n"
+    first, second = _secret("first"), _secret("second")
     server = make_http_server(auth=("carol", first))
     pwfile = tmp_path / "password"
     pwfile.write_text(first)
@@ -80,10 +80,11 @@ def test_rotated_password_file_used_without_restart(
         c2 = upstream.commit({"file": "two\n"}, "two")
         gs.wait_for(lambda: gs.count("error syncing repo, will retry") >= 1, 10, "auth failure")
         assert "authentication failed" in _error(root)["Err"]  # type: ignore[operator]
-        pwfile.write_text(second)  # ... then in the mounted secret (verbatim, newline included)
+        # ... then in the mounted secret, written by `echo`: the first line is the password
+        pwfile.write_bytes(second.encode() + b"\r\n")
         gs.wait_for_sha(c2, timeout=10)
         assert gs.alive()
-        assert_no_leak([first, second.strip()], gs.stderr(), files=files_under(root))
+        assert_no_leak([first, second], gs.stderr(), files=files_under(root))
 
 
 def test_credential_json_per_url(

@@ -105,3 +105,44 @@ def test_a_burst_of_triggers_costs_at_most_two_syncs(
         gs.wait_for(lambda: syncs(url) >= before + 2, desc="the deferred sync", timeout=8)
         time.sleep(0.5)
         assert syncs(url) == before + 2
+
+
+def bitbucket(secret: str, body: bytes, event: str) -> dict[str, str]:
+    digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return {"X-Hub-Signature": f"sha256={digest}", "X-Event-Key": event,
+            "Content-Type": "application/json"}
+
+
+def test_bitbucket_cloud_and_server_pushes_are_signed_and_read(
+    upstream: Upstream, gs_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Bitbucket signs with X-Hub-Signature (sha256=...) and lists its changes its own way."""
+    secret_file = tmp_path / "secret"
+    secret_file.write_text("bb-secret\n")
+    env = {**gs_env, "GITSYNC_PERIOD": "60s", "GITSYNC_REF": "main",
+           "GITSYNC_TRIGGER_SECRET_FILE": str(secret_file)}
+    server_push = json.dumps({"eventKey": "repo:refs_changed", "changes": [
+        {"ref": {"id": "refs/heads/main", "displayId": "main", "type": "BRANCH"},
+         "type": "UPDATE"}]}).encode()
+    cloud_push = json.dumps({"push": {"changes": [
+        {"new": {"type": "branch", "name": "main"}, "old": {"type": "branch", "name": "main"}}]}
+    }).encode()
+    cloud_other = json.dumps({"push": {"changes": [
+        {"new": {"type": "branch", "name": "feature"}, "old": None}]}}).encode()
+    with running(env, ["--http-bind", "127.0.0.1:0"]) as gs:
+        url = endpoint(gs)
+        gs.wait_for_sha(upstream.head_sha())
+        c2 = upstream.commit({"file": "2\n"})
+        answer = request(url, PATH, "POST", server_push,
+                         bitbucket("bb-secret", server_push, "repo:refs_changed"))
+        assert (answer.status, answer.body) == (202, "sync queued\n")
+        gs.wait_for_sha(c2, timeout=5)
+        answer = request(url, PATH, "POST", cloud_other,
+                         bitbucket("bb-secret", cloud_other, "repo:push"))
+        assert (answer.status, answer.body) == (200, "ignored\n")
+        assert request(url, PATH, "POST", cloud_push,
+                       bitbucket("wrong", cloud_push, "repo:push")).status == 401
+        c3 = upstream.commit({"file": "3\n"})
+        assert request(url, PATH, "POST", cloud_push,
+                       bitbucket("bb-secret", cloud_push, "repo:push")).status == 202
+        gs.wait_for_sha(c3, timeout=5)

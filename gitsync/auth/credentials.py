@@ -17,6 +17,7 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 from gitsync.errors import AuthFailed
+from gitsync.files import secret_line
 from gitsync.log import REDACTOR
 
 
@@ -58,7 +59,8 @@ class StaticSource:
 
 @dataclass(frozen=True)
 class FileSource:
-    """A password file, read verbatim (no newline trimming, like git-sync) at every sync."""
+    """A password file, read at every sync up to its first newline (git-sync hands it to
+    git's line-based credential protocol)."""
 
     url: str
     username: str
@@ -70,7 +72,7 @@ class FileSource:
         except OSError as e:
             raise AuthFailed(f"credential refresh failed: can't read password file {self.path}: "
                             f"{e.strerror or e}") from None
-        password = raw.decode("utf-8", "surrogateescape")
+        password = secret_line(raw).decode("utf-8", "surrogateescape")
         REDACTOR.add(password)
         return Secret(self.username, password)
 
