@@ -6,7 +6,7 @@ wanted object's entry is sliced out of the source pack as it is stored (its end 
 entry's offset), offset deltas are re-pointed at their base's new position, and the index
 is written from what was copied: the SHAs are already known from the source's index, so
 nothing is inflated. An entry that cannot travel alone (a delta whose base is not copied,
-a loose object) is resolved and stored whole.
+a loose object) is resolved and stored whole; a big one through files (deltas.py).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from dulwich.object_store import BaseObjectStore
 from dulwich.objects import ObjectID, object_class
 from dulwich.pack import Pack, write_pack_index_v2
 
-from gitsync import packformat
+from gitsync import deltas, packformat
 
 _CHUNK = 1 << 22
 _INFLATE_STEP = 8 << 10
@@ -113,6 +113,20 @@ class _Writer:
     def whole(self, sha: ObjectID, type_num: int, data: bytes) -> int:
         return self.entry(sha, (packformat.header(type_num, len(data)), zlib.compress(data, 1)))
 
+    def streamed(self, sha: ObjectID, content: deltas.Content) -> int:
+        def parts() -> Iterable[bytes]:
+            yield packformat.header(content.kind, content.size)
+            z = zlib.compressobj(1)
+            for chunk in content.chunks():
+                if out := z.compress(chunk):
+                    yield out
+            yield z.flush()
+
+        try:
+            return self.entry(sha, parts())
+        finally:
+            content.drop()
+
 
 def copy(source: BaseObjectStore, target_pack_dir: Path, ids: list[ObjectID]) -> Path | None:
     """Write ``ids`` (all present in ``source``) as one new pack in ``target_pack_dir``."""
@@ -135,8 +149,12 @@ def copy(source: BaseObjectStore, target_pack_dir: Path, ids: list[ObjectID]) ->
         with os.fdopen(fd, "wb") as f:
             out = _Writer(f, len(ids))
             written: set[ObjectID] = set()
-            for i, entries in located.items():
-                _copy_from_pack(packs[i], sorted(entries), out, source, written)
+            reader = deltas.StoreReader(source, target_pack_dir)
+            try:
+                for i, entries in located.items():
+                    _copy_from_pack(packs[i], sorted(entries), out, reader, written)
+            finally:
+                reader.close()
             for sha in ids:  # loose objects, or anything a pack walk could not place
                 if sha not in written:
                     loose = _loose_path(source, sha)
@@ -190,8 +208,19 @@ def _entry_end(fd: int, start: int, size: int, data_end: int) -> int:
     raise OSError(f"pack entry at offset {start} does not end before the pack does")
 
 
+def _resolved(fd: int, zstart: int, sha: ObjectID, reader: deltas.StoreReader, out: _Writer) -> int:
+    """A delta whose base is not copied, stored whole: a big one built through files."""
+    if deltas.delta_sizes(deltas.delta_head(fd, zstart))[1] >= deltas.BIG:
+        content = reader.get(bytes.fromhex(sha.decode()))
+        if content is None:
+            raise KeyError(sha)
+        return out.streamed(sha, content)
+    kind, data = reader.store.get_raw(sha)
+    return out.whole(sha, kind, data)
+
+
 def _copy_from_pack(pack: Pack, entries: list[tuple[int, ObjectID]], out: _Writer,
-                    source: BaseObjectStore, written: set[ObjectID]) -> None:
+                    reader: deltas.StoreReader, written: set[ObjectID]) -> None:
     """Copy one source pack's share, in source order (an offset delta's base comes first)."""
     path = f"{pack._basename}.pack"
     new_at: dict[int, int] = {}  # source offset → offset in the new pack
@@ -219,11 +248,9 @@ def _copy_from_pack(pack: Pack, entries: list[tuple[int, ObjectID]], out: _Write
                     distance = out.offset - new_at[base]
                     at = out.entry(sha, (raw[:header_end], packformat.offset(distance), raw[body:]))
                 else:
-                    kind, data = source.get_raw(sha)
-                    at = out.whole(sha, kind, data)
+                    at = _resolved(fd, off + body, sha, reader, out)
             elif type_num == packformat.REF_DELTA and ObjectID(raw[header_end:body].hex().encode()) not in by_sha:
-                kind, data = source.get_raw(sha)
-                at = out.whole(sha, kind, data)
+                at = _resolved(fd, off + body, sha, reader, out)
             else:
                 at = out.entry(sha, (raw,))
             new_at[off] = at
