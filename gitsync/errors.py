@@ -27,6 +27,7 @@ with its type name.
     ├── ObjectUnreadable          an object the sync needs cannot be read (store suspected)
     │   ├── MissingObject         ... not in the store (a sound store: the server did not send it)
     │   └── CorruptObject         ... its bytes do not parse (a sound store: a hostile repository)
+    │       └── DeltaError        a delta that does not resolve (in a received pack: a PackError)
     ├── StoreDamage               the store's own files failed a check: it is replaced
     ├── Refused                   the content is refused; retrying changes nothing until upstream does
     │   ├── UnsafeTree            a path or tree gitsync will not write
@@ -169,6 +170,10 @@ class CorruptObject(ObjectUnreadable):
 
     def acquitted(self) -> GitsyncError:
         return UnsafeTree(self.message, hint=self.hint)
+
+
+class DeltaError(CorruptObject):
+    """A delta or object that cannot be resolved (truncated, corrupt, inconsistent)."""
 
 
 class StoreDamage(GitsyncError):

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dulwich.object_store import DiskObjectStore
-from dulwich.objects import Commit, ObjectID, Tag, Tree
+from dulwich.object_store import BaseObjectStore, DiskObjectStore
+from dulwich.objects import Commit, ObjectID, Tag, Tree, hex_to_sha
 from dulwich.pack import write_pack_from_container
 from dulwich.repo import BaseRepo, Repo
 
@@ -25,6 +25,29 @@ _MODE_TREE = 0o040000
 _MODE_GITLINK = 0o160000
 
 
+class _Present:
+    """Which objects a store holds, asked of a snapshot of its pack indexes.
+
+    dulwich's ``sha in store`` lists the pack directory again on every miss (a pack may
+    have just arrived), and an update asks about every entry of every changed tree, most
+    of them misses: on a 500,000-object store that was half a second per update.
+    """
+
+    def __init__(self, store: BaseObjectStore) -> None:
+        self.store = store
+        self.indexes = [pack.index for pack in store.packs]
+
+    def __contains__(self, sha: ObjectID) -> bool:
+        raw = hex_to_sha(sha)
+        for index in self.indexes:
+            try:
+                index.object_offset(raw)
+                return True
+            except KeyError:
+                continue
+        return self.store.contains_loose(sha)
+
+
 def missing_objects(source: BaseRepo, target: BaseRepo, wants: list[ObjectID],
                     depth: int | None, filter_spec: str = "") -> list[ObjectID]:
     """Objects reachable from ``wants`` (commits up to ``depth`` deep) that ``target`` lacks.
@@ -33,7 +56,7 @@ def missing_objects(source: BaseRepo, target: BaseRepo, wants: list[ObjectID],
     that is how a checkout fills in what it needs); other filters fetch everything.
     """
     blobs = filter_spec != "blob:none"
-    have = target.object_store
+    have = _Present(target.object_store)
     src = source.object_store
     out: dict[ObjectID, None] = {}
     trees: list[tuple[ObjectID, bytes]] = []  # and the path it is at

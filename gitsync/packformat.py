@@ -11,6 +11,9 @@ from __future__ import annotations
 OFS_DELTA = 6
 REF_DELTA = 7
 HEADER_MAX = 32  # a type/size header and a delta base reference fit in this
+# Objects at least this big are streamed, never held whole: worktree writes such blobs in
+# chunks, and the store never keeps one as a delta (packindex, packcopy store it whole).
+STREAM_ABOVE = 8 << 20
 
 
 def read_header(buf: bytes, pos: int = 0) -> tuple[int, int, int]:

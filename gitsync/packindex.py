@@ -2,12 +2,17 @@
 
 dulwich's indexer inflates every object whole to hash it, and its fetch spools the pack into
 memory first: a 200 MB file costs some 400 MB of RSS over http, and a container limit kills the
-sidecar. This is git's ``index-pack`` in two passes over the pack on disk. The first streams
-each entry through zlib, SHA-1 and CRC-32 in small steps, so a whole object is hashed without
-ever being held, and notes what each delta is against. The second resolves deltas depth first
-from their bases, holding one chain at a time. Packs are asked for whole, never thin (a thin
-pack's delta against a 200 MB file already in the store would need both versions in memory),
-so a delta against an object outside the pack is an error, as in ``git index-pack``.
+sidecar. This is git's ``index-pack --fix-thin`` in two passes over the pack on disk. The first
+streams each entry through zlib, SHA-1 and CRC-32 in small steps, so a whole object is hashed
+without ever being held, and notes what each delta is against. The second resolves deltas depth
+first from their bases, one chain at a time, small objects in memory and big ones through files
+(deltas.py). Packs are asked for thin (a one-file update would otherwise bring the whole tree
+again), so a delta may be against an object the store holds: as git does, that base is appended
+to the pack whole, and the pack's count and checksum rewritten.
+
+One thing differs from git: a delta that builds an object of ``deltas.BIG`` or more is stored
+whole in the rewritten pack. The store then never holds a big object as a delta, which is what
+lets a checkout, a compaction and the next thin pack stream it instead of resolving it in memory.
 """
 
 from __future__ import annotations
@@ -15,23 +20,29 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
+import tempfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from dulwich.object_store import BaseObjectStore
 from dulwich.objects import object_header
-from dulwich.pack import apply_delta, write_pack_index_v2
+from dulwich.pack import write_pack_index_v2
 
-from gitsync import packformat
-from gitsync.errors import PackError
+from gitsync import deltas, packformat
+from gitsync.deltas import BIG, Content
+from gitsync.errors import DeltaError, PackError
 
 _BLOCK = 1 << 20  # bytes read from the pack at a time
 _STEP = 8 << 10  # most compressed bytes one zlib call is given
 _TRAILER = 20
-# Deltas are resolved in memory. git's core.bigFileThreshold (512 MiB) keeps it from ever
-# deltifying a bigger object, so a delta claiming to build one is a bomb, not a file.
+# git's core.bigFileThreshold (512 MiB) keeps it from ever deltifying a bigger object, so a
+# delta claiming to build one is a bomb, not a file.
 _MAX_DELTA_RESULT = 512 << 20
+# Small bases held in memory by the chain being resolved, at most; more go to files.
+_HELD_MAX = 32 << 20
 
 
 class _Reader:
@@ -127,7 +138,10 @@ class _Entries:
     def __init__(self, count: int) -> None:
         self.offsets: list[int] = []
         self.crcs: list[int] = []
+        self.types: list[int] = []  # the entry's type as sent (a delta type for a delta)
         self.kinds: list[int] = []  # object type once known; the delta type until resolved
+        self.sizes: list[int] = []  # size of the object, or of the delta, as the entry says
+        self.distances: list[int] = []  # an offset delta's distance back to its base; else 0
         self.shas: list[bytes | None] = []
         self.starts: list[int] = []  # where the zlib stream begins
         self.ends: list[int] = []
@@ -143,6 +157,7 @@ def _scan(r: _Reader, count: int) -> _Entries:
         kind, size, header = _entry_header(r)
         crc = zlib.crc32(header)
         sha: bytes | None = None
+        distance = 0
         if kind == packformat.OFS_DELTA:
             distance, raw = _ofs_distance(r)
             crc = zlib.crc32(raw, crc)
@@ -165,7 +180,10 @@ def _scan(r: _Reader, count: int) -> _Entries:
         else:
             raise PackError(f"entry at offset {offset} has unknown type {kind}")
         e.offsets.append(offset)
+        e.types.append(kind)
         e.kinds.append(kind)
+        e.sizes.append(size)
+        e.distances.append(distance)
         e.shas.append(sha)
         e.crcs.append(crc & 0xFFFFFFFF)
         e.starts.append(start)
@@ -173,78 +191,242 @@ def _scan(r: _Reader, count: int) -> _Entries:
     return e
 
 
-def _delta_result_size(delta: bytes) -> int:
-    """The size a delta declares it builds: its second varint (the first is the base's)."""
-    pos = 0
-    for _ in range(2):
-        size = shift = 0
-        while True:
-            if pos >= len(delta):
-                raise PackError("delta is truncated")
-            c = delta[pos]
-            pos += 1
-            size |= (c & 0x7F) << shift
-            shift += 7
-            if not c & 0x80:
-                break
-    return size
+@dataclass(frozen=True)
+class _Placed:
+    """An entry written to the side file: where, how long, its CRC, where its zlib data starts."""
+
+    offset: int
+    length: int
+    crc: int
+    zstart: int
 
 
-def _inflate_at(fd: int, start: int, end: int) -> bytes:
-    try:
-        return zlib.decompress(os.pread(fd, end - start, start))
-    except zlib.error as e:
-        raise PackError(f"pack is corrupt at offset {start}: {e}") from None
+class _Extra:
+    """Entries gitsync adds to a received pack, kept in a side file until the pack is rewritten:
+    delta results stored whole, and the bases a thin pack left out."""
+
+    def __init__(self, pack_dir: Path) -> None:
+        fd, name = tempfile.mkstemp(prefix="tmp_extra_", dir=pack_dir)
+        self.fd, self.path = fd, Path(name)
+        self.at = self.begin = self.zstart = self.crc = 0
+        self.z = zlib.compressobj(1)
+
+    def _write(self, data: bytes) -> None:
+        self.crc = zlib.crc32(data, self.crc)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view):]
+        self.at += len(data)
+
+    def start(self, kind: int, size: int) -> None:
+        self.begin, self.crc = self.at, 0
+        self._write(packformat.header(kind, size))
+        self.zstart = self.at
+        # git's index-pack compresses what it appends at level 1 (core.compression unset)
+        self.z = zlib.compressobj(1)
+
+    def add(self, data: bytes) -> None:
+        if out := self.z.compress(data):
+            self._write(out)
+
+    def finish(self) -> _Placed:
+        self._write(self.z.flush())
+        return _Placed(self.begin, self.at - self.begin, self.crc & 0xFFFFFFFF, self.zstart)
+
+    def whole(self, content: Content) -> _Placed:
+        self.start(content.kind, content.size)
+        for chunk in content.chunks():
+            self.add(chunk)
+        return self.finish()
+
+    def close(self) -> None:
+        os.close(self.fd)
+        self.path.unlink(missing_ok=True)
 
 
-def _resolve(fd: int, e: _Entries) -> None:
-    """Hash every delta from its base."""
+class _Resolver:
+    """Hashes every delta from its base, depth first, and notes what the rewrite must add."""
 
-    def kids(i: int) -> list[int]:
+    def __init__(self, fd: int, e: _Entries, pack_dir: Path, objects: BaseObjectStore | None) -> None:
+        self.fd, self.e, self.dir = fd, e, pack_dir
+        self.extra: _Extra | None = None
+        self.replaced: dict[int, _Placed] = {}  # entry → its object stored whole
+        self.appended: list[tuple[bytes, _Placed]] = []  # bases a thin pack left out
+        self.held = 0
+        self.store = deltas.StoreReader(objects, pack_dir) if objects is not None else None
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+        if self.extra is not None:
+            self.extra.close()
+
+    def _extra(self) -> _Extra:
+        if self.extra is None:
+            self.extra = _Extra(self.dir)
+        return self.extra
+
+    def _kids(self, i: int) -> list[int]:
+        e = self.e
         sha = e.shas[i]
         assert sha is not None
         return e.by_offset.pop(e.offsets[i], []) + e.by_sha.pop(sha, [])
 
-    def chain(first: list[int], kind: int, data: bytes) -> None:
-        # Depth first, one iterator per level: memory is one chain of objects, not a generation.
-        stack: list[tuple[Iterator[int], bytes]] = [(iter(first), data)]
+    def run(self) -> None:
+        e = self.e
+        for i in range(e.count):
+            if e.shas[i] is not None and (e.offsets[i] in e.by_offset or e.shas[i] in e.by_sha):
+                kids = self._kids(i)
+                self._chain(kids, deltas.inflate(self.fd, e.starts[i], e.kinds[i], e.sizes[i], self.dir)[0])
+        if e.by_offset:
+            raise PackError("pack has a delta whose base is not an entry")
+        # A thin pack: the rest are against objects the store should hold. In git's order
+        # (that of the first delta against each), each is appended whole, as git does, unless
+        # every delta against it is stored whole anyway.
+        for _first, sha in sorted((min(kids), sha) for sha, kids in e.by_sha.items()):
+            kids = e.by_sha.pop(sha, [])
+            if not kids:
+                continue  # resolved meanwhile: another chain built it
+            base = self.store.get(sha) if self.store is not None else None
+            if base is None:
+                raise PackError(f"pack has a delta against {sha.hex()}, which neither the pack "
+                                f"nor the store holds")
+            if any(self._result_size(k) < BIG for k in kids):
+                self.appended.append((sha, self._extra().whole(base)))
+            self._chain(kids, base)
+
+    def _result_size(self, i: int) -> int:
+        size = deltas.delta_sizes(deltas.delta_head(self.fd, self.e.starts[i]))[1]
+        if size > _MAX_DELTA_RESULT:
+            raise PackError(f"delta at offset {self.e.offsets[i]} would build a {size}-byte object; "
+                            f"git never deltifies objects over {_MAX_DELTA_RESULT >> 20} MiB")
+        return size
+
+    def _hold(self, content: Content) -> Content:
+        """A base kept while its deltas are resolved: in memory within a budget, else a file."""
+        if content.in_memory:
+            if self.held + content.size > _HELD_MAX:
+                spilled = content.spill(self.dir)
+                content.drop()
+                return spilled
+            self.held += content.size
+        return content
+
+    def _release(self, content: Content) -> None:
+        if content.in_memory:
+            self.held -= content.size
+        content.drop()
+
+    def _chain(self, first: list[int], base: Content) -> None:
+        # Depth first, so memory is one chain, not a generation; a level whose last delta is
+        # being built is dropped as soon as it is built, so a plain chain holds two objects.
+        stack: list[tuple[list[int], list[int], Content]] = [(first, [0], self._hold(base))]
         while stack:
-            it, base = stack[-1]
-            i = next(it, None)
-            if i is None:
+            kids, done, current = stack[-1]
+            if done[0] == len(kids):
                 stack.pop()
+                self._release(current)
                 continue
-            delta = _inflate_at(fd, e.starts[i], e.ends[i])
-            if (size := _delta_result_size(delta)) > _MAX_DELTA_RESULT:
-                raise PackError(f"delta at offset {e.offsets[i]} would build a {size}-byte object; "
-                                f"git never deltifies objects over {_MAX_DELTA_RESULT >> 20} MiB")
-            try:
-                result = b"".join(apply_delta(base, delta))
-            except Exception as exc:
-                raise PackError(f"delta at offset {e.offsets[i]} does not apply: {exc}") from None
-            e.shas[i] = hashlib.sha1(object_header(kind, len(result)) + result,
-                                     usedforsecurity=False).digest()
-            e.kinds[i] = kind
-            more = kids(i)
-            if more:
-                stack.append((iter(more), result))
+            i = kids[done[0]]
+            done[0] += 1
+            result = self._build(i, current)
+            if done[0] == len(kids):
+                stack.pop()
+                self._release(current)
+            more = self._kids(i)
+            if not more:
+                if result is not None:
+                    result.drop()
+                continue
+            if result is None:  # built whole into the side file only: read it back
+                placed = self.replaced[i]
+                assert self.extra is not None
+                result = deltas.inflate(self.extra.fd, placed.zstart, current.kind,
+                                        self._result_size(i), self.dir)[0]
+            stack.append((more, [0], self._hold(result)))
 
-    for i in range(e.count):
-        if e.shas[i] is not None and (e.offsets[i] in e.by_offset or e.shas[i] in e.by_sha):
-            first = kids(i)
-            chain(first, e.kinds[i], _inflate_at(fd, e.starts[i], e.ends[i]))
-    if e.by_offset:
-        raise PackError("pack has a delta whose base is not an entry")
-    if e.by_sha:
-        # A thin pack: gitsync never asks for one (see remote.py), so this is a broken server.
-        missing = next(iter(e.by_sha)).hex()
-        raise PackError(f"pack has a delta against {missing}, which it does not contain")
+    def _build(self, i: int, base: Content) -> Content | None:
+        e = self.e
+        size = self._result_size(i)
+        tee: Callable[[bytes], object] | None = None
+        if size >= BIG:
+            extra = self._extra()
+            extra.start(base.kind, size)
+            tee = extra.add
+        try:
+            result, sha = deltas.patch(base, self.fd, e.starts[i], e.sizes[i], self.dir,
+                                       keep=e.offsets[i] in e.by_offset, tee=tee)
+        except DeltaError as exc:
+            raise PackError(f"delta at offset {e.offsets[i]} does not apply: {exc}") from None
+        if tee is not None:
+            self.replaced[i] = self._extra().finish()
+        e.shas[i] = sha
+        e.kinds[i] = base.kind
+        return result
 
 
-def index(path: Path, pack_dir: Path) -> Path | None:
+def _copy(src: int, start: int, end: int, put: Callable[[bytes], None], crc: int = 0) -> int:
+    while start < end:
+        data = os.pread(src, min(_BLOCK, end - start), start)
+        if not data:
+            raise PackError(f"pack ends early at offset {start}")
+        put(data)
+        crc = zlib.crc32(data, crc)
+        start += len(data)
+    return crc & 0xFFFFFFFF
+
+
+def _rewrite(f: BinaryIO, e: _Entries, res: _Resolver, head: bytes, out_path: Path) -> tuple[bytes, list[tuple[bytes, int, int]]]:
+    """The received pack with entries stored whole, bases appended, count and checksum new.
+
+    Returns the new checksum and the index rows (SHA, offset, CRC). Offset deltas are
+    re-pointed where an entry before them changed length.
+    """
+    src = f.fileno()
+    extra = res.extra.fd if res.extra is not None else -1
+    sha = hashlib.sha1(usedforsecurity=False)
+    at = 0
+    rows: list[tuple[bytes, int, int]] = []
+    new_at: dict[int, int] = {}
+    with open(out_path, "wb") as out:
+
+        def put(data: bytes) -> None:
+            nonlocal at
+            out.write(data)
+            sha.update(data)
+            at += len(data)
+
+        put(head[:8] + struct.pack(">L", e.count + len(res.appended)))
+        for i in range(e.count):
+            off = e.offsets[i]
+            new_at[off] = begin = at
+            placed = res.replaced.get(i)
+            distance = e.distances[i]
+            if placed is not None:
+                crc = _copy(extra, placed.offset, placed.offset + placed.length, put)
+            elif distance and (moved := at - new_at[off - distance]) != distance:
+                fresh = packformat.header(e.types[i], e.sizes[i]) + packformat.offset(moved)
+                put(fresh)
+                crc = _copy(src, e.starts[i], e.ends[i], put, zlib.crc32(fresh))
+            else:
+                _copy(src, off, e.ends[i], put)
+                crc = e.crcs[i]
+            name = e.shas[i]
+            assert name is not None
+            rows.append((name, begin, crc))
+        for name, placed in res.appended:
+            rows.append((name, at, placed.crc))
+            _copy(extra, placed.offset, placed.offset + placed.length, put)
+        trailer = sha.digest()
+        out.write(trailer)
+    return trailer, rows
+
+
+def index(path: Path, pack_dir: Path, objects: BaseObjectStore | None = None) -> Path | None:
     """Index the pack at ``path`` (in ``pack_dir``, a store's) and move it into place.
 
-    Returns the pack's final path, or None when the pack holds no objects.
+    ``objects`` is the store a thin pack's missing bases are read from. Returns the pack's
+    final path, or None when the pack holds no objects.
     """
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
@@ -267,17 +449,35 @@ def index(path: Path, pack_dir: Path) -> Path | None:
             raise PackError("pack checksum mismatch")
         if count == 0:
             return None
-        _resolve(f.fileno(), entries)
-    rows = [(sha, off, crc) for sha, off, crc in zip(entries.shas, entries.offsets, entries.crcs, strict=True)
-            if sha is not None]
+        res = _Resolver(f.fileno(), entries, pack_dir, objects)
+        fixed = Path(f"{path}.fixed")
+        try:
+            res.run()
+            if res.replaced or res.appended:
+                trailer, rows = _rewrite(f, entries, res, head, fixed)
+            else:
+                rows = [(sha, off, crc) for sha, off, crc
+                        in zip(entries.shas, entries.offsets, entries.crcs, strict=True) if sha is not None]
+        except DeltaError as e:
+            fixed.unlink(missing_ok=True)
+            raise PackError(str(e)) from None
+        except BaseException:
+            fixed.unlink(missing_ok=True)
+            raise
+        finally:
+            res.close()
     name = pack_dir / f"pack-{trailer.hex()}"
     idx_tmp = Path(f"{name}.idx.tmp")
     try:
         with open(idx_tmp, "wb") as idx:
             write_pack_index_v2(idx, sorted(rows), trailer)
-        os.replace(path, f"{name}.pack")
+        if fixed.exists():
+            os.replace(fixed, f"{name}.pack")
+            path.unlink()
+        else:
+            os.replace(path, f"{name}.pack")
         os.replace(idx_tmp, f"{name}.idx")
     finally:
         idx_tmp.unlink(missing_ok=True)
+        fixed.unlink(missing_ok=True)
     return Path(f"{name}.pack")
-

@@ -177,8 +177,7 @@ class Remote:
                     if self.url.startswith(("http://", "https://")) else None)
             try:
                 self._client, self._path = get_transport_and_path(
-                    self.url, config=self.config, pool_manager=pool,
-                    thin_packs=False)  # see _receive
+                    self.url, config=self.config, pool_manager=pool)
             except (ValueError, NotGitRepository) as e:
                 raise RemoteError(f"unsupported repository URL {self.display_url}: {e}") from None
             if isinstance(self._client, SSHGitClient) and self.auth.ssh is not None:
@@ -326,10 +325,11 @@ def _receive(client: GitClient, path: str | bytes, target: Any,
     """dulwich's ``fetch``, but the pack goes to a file and is indexed by packindex.
 
     dulwich spools a received pack in memory and inflates whole objects to index it;
-    streaming it to disk and indexing it in chunks keeps a big file out of memory. The
-    client asks for whole packs, not thin ones (``thin_packs=False``): a thin pack may send a
-    changed 200 MB file as a delta against the old one, and resolving that holds both (an
-    update measured 1 GB peak RSS thin, 60 MB whole), for a few KB saved on small files.
+    streaming it to disk and indexing it in chunks keeps a big file out of memory. Packs are
+    thin (dulwich's default): for a shallow fetch, git's server leaves out what the store
+    already has only when it may send deltas against it, so a whole pack would bring the
+    whole tree again on every update (13 MB for a one-file commit of git/git). packindex
+    resolves those deltas against the store, in bounded memory.
     """
     store = target.object_store
     if target.object_format.name != "sha1" or not isinstance(store, DiskObjectStore):
@@ -342,7 +342,7 @@ def _receive(client: GitClient, path: str | bytes, target: Any,
             result = client.fetch_pack(path, determine_wants, target.get_graph_walker(), f.write,
                                        depth=depth, filter_spec=filter_spec)
         if os.path.getsize(name):
-            packindex.index(Path(name), Path(store.pack_dir))
+            packindex.index(Path(name), Path(store.pack_dir), store)
             store.close()  # its pack list is cached: the next lookup rescans
     finally:
         Path(name).unlink(missing_ok=True)

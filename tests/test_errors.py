@@ -175,7 +175,7 @@ CLASSES: dict[type[errors.GitsyncError], bool] = {
     errors.Unreachable: False, errors.AuthFailed: False, errors.HostKeyError: False,
     errors.RepoNotFound: False, errors.RefNotFound: False, errors.ProtocolError: False,
     errors.PackError: False, errors.FetchFailed: True, errors.MissingObject: True,
-    errors.CorruptObject: True, errors.StoreDamage: True, errors.UnsafeTree: False,
+    errors.CorruptObject: True, errors.DeltaError: True, errors.StoreDamage: True, errors.UnsafeTree: False,
     errors.VerifyError: False, errors.LocalError: False, errors.Cancelled: False,
     errors.SyncTimeout: False, errors.HookFailed: False,
 }

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -56,7 +56,11 @@ def _receive(repo: Repo, data: bytes) -> Path | None:
     pack_dir.mkdir(parents=True, exist_ok=True)
     tmp = pack_dir / "tmp_recv_test.pack"
     tmp.write_bytes(data)
-    return packindex.index(tmp, pack_dir)
+    try:
+        return packindex.index(tmp, pack_dir, repo.object_store)
+    finally:
+        tmp.unlink(missing_ok=True)  # as remote.py does
+        repo.object_store.close()  # its pack list is cached
 
 
 def test_index_is_byte_identical_to_git_index_pack(work: Path, store: Repo, tmp_path: Path) -> None:
@@ -82,14 +86,46 @@ def test_deep_delta_chains_resolve(work: Path, store: Repo) -> None:
     git("--git-dir", store.path, "fsck", "--strict", head)
 
 
-def test_thin_pack_is_refused_as_git_index_pack_refuses_it(work: Path, store: Repo) -> None:
-    """gitsync never asks for thin packs; a server sending one anyway is broken."""
-    assert _receive(store, _pack(work, "HEAD~10\n")) is not None
+def _index_names(pack: Path) -> set[str]:
+    listing = git("show-index", input=pack.with_suffix(".idx").read_bytes())
+    return {line.split()[1] for line in listing.splitlines()}
+
+
+def test_thin_pack_is_completed_from_the_store_as_git_index_pack_fix_thin_does(
+        work: Path, store: Repo, tmp_path: Path) -> None:
+    """The bases a thin pack leaves out are read from the store and appended whole, as
+    ``git index-pack --fix-thin`` appends them, and git accepts the store."""
+    old = _pack(work, "HEAD~10\n")
+    assert _receive(store, old) is not None
+    thin = _pack(work, "HEAD\n^HEAD~10\n", "--thin")
+    ours = _receive(store, thin)
+    assert ours is not None
+    assert not list(ours.parent.glob("tmp_*"))
+    head = git("-C", str(work), "rev-parse", "HEAD")
+    git("--git-dir", store.path, "fsck", "--strict", "--no-dangling", head)
+    # git's own fix-thin, on a store holding the same old objects
+    theirs = tmp_path / "theirs.git"
+    git("init", "-q", "--bare", str(theirs))
+    git("--git-dir", str(theirs), "index-pack", "--stdin", input=old)
+    fixed = theirs / "objects" / "pack" / "fixed.pack"
+    git("--git-dir", str(theirs), "index-pack", "--fix-thin", "--stdin", str(fixed), input=thin)
+    # Same bases, in the same order, compressed alike: the very pack and index git writes.
+    assert ours.read_bytes() == fixed.read_bytes()
+    assert ours.with_suffix(".idx").read_bytes() == fixed.with_suffix(".idx").read_bytes()
+    assert len(_index_names(ours)) > int.from_bytes(thin[8:12], "big")  # bases were appended
+    git("verify-pack", str(ours))
+
+
+def test_thin_pack_against_an_object_nowhere_is_refused_naming_it(work: Path, store: Repo) -> None:
+    """A delta against a base neither the pack nor the store has: refused, store untouched."""
     thin = _pack(work, "HEAD\n^HEAD~10\n", "--thin")
     before = sorted(Path(store.object_store.pack_dir).iterdir())
-    with pytest.raises(packindex.PackError, match="which it does not contain"):
+    with pytest.raises(packindex.PackError, match="which neither the pack nor the store holds") as exc:
         _receive(store, thin)
-    assert sorted(Path(store.object_store.pack_dir).glob("pack-*")) == [p for p in before if p.name.startswith("pack-")]
+    missing = str(exc.value).split("against ")[1].split(",")[0]
+    assert git("-C", str(work), "cat-file", "-t", missing) in ("blob", "tree")
+    after = sorted(p for p in Path(store.object_store.pack_dir).iterdir() if p.name != "tmp_recv_test.pack")
+    assert after == [p for p in before if p.name != "tmp_recv_test.pack"]
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "checksum", "trailing", "header"])
@@ -155,3 +191,90 @@ def test_delta_bomb_is_refused_before_it_is_built(store: Repo) -> None:
     body = b"PACK\0\0\0\2\0\0\0\2" + base + bomb
     with pytest.raises(packindex.PackError, match="would build a 1073741824-byte object"):
         _receive(store, body + hashlib.sha1(body).digest())
+
+
+def test_thin_pack_against_a_made_up_base_is_refused_naming_it(store: Repo) -> None:
+    """A REF_DELTA naming a base nobody has (a hostile server): the error names it."""
+    import hashlib
+    import zlib
+
+    from gitsync import packformat
+
+    delta = _varint(5) + _varint(5) + b"\x05hello"
+    missing = bytes.fromhex("ab" * 20)
+    entry = packformat.header(packformat.REF_DELTA, len(delta)) + missing + zlib.compress(delta)
+    body = b"PACK\0\0\0\2\0\0\0\1" + entry
+    with pytest.raises(packindex.PackError, match=f"against {'ab' * 20}, which neither"):
+        _receive(store, body + hashlib.sha1(body).digest())
+    assert not list(Path(store.object_store.pack_dir).iterdir())
+
+
+def _big_history(work: Path, versions: int, size: int) -> None:
+    """``big.bin``, random, changed by a few bytes in each of ``versions`` commits."""
+    git("init", "-q", "-b", "main", str(work))
+    data = bytearray(os.urandom(size))
+    for n in range(versions):
+        data[size // 2 + n * 100:size // 2 + n * 100 + 8] = b"version%d" % n
+        (work / "big.bin").write_bytes(data)
+        (work / "small.txt").write_text(f"small {n}\n" * 50)
+        git("-C", str(work), "add", "-A")
+        git("-C", str(work), "-c", "user.name=t", "-c", "user.email=t@e", "commit", "-qm", f"v{n}")
+
+
+def _stored_whole(pack: Path) -> dict[str, bool]:
+    """Blob SHA → stored whole (not as a delta), from ``git verify-pack -v``."""
+    out = {}
+    for line in git("verify-pack", "-v", str(pack)).splitlines():
+        cols = line.split()
+        if len(cols) >= 5 and cols[1] == "blob":
+            out[cols[0]] = len(cols) == 5
+    return out
+
+
+def _traced(fn: Callable[[], Path | None]) -> tuple[Path | None, int]:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        result = fn()
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_big_file_changed_in_a_thin_pack_is_built_in_bounded_memory_and_stored_whole(
+        tmp_path: Path, store: Repo) -> None:
+    """A 12 MiB file changed in the middle arrives as a small delta against the version in
+    the store. It is rebuilt through files (Python never holds 12 MiB) and stored whole, so
+    that a checkout can stream it; git reads the result."""
+    work = tmp_path / "big"
+    _big_history(work, 2, 12 << 20)
+    assert _receive(store, _pack(work, "HEAD~1\n")) is not None
+    thin = _pack(work, "HEAD\n^HEAD~1\n", "--thin")
+    assert len(thin) < 1 << 20  # a delta, not the file
+    pack, peak = _traced(lambda: _receive(store, thin))
+    assert pack is not None
+    assert peak < 8 << 20, f"Python held {peak >> 20} MiB"
+    blob = git("-C", str(work), "rev-parse", "HEAD:big.bin")
+    assert _stored_whole(pack)[blob]
+    git("--git-dir", store.path, "fsck", "--strict", "--no-dangling", git("-C", str(work), "rev-parse", "HEAD"))
+    assert not list(pack.parent.glob("tmp_*"))
+
+
+def test_chain_of_big_deltas_resolves_in_bounded_memory(tmp_path: Path, store: Repo) -> None:
+    """Four versions of a 10 MiB file as a chain of offset deltas in one pack: each is built
+    from the one before through files and stored whole; the entries after them are
+    re-pointed, and git finds every object where the index says."""
+    work = tmp_path / "big"
+    _big_history(work, 4, 10 << 20)
+    data = _pack(work, "HEAD\n", "--depth=10", "--window=10")
+    pack, peak = _traced(lambda: _receive(store, data))
+    assert pack is not None
+    assert peak < 8 << 20, f"Python held {peak >> 20} MiB"
+    whole = _stored_whole(pack)
+    for n in range(4):
+        blob = git("-C", str(work), "rev-parse", f"HEAD~{n}:big.bin")
+        assert whole[blob], f"version {n} is still a delta"
+    git("verify-pack", str(pack))
+    git("--git-dir", store.path, "fsck", "--strict", "--no-dangling", git("-C", str(work), "rev-parse", "HEAD"))
+    shutil.rmtree(work)
