@@ -8,6 +8,7 @@ read these; a short buffer raises IndexError for the caller to name.
 
 from __future__ import annotations
 
+COMMIT, TREE, BLOB, TAG = 1, 2, 3, 4
 OFS_DELTA = 6
 REF_DELTA = 7
 HEADER_MAX = 32  # a type/size header and a delta base reference fit in this

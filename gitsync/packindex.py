@@ -43,6 +43,22 @@ _TRAILER = 20
 _MAX_DELTA_RESULT = 512 << 20
 # Small bases held in memory by the chain being resolved, at most; more go to files.
 _HELD_MAX = 32 << 20
+# Commits, tags and trees are parsed whole (dulwich; a tree's entries), unlike blobs, which
+# are streamed: a 1 GiB commit message in a 1 MB pack cost 2.2 GB of RSS. Real ones are far
+# smaller (a tree of GitHub's 100,000-entry limit is a few MB).
+LIMITS = {packformat.COMMIT: 16 << 20, packformat.TAG: 16 << 20, packformat.TREE: 32 << 20}
+_NAMES = {packformat.COMMIT: "commit", packformat.TAG: "tag", packformat.TREE: "tree"}
+
+
+def _too_big(kind: int, size: int, what: str) -> PackError | None:
+    """The refusal of a commit, tag or tree over its limit, or None."""
+    limit = LIMITS.get(kind)
+    if limit is None or size <= limit:
+        return None
+    return PackError(f"{what} is a {size:,}-byte {_NAMES[kind]}, over the {limit >> 20} MiB "
+                     f"gitsync reads for a {_NAMES[kind]}",
+                     hint="the repository holds an object no checkout needs this big; "
+                          "rewrite it upstream")
 
 
 class _Reader:
@@ -173,6 +189,8 @@ def _scan(r: _Reader, count: int) -> _Entries:
             start = r.offset
             crc = r.inflate(size, None, crc)
         elif 1 <= kind <= 4:
+            if (refused := _too_big(kind, size, f"the object at offset {offset}")) is not None:
+                raise refused
             h = hashlib.sha1(object_header(kind, size), usedforsecurity=False)
             start = r.offset
             crc = r.inflate(size, h.update, crc)
@@ -348,6 +366,8 @@ class _Resolver:
     def _build(self, i: int, base: Content) -> Content | None:
         e = self.e
         size = self._result_size(i)
+        if (refused := _too_big(base.kind, size, f"the delta at offset {e.offsets[i]}")) is not None:
+            raise refused
         tee: Callable[[bytes], object] | None = None
         if size >= BIG:
             extra = self._extra()

@@ -7,10 +7,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import MakeHttpServer
 from gitsync_proc import base_env, parse_logs, read_link_sha, run_once
 from servers import started
 from servers.crafted import CraftedServer, Request, pack_of
-from upstream import Upstream, git
+from upstream import Upstream, git, git_env
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -99,3 +100,26 @@ def test_a_request_for_a_commit_is_what_the_crafted_server_sees(
     assert res.returncode == 0, res.stderr
     assert (root / "link" / "file").read_text() == upstream.work.joinpath("file").read_text()
     assert seen and seen[0].wants == [commit] and seen[0].deepen == 1
+
+
+def test_a_commit_too_big_to_parse_is_refused_by_its_size(
+    upstream: Upstream, tmp_path: Path, root: Path, make_http_server: MakeHttpServer
+) -> None:
+    """Commits are parsed whole: one over the limit is refused from its pack header, before
+    anything holds it (a 1 GiB message once cost 2.2 GB of RSS)."""
+    message = tmp_path / "message"
+    message.write_bytes(b"subject\n\n" + b"x" * (17 << 20))
+    tree = git("-C", str(upstream.bare), "rev-parse", "HEAD^{tree}")
+    huge = git("-C", str(upstream.bare), "commit-tree", tree, "-p", "HEAD", "-F", str(message),
+               env={**git_env(upstream.home), "GIT_AUTHOR_DATE": "1800000000 +0000",
+                    "GIT_COMMITTER_DATE": "1800000000 +0000"})
+    git("-C", str(upstream.bare), "update-ref", "refs/heads/main", huge)
+    server = make_http_server()
+    env = base_env(tmp_path / "home", GITSYNC_REPO=server.url_for(upstream.bare),
+                   GITSYNC_ROOT=str(root), GITSYNC_LINK="link")
+    res = run_once(env)
+    assert res.returncode == 1, res.stderr
+    assert "Traceback" not in res.stderr
+    error = next(r["error"] for r in parse_logs(res.stderr) if r.get("level") == "error")
+    assert "-byte commit, over the 16 MiB gitsync reads for a commit" in error, error
+    assert read_link_sha(root / "link") is None
