@@ -1,21 +1,22 @@
-"""Logging: one JSON object per line on stderr, through one small processor chain.
+"""Logging: one JSON object per line on stderr (``level``, ``ts``, ``msg``, then the fields).
 
 Verbosity follows git-sync: an event carries ``v`` (0 by default) and is dropped when
-``v`` exceeds ``--verbose``. Redaction is a processor of its own, so every field of every
-event (and exception text) passes through it, whatever logged it: dulwich's and
-paramiko's stdlib records are routed into the same chain.
+``v`` exceeds ``--verbose``. Every field of every event passes through the redactor,
+whatever logged it: dulwich's and paramiko's stdlib records are routed into the same
+writer. This is the whole of it, by hand: structlog, which did the same through a processor
+chain, imported asyncio and a dozen modules at every start.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
+import threading
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any, TextIO
-
-import structlog
-from structlog.typing import EventDict, WrappedLogger
 
 _USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^/@:\s]*):[^/@\s]*@")
 # An http(s) URL with a user but no password: the "user" is often a token (https://TOKEN@host).
@@ -70,78 +71,84 @@ class Redactor:
             return self.text(str(value))
         return value
 
-    def __call__(self, _logger: WrappedLogger, _name: str, event: EventDict) -> EventDict:
-        return {k: self.value(v) for k, v in event.items()}
-
 
 REDACTOR = Redactor()
 
 
-class VerbosityFilter:
-    """Drops events whose ``v`` is above the configured verbosity."""
+class _Output:
+    """Where events go and which are kept: set by :func:`configure`, read at each event."""
 
-    def __init__(self, verbosity: int) -> None:
-        self.verbosity = verbosity
+    def __init__(self) -> None:
+        self.verbosity = 0
+        self.stream: TextIO | None = None  # None: sys.stderr at the time of writing
+        self.lock = threading.Lock()
 
-    def __call__(self, _logger: WrappedLogger, _name: str, event: EventDict) -> EventDict:
-        if int(event.get("v", 0)) > self.verbosity:
-            raise structlog.DropEvent
-        if event.get("v", 0) == 0:
-            event.pop("v", None)
-        return event
-
-
-def _exc_to_text(_logger: WrappedLogger, _name: str, event: EventDict) -> EventDict:
-    """Errors are one line (``error``), never a traceback: tracebacks may hold secrets."""
-    exc = event.pop("exc_info", None)
-    if isinstance(exc, BaseException):
-        event.setdefault("error", f"{exc}" or type(exc).__name__)
-    return event
-
-
-def processors(verbosity: int) -> list[Any]:
-    return [
-        VerbosityFilter(verbosity),
-        structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
-        _exc_to_text,
-        REDACTOR,
-        structlog.processors.EventRenamer("msg"),
-        _order_keys,
-        structlog.processors.JSONRenderer(sort_keys=False, default=str),
-    ]
+    def emit(self, level: str, event: str, fields: dict[str, Any]) -> None:
+        v = fields.get("v", 0)
+        if int(v) > self.verbosity:
+            return
+        if v == 0:
+            fields.pop("v", None)
+        record: dict[str, Any] = {
+            "level": level,
+            "ts": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            "msg": REDACTOR.value(event),
+        }
+        for key, value in fields.items():
+            if key not in record:
+                record[key] = REDACTOR.value(value)
+        line = json.dumps(record, default=lambda o: REDACTOR.text(str(o)))
+        with self.lock:
+            stream = self.stream or sys.stderr
+            stream.write(line + "\n")
+            stream.flush()
 
 
-def _order_keys(_logger: WrappedLogger, _name: str, event: EventDict) -> EventDict:
-    head = {k: event.pop(k) for k in ("level", "ts", "msg") if k in event}
-    head.update(event)
-    return head
+_OUTPUT = _Output()
+
+
+class Logger:
+    """A logger with bound fields; ``bind`` returns a new one with more."""
+
+    __slots__ = ("_context",)
+
+    def __init__(self, context: dict[str, Any] | None = None) -> None:
+        self._context = context or {}
+
+    def bind(self, **fields: Any) -> Logger:
+        return Logger({**self._context, **fields})
+
+    def info(self, event: str, **fields: Any) -> None:
+        _OUTPUT.emit("info", event, {**self._context, **fields})
+
+    def warning(self, event: str, **fields: Any) -> None:
+        _OUTPUT.emit("warning", event, {**self._context, **fields})
+
+    def error(self, event: str, **fields: Any) -> None:
+        _OUTPUT.emit("error", event, {**self._context, **fields})
 
 
 class _StdlibBridge(logging.Handler):
-    """Hands dulwich's and paramiko's records to structlog, at git-sync's command verbosity."""
+    """Hands dulwich's and paramiko's records to the same writer, at git-sync's command
+    verbosity."""
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             msg = record.getMessage()
         except Exception:  # a library's broken format string must not kill a sync
             msg = str(record.msg)
-        log = structlog.get_logger(record.name)
         level = record.levelno
         if level >= logging.ERROR:
-            log.error(msg, logger=record.name, v=5)
+            _OUTPUT.emit("error", msg, {"logger": record.name, "v": 5})
         elif level >= logging.WARNING:
-            log.warning(msg, logger=record.name, v=5)
+            _OUTPUT.emit("warning", msg, {"logger": record.name, "v": 5})
         else:
-            log.info(msg, logger=record.name, v=6)
+            _OUTPUT.emit("info", msg, {"logger": record.name, "v": 6})
 
 
 def configure(verbosity: int = 0, stream: TextIO | None = None, libraries: Iterable[str] = ("dulwich", "paramiko")) -> None:
-    structlog.configure(
-        processors=processors(verbosity),
-        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
-        cache_logger_on_first_use=False,
-    )
+    _OUTPUT.verbosity = verbosity
+    _OUTPUT.stream = stream
     bridge = _StdlibBridge()
     for name in libraries:
         lib = logging.getLogger(name)
@@ -150,6 +157,5 @@ def configure(verbosity: int = 0, stream: TextIO | None = None, libraries: Itera
         lib.setLevel(logging.DEBUG if verbosity >= 6 else logging.WARNING if verbosity >= 5 else logging.CRITICAL)
 
 
-def get(name: str = "") -> Any:
-    return structlog.get_logger(name)
-
+def get() -> Logger:
+    return Logger()

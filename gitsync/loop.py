@@ -210,8 +210,9 @@ class Loop:
         files.clear_error(self.error_file)
 
     def _error(self, msg: str, error: str, **fields: Any) -> None:
-        self.log.error(msg, error=error, **fields)
+        # The file first: a reader that sees the log line finds the file written.
         files.write_error(self.error_file, msg, error, fields)
+        self.log.error(msg, error=error, **fields)
 
 
 class _Stopped(Exception):
