@@ -9,6 +9,7 @@ pod pays for what is imported here.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from collections.abc import Sequence
@@ -237,6 +238,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         loop.syncer.store.close()
         lock.release()
 
+    # What start-up made lives as long as the process: the collector need not scan it again
+    # (a full collection after each update, and those a big checkout triggers, got cheaper).
+    gc.freeze()
     code = run_forever(loop, settings.sync_on_signal, on_exit)
     return 1 if server_died else code
 

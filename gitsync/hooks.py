@@ -21,8 +21,6 @@ import os
 import signal
 import subprocess
 import threading
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -106,6 +104,9 @@ class WebHook:
         self.log = log.get().bind(logger=self.name)
 
     def run(self, sha: str) -> None:
+        import urllib.error  # http.client and email only for a sidecar with a webhook
+        import urllib.request
+
         self.log.info("sending webhook", hash=sha, url=self.url, method=self.method,
                       timeout=self.timeout)
         request = urllib.request.Request(self.url, method=self.method,
