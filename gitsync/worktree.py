@@ -216,8 +216,8 @@ class Materializer:
         self.sparse = sparse
         self.submodules = submodules
         self.fetcher = fetcher
-        # (commit, checksum of the index written for it, its trees when both are complete)
-        self._last: tuple[str, bytes, dict[bytes, bytes] | None] | None = None
+        # (commit, checksum of the index written for it, its packed trees when complete)
+        self._last: tuple[str, bytes, bytes | None] | None = None
 
     # ----- inspection ----------------------------------------------------------------------
 
@@ -246,8 +246,9 @@ class Materializer:
             entries, checksum = gitindex.load_index(self.admin_dir(sha) / "index")
         except (OSError, ValueError):
             return None
-        last = self._last
-        trees = last[2] if last is not None and last[:2] == (sha, checksum) else None
+        trees = None
+        if self._last is not None and self._last[:2] == (sha, checksum) and self._last[2]:
+            trees = _unpack_trees(self._last[2])
         return Previous(path, entries, trees)
 
     # ----- building ------------------------------------------------------------------------
@@ -274,7 +275,7 @@ class Materializer:
             remove_tree(tmp)
         # The subtree shortcut is only sound when both builds wrote every path.
         self._last = (commit, gitindex.checksum(self.admin_dir(commit) / "index"),
-                      trees if self.sparse is None else None)
+                      _pack_trees(trees) if self.sparse is None else None)
         return final
 
     def remove(self, sha: str) -> None:
@@ -282,6 +283,23 @@ class Materializer:
         remove_tree(self.admin_dir(sha))
         if self._last is not None and self._last[0] == sha:
             self._last = None
+
+
+def _pack_trees(trees: dict[bytes, bytes]) -> bytes:
+    """The tree map as one object (prefix NUL sha, repeated; a name has no NUL) while idle:
+    thousands of small keys and values made during a checkout would each keep a block of the
+    allocator's arenas in use (5 MB of idle RSS at 50,000 files in 5,000 directories)."""
+    return b"".join(prefix + b"\0" + sha for prefix, sha in trees.items())
+
+
+def _unpack_trees(packed: bytes) -> dict[bytes, bytes]:
+    trees: dict[bytes, bytes] = {}
+    pos = 0
+    while pos < len(packed):
+        nul = packed.index(b"\0", pos)
+        trees[packed[pos:nul]] = packed[nul + 1:nul + 41]
+        pos = nul + 41
+    return trees
 
 
 def prune_admin(gitdir: Path) -> None:

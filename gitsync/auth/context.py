@@ -101,6 +101,9 @@ def from_settings(settings: Settings, config: Config) -> AuthContext:
         cookie_path: str | None = config.get((b"http",), b"cookieFile").decode()
     except KeyError:
         cookie_path = COOKIE_FILE if settings.cookie_file else None
+    if settings.repo.startswith(("http://", "https://")):
+        # Imported now, not by the first sync, whose --sync-timeout would pay for it.
+        import gitsync.auth.http  # noqa: F401
     known_hosts = settings.ssh_known_hosts_file if settings.ssh_known_hosts else None
     ssh = (list(settings.ssh_key_files), known_hosts, settings.sync_timeout)
     if not settings.repo.startswith(("http://", "https://", "file://", "git://", "/")):
