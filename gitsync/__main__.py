@@ -1,27 +1,35 @@
 """Entry point: settings → logging → root → one syncer → the loop, and what listens to it
-(status record, hooks, HTTP server)."""
+(status record, hooks, HTTP server).
+
+Imports follow the path taken: ``--version`` imports nothing else of gitsync, ``--help``
+only the settings, and the sync stack is imported after the settings are parsed, without
+the HTTP server, hooks or triggers unless they are configured. Every init container of a
+pod pays for what is imported here.
+"""
 
 from __future__ import annotations
 
 import errno
+import gc
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from gitsync import __version__, cli, files, hooks, log, pid1, publish, sparse
-from gitsync.config import OPTIONS, Notice, Settings
+from gitsync import __version__, pid1
 from gitsync.errors import ConfigError, LocalError, RootLocked, UsageError
-from gitsync.lock import RootLock
-from gitsync.loop import Listener, Loop, Policy, run_forever
-from gitsync.remote import FULL_SHA
-from gitsync.remote import from_settings as remote_from_settings
-from gitsync.server import Server
-from gitsync.status import Health, Status
-from gitsync.store import Store
-from gitsync.sync import Syncer, Verifier
-from gitsync.trigger import Trigger
 from gitsync.urls import redact_url
+
+if TYPE_CHECKING:
+    from gitsync.config import Notice, Settings
+    from gitsync.lock import RootLock
+    from gitsync.loop import Loop, Policy
+    from gitsync.status import Health
+    from gitsync.sync import Verifier
+    from gitsync.trigger import Trigger
+
+_SPECIALS = frozenset({"--version", "--help", "--man", "-h", "-?"})
 
 
 def _under(root: Path, value: str) -> Path | None:
@@ -41,6 +49,14 @@ def _verifier(settings: Settings) -> Verifier | None:
 
 
 def build(settings: Settings, root: Path, verifier: Verifier | None = None) -> tuple[Loop, RootLock]:
+    from gitsync import sparse
+    from gitsync.lock import RootLock
+    from gitsync.loop import Loop, Policy
+    from gitsync.remote import FULL_SHA
+    from gitsync.remote import from_settings as remote_from_settings
+    from gitsync.store import Store
+    from gitsync.sync import Syncer
+
     link = _under(root, settings.link)
     assert link is not None
     remote = remote_from_settings(settings)
@@ -75,6 +91,8 @@ def _permission_hint(e: OSError) -> str:
 def _settings(args: list[str]) -> tuple[Settings, list[Notice]]:
     """cli.run_cli, plus git-sync's rule that a config error also goes, as plain text, to the
     error file (when --root and --error-file can be read without the rest)."""
+    from gitsync import cli, files
+
     try:
         return cli.parse(args, os.environ)
     except ConfigError as e:
@@ -85,6 +103,9 @@ def _settings(args: list[str]) -> tuple[Settings, list[Notice]]:
 
 
 def _config_error_file(args: list[str]) -> Path | None:
+    from gitsync import cli
+    from gitsync.config import OPTIONS
+
     try:
         given = cli.split_argv(args)[0]
     except UsageError:
@@ -103,6 +124,8 @@ def _config_error_file(args: list[str]) -> Path | None:
 
 
 def _health(settings: Settings, policy: Policy) -> Health:
+    from gitsync.status import Health
+
     wait = max(policy.period, policy.init_period or 0.0)
     return Health(
         max_staleness=None if policy.sha_ref else settings.ready_max_staleness or None,
@@ -115,6 +138,9 @@ def _health(settings: Settings, policy: Policy) -> Health:
 def _trigger(settings: Settings, loop: Loop) -> Trigger | None:
     if not settings.trigger_secret_file:
         return None
+    from gitsync import log
+    from gitsync.trigger import Trigger
+
     trigger = Trigger(Path(settings.trigger_secret_file), settings.ref,
                       settings.trigger_min_interval, loop.wake)
     try:
@@ -125,11 +151,24 @@ def _trigger(settings: Settings, loop: Loop) -> Trigger | None:
     return trigger
 
 
+def _version_only(args: list[str]) -> bool:
+    """Arguments that only ask for the version (and perhaps help, which it wins over): the
+    answer the argv parser would give, without importing it."""
+    return "--version" in args and all(a in _SPECIALS for a in args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if pid1.is_init():
         return pid1.run_as_init(args)
+    if _version_only(args):
+        print(f"gitsync {__version__}")
+        return 0
     settings, notices = _settings(args)
+    from gitsync import files, hooks, log, publish
+    from gitsync.loop import Listener, run_forever
+    from gitsync.status import Status
+
     log.configure(settings.verbose)
     logger = log.get()
     if settings.password.get_secret_value():
@@ -185,9 +224,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         loop.syncer.before_publish = runners.before_publish
     loop.listeners = listeners
 
-    server: Server | None = None
+    server = None
     server_died = False
     if settings.http_bind:
+        from gitsync.server import Server
+
         try:
             server = Server(settings.http_bind, status, serve_metrics=settings.http_metrics,
                             pprof=settings.http_pprof, trigger=_trigger(settings, loop))
@@ -212,6 +253,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         loop.syncer.store.close()
         lock.release()
 
+    # What start-up made lives as long as the process: the collector need not scan it again
+    # (a full collection after each update, and those a big checkout triggers, got cheaper).
+    gc.freeze()
     code = run_forever(loop, settings.sync_on_signal, on_exit)
     return 1 if server_died else code
 

@@ -7,8 +7,11 @@ value syntax) from the :class:`Opt` marker in the annotation.  The argv parser, 
 ``--man`` and the README table are all generated from these declarations.
 
 Resolution (precedence, deprecated mappings, cross-field validation) happens in
-:class:`GitsyncSource`, a pydantic-settings source, so that the resulting model is fully
-resolved, validated and immutable.
+:func:`load_settings`, before the model is built, so that the model is fully resolved,
+validated and immutable. The model is a plain pydantic ``BaseModel`` (pydantic-settings
+would import asyncio and more at every start for sources gitsync does not use), and its
+schema is built on first use (``defer_build``): ``--help`` and ``--man`` read only the
+declarations.
 """
 
 from __future__ import annotations
@@ -27,7 +30,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from gitsync import layout
 from gitsync.errors import ConfigError
@@ -36,7 +38,6 @@ from gitsync.urls import ambiguous, redact_url
 __all__ = [
     "APPLIED_GIT_CONFIG_KEYS",
     "Credential",
-    "GitsyncSource",
     "Notice",
     "Opt",
     "Settings",
@@ -418,7 +419,7 @@ def _git_config_key_is_applied(key: str) -> bool:
 class Credential(BaseModel):
     """Per-URL HTTP credentials, as ``--credential`` JSON objects."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, defer_build=True)
 
     url: str
     username: str
@@ -462,14 +463,15 @@ def _o(**kw: Any) -> Opt:
     return Opt(**kw)
 
 
-class Settings(BaseSettings):
+class Settings(BaseModel):
     """Fully resolved gitsync configuration (CLI > env > default, deprecated names folded in).
 
     Fields marked hidden (``branch``, ``rev``, ``wait`` ...) are raw inputs of deprecated
     flags; their effect is already applied to the fields they replace.
     """
 
-    model_config = SettingsConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True,
+                              validate_default=True, defer_build=True)
 
     # --- what to sync, where ---------------------------------------------------------
     repo: Annotated[str, _o(flags=("repo",), env=("GITSYNC_REPO", "GIT_SYNC_REPO"))] = Field(
@@ -999,18 +1001,6 @@ class Settings(BaseSettings):
             data = {**data, "link": default_link(data["repo"])}
         return data
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Only explicit values: git-sync's env rules are applied by GitsyncSource."""
-        return (init_settings,)
-
 
 def iter_options() -> Iterator[OptionInfo]:
     """All declared settings, in declaration order."""
@@ -1444,52 +1434,20 @@ class _Resolver:
             self.notices.append(Notice("git config key ignored", {"key": key}))
 
 
-class GitsyncSource(PydanticBaseSettingsSource):
-    """pydantic-settings source implementing git-sync's flag/env rules.
-
-    ``cli`` maps field names to the raw strings given on the command line (in order);
-    ``environ`` is the process environment.  Calling the source returns the fully
-    resolved values; ``notices`` then holds the warnings to log.
-    """
-
-    def __init__(
-        self,
-        settings_cls: type[BaseSettings],
-        cli: Mapping[str, Sequence[str]],
-        environ: Mapping[str, str],
-    ) -> None:
-        super().__init__(settings_cls)
-        self._resolver = _Resolver(cli, environ)
-        self.notices: list[Notice] = []
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        """Unused: resolution needs all fields at once (cross-field rules)."""
-        return None, field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        r = self._resolver
-        r.collect()
-        r.unknown_env()
-        r.deprecated()
-        r.derive_and_validate()
-        self.notices = r.notices
-        return dict(r.values)
-
-    def origin_of(self, fname: str) -> str:
-        return self._resolver.name(fname)
-
-
 def load_settings(
     cli: Mapping[str, Sequence[str]], environ: Mapping[str, str]
 ) -> tuple[Settings, list[Notice]]:
     """Resolve and validate; raises ConfigError with a one-line, secret-free message."""
-    source = GitsyncSource(Settings, cli, environ)
-    values = source()
+    resolver = _Resolver(cli, environ)
+    resolver.collect()
+    resolver.unknown_env()
+    resolver.deprecated()
+    resolver.derive_and_validate()
     try:
-        settings = Settings(**values)
-    except ValidationError as e:  # should not happen: the source already typed everything
+        settings = Settings(**resolver.values)
+    except ValidationError as e:  # should not happen: the resolver already typed everything
         err = e.errors()[0]
         loc = str(err["loc"][0]) if err["loc"] else ""
-        where = source.origin_of(loc) if loc in OPTIONS else loc
+        where = resolver.name(loc) if loc in OPTIONS else loc
         raise ConfigError(f"invalid value for {where}: {err['msg']}") from None
-    return settings, source.notices
+    return settings, resolver.notices

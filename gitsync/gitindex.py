@@ -50,7 +50,7 @@ class IndexEntry:
 
 
 def write_index(path: str | os.PathLike[str], entries: list[IndexEntry]) -> None:
-    """Version 2, or 3 when a sparse checkout needs the skip-worktree bit."""
+    """Version 2, or 3 when a sparse checkout needs the skip-worktree bit; written in one go."""
     entries = sorted(entries, key=lambda e: e.path)
     version = 3 if any(e.skip_worktree for e in entries) else 2
     parts = [_HEADER.pack(b"DIRC", version, len(entries))]
@@ -76,8 +76,20 @@ def write_index(path: str | os.PathLike[str], entries: list[IndexEntry]) -> None
     os.replace(tmp, path)
 
 
+def checksum(path: str | os.PathLike[str]) -> bytes:
+    """The trailing SHA-1 of an index file: which version of it is on disk."""
+    with open(path, "rb") as f:
+        f.seek(-20, os.SEEK_END)
+        return f.read(20)
+
+
 def read_index(path: str | os.PathLike[str]) -> dict[bytes, IndexEntry]:
     """Parse a version 2 index; anything else (or damage) raises ValueError."""
+    return load_index(path)[0]
+
+
+def load_index(path: str | os.PathLike[str]) -> tuple[dict[bytes, IndexEntry], bytes]:
+    """``read_index``, plus the checksum of what was read."""
     with open(path, "rb") as f:
         data = f.read()
     if len(data) < _HEADER.size + 20:
@@ -102,4 +114,4 @@ def read_index(path: str | os.PathLike[str]) -> dict[bytes, IndexEntry]:
         pos += length + (8 - length % 8)
         out[name] = IndexEntry(name, mode, sha.hex().encode(), cs * 1_000_000_000 + cn,
                                ms * 1_000_000_000 + mn, dev, ino, uid, gid, size, skip)
-    return out
+    return out, data[-20:]

@@ -22,9 +22,7 @@ import os
 import signal
 import subprocess
 import threading
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -123,6 +121,9 @@ class WebHook:
         self.log = log.get().bind(logger=self.name)
 
     def run(self, sha: str) -> None:
+        import urllib.error  # http.client and email only for a sidecar with a webhook
+        import urllib.request
+
         self.log.info("sending webhook", hash=sha, url=self.shown, method=self.method,
                       timeout=self.timeout)
         request = urllib.request.Request(self.url, method=self.method,

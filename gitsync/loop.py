@@ -162,7 +162,10 @@ class Loop:
             except BaseException as e:
                 attempt.error = e
             finally:
-                self.syncer.release(deep=attempt.outcome is None or attempt.outcome.updated)
+                # A one-time run exits after its success: nothing to give back first.
+                done = self.policy.one_time and attempt.outcome is not None
+                self.syncer.release(deep=not done and (attempt.outcome is None
+                                                       or attempt.outcome.updated))
                 attempt.done.set()
                 if attempt.cancel.is_set():  # abandoned: the waiting loop may retry at once
                     self.wake.set()

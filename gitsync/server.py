@@ -68,6 +68,8 @@ class Server:
         server_class = _Server6 if family == socket.AF_INET6 else _Server
         self.status = status
         self.serve_metrics = serve_metrics
+        if serve_metrics:
+            metrics.enable()  # counting starts now, before the first sync
         self.pprof = pprof
         self.trigger = trigger
         self.log = log.get()

@@ -236,7 +236,7 @@ def test_defaults() -> None:
     )
     assert s.sync_on_signal is None and s.verbose == 0
     assert (
-        s.ready_max_failures == 3 and s.status_file == ".git-sync" and s.trigger_min_interval == 1
+        s.ready_max_failures == 0 and s.status_file == ".git-sync" and s.trigger_min_interval == 1
     )
     assert s.verify_mode == "none" and s.verify_keys_dir == "/etc/git-verify"
     assert s.credentials == [] and s.git_config == []

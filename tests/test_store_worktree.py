@@ -86,6 +86,22 @@ def test_file_changed_in_place_by_a_consumer_is_not_carried_forward(
     assert git("-C", str(s.link), "status", "--porcelain") == ""
 
 
+def test_file_staged_by_a_consumer_is_not_carried_forward(upstream: Upstream, tmp_path: Path) -> None:
+    # `git add` in the worktree rewrites its index: the staged blob and a matching stat. The
+    # next update reads that index back from disk; its unchanged-subtree shortcut must not
+    # trust it, or the consumer's bytes would be published under the next commit.
+    upstream.commit({"sub/dir/keep.txt": "original\n", "other.txt": "1\n"}, "base")
+    s = make_syncer(upstream, tmp_path / "root")
+    first = sync_in_process(s, first=True)
+    worktree = s.root / ".worktrees" / first
+    (worktree / "sub/dir/keep.txt").write_text("consumer's\n")
+    git("-C", str(worktree), "add", "sub/dir/keep.txt")
+    upstream.commit({"other.txt": "2\n"}, "unrelated change")
+    sync_in_process(s)
+    assert (s.link / "sub/dir/keep.txt").read_text() == "original\n"
+    assert git("-C", str(s.link), "status", "--porcelain") == ""
+
+
 def test_unchanged_subtrees_are_carried_whole(upstream: Upstream, tmp_path: Path) -> None:
     files = {f"d{i}/e{j}/f{k}.txt": f"{i}{j}{k}\n" for i in range(3) for j in range(3) for k in range(3)}
     upstream.commit(files, "base")

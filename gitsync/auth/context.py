@@ -1,21 +1,23 @@
 """What a remote needs to authenticate, built once from the settings and shared by the
-remotes derived from it (submodules), refreshed once before each sync."""
+remotes derived from it (submodules), refreshed once before each sync.
+
+The HTTP machinery (urllib3, askpass, cookies) is imported only when a setting or an
+http(s) remote needs it: a file:// or ssh sidecar starts without it."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import urllib3
-from dulwich.config import Config
-
 from gitsync import log
-from gitsync.auth.askpass import AskpassSource
 from gitsync.auth.credentials import CredentialStore, FileSource, Source, StaticSource
-from gitsync.auth.http import CookieFile, pool_manager
 from gitsync.log import REDACTOR
 
 if TYPE_CHECKING:
+    import urllib3
+    from dulwich.config import Config
+
+    from gitsync.auth.http import CookieFile
     from gitsync.auth.ssh import ParamikoVendor
     from gitsync.config import Settings
 
@@ -52,6 +54,8 @@ class AuthContext:
 
     def pool(self, url: str, config: Config) -> urllib3.PoolManager:
         """The connection pool for an HTTP(S) remote: this context's credentials and cookies."""
+        from gitsync.auth.http import pool_manager  # urllib3 only for http(s) remotes
+
         return pool_manager(url, config, self.credentials.lookup, self.cookies)
 
 
@@ -72,12 +76,16 @@ def _sources(settings: Settings, config: Config) -> list[Source]:
             REDACTOR.add(cred.password)
             sources.append(StaticSource(cred.url, cred.username, cred.password))
     if settings.askpass_url:
+        from gitsync.auth.askpass import AskpassSource
+        from gitsync.auth.http import pool_manager
+
         sources.append(AskpassSource(repo, settings.askpass_url,
                                      pool_manager(settings.askpass_url, config)))
     issuer = settings.github_app_client_id or (
         str(settings.github_app_application_id) if settings.github_app_application_id else "")
     if issuer:
         from gitsync.auth.github_app import GitHubAppSource  # its crypto only when used
+        from gitsync.auth.http import pool_manager
 
         REDACTOR.add_key_material(settings.github_app_private_key)
         sources.append(GitHubAppSource(
@@ -93,10 +101,17 @@ def from_settings(settings: Settings, config: Config) -> AuthContext:
         cookie_path: str | None = config.get((b"http",), b"cookieFile").decode()
     except KeyError:
         cookie_path = COOKIE_FILE if settings.cookie_file else None
+    if settings.repo.startswith(("http://", "https://")):
+        # Imported now, not by the first sync, whose --sync-timeout would pay for it.
+        import gitsync.auth.http  # noqa: F401
     known_hosts = settings.ssh_known_hosts_file if settings.ssh_known_hosts else None
     ssh = (list(settings.ssh_key_files), known_hosts, settings.sync_timeout)
     if not settings.repo.startswith(("http://", "https://", "file://", "git://", "/")):
         log.get().info("ssh settings", v=1, key_files=settings.ssh_key_files,
                        known_hosts_file=known_hosts)
-    return AuthContext(CredentialStore(_sources(settings, config)),
-                       CookieFile(cookie_path) if cookie_path else None, ssh)
+    cookies = None
+    if cookie_path:
+        from gitsync.auth.http import CookieFile
+
+        cookies = CookieFile(cookie_path)
+    return AuthContext(CredentialStore(_sources(settings, config)), cookies, ssh)

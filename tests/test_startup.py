@@ -1,0 +1,64 @@
+"""Start-up imports only what the path taken needs (every init container pays for the rest).
+
+Each case runs ``python -X importtime -m gitsync ...`` as a user would and reads the modules
+it imported from the import-time report; the answer a user sees is checked too.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from gitsync_proc import base_env, default_link, read_link_sha
+from upstream import Upstream
+
+from gitsync import __version__
+
+_SYNC_STACK = {"gitsync.config", "gitsync.sync", "gitsync.store", "gitsync.worktree",
+               "gitsync.remote", "pydantic", "dulwich"}
+_NETWORK_AND_EXTRAS = {"urllib3", "paramiko", "cryptography", "pysequoia", "prometheus_client",
+                       "http.server", "gitsync.server", "gitsync.verify",
+                       "gitsync.auth.http", "gitsync.auth.ssh"}
+
+
+def _imported(env: dict[str, str], args: list[str]) -> tuple[subprocess.CompletedProcess[str],
+                                                              set[str]]:
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "gitsync", *args],
+                          env=env, cwd=env["HOME"], capture_output=True, text=True,
+                          timeout=60, check=False)
+    names = set(re.findall(r"^import time:\s+\d+ \|\s+\d+ \|\s+(\S+)$", proc.stderr, re.M))
+    assert "gitsync.__main__" in names or "gitsync" in names, proc.stderr[-2000:]
+    return proc, names
+
+
+def test_version_imports_no_settings_nor_sync_stack(tmp_path: Path) -> None:
+    proc, names = _imported(base_env(tmp_path / "home"), ["--version"])
+    assert (proc.returncode, proc.stdout) == (0, f"gitsync {__version__}\n")
+    assert not names & (_SYNC_STACK | _NETWORK_AND_EXTRAS), sorted(names & _SYNC_STACK)
+
+
+def test_help_imports_settings_but_no_sync_stack(tmp_path: Path) -> None:
+    proc, names = _imported(base_env(tmp_path / "home"), ["--help"])
+    assert proc.returncode == 0
+    assert proc.stdout.startswith("Usage: gitsync --repo=")
+    assert "gitsync.config" in names
+    assert not names & ((_SYNC_STACK - {"gitsync.config", "pydantic"}) | _NETWORK_AND_EXTRAS)
+
+
+def test_version_with_other_flags_still_parses_them(tmp_path: Path) -> None:
+    """Only a bare --version skips the argv parser: a bad flag beside it is still an error."""
+    proc, _ = _imported(base_env(tmp_path / "home"), ["--version", "--no-such-flag"])
+    assert proc.returncode == 2
+    assert "unknown flag: --no-such-flag" in proc.stderr
+
+
+def test_file_sync_imports_no_network_nor_optional_machinery(
+    gs_env: dict[str, str], upstream: Upstream
+) -> None:
+    env = {**gs_env, "GITSYNC_ONE_TIME": "true"}
+    proc, names = _imported(env, [])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert read_link_sha(default_link(env)) == upstream.head_sha()
+    assert not names & _NETWORK_AND_EXTRAS, sorted(names & _NETWORK_AND_EXTRAS)
