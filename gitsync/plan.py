@@ -15,10 +15,10 @@ from dataclasses import dataclass
 class Step(enum.Enum):
     FETCH = "fetch"  # bring the commit and its history into the store
     VERIFY = "verify"  # check signatures before anything is published
-    BUILD = "build"  # write the commit's worktree
+    CHECKOUT = "checkout"  # write the commit's worktree
     HOOK = "hook"  # the pre-publish hook, on a complete worktree, before the link moves
     RECORD = "record"  # the branch ref and the shallow file cover the commit
-    SWAP = "swap"  # the link moves to the commit's worktree
+    PUBLISH = "publish"  # the link moves to the commit's worktree
     GC = "gc"  # stale worktrees and their admin, the store's size bound
 
 
@@ -52,12 +52,12 @@ def plan(o: Observed) -> tuple[Step, ...]:
     if o.verify and not (published and not o.first):
         steps.append(Step.VERIFY)
     if not published and not o.built:
-        steps.append(Step.BUILD)
+        steps.append(Step.CHECKOUT)
     if o.hook and o.commit != o.current:
         steps.append(Step.HOOK)
     steps.append(Step.RECORD)
     if o.commit != o.current or not o.linked:
-        steps.append(Step.SWAP)
+        steps.append(Step.PUBLISH)
     steps.append(Step.GC)
     return tuple(steps)
 

@@ -103,10 +103,10 @@ class Syncer:
         self.steps: dict[Step, StepFn] = {
             Step.FETCH: self._fetch,
             Step.VERIFY: self._verify,
-            Step.BUILD: self._build,
+            Step.CHECKOUT: self._checkout,
             Step.HOOK: self._hook,
             Step.RECORD: self._record,
-            Step.SWAP: self._swap,
+            Step.PUBLISH: self._publish,
             Step.GC: self._gc,
         }
         self.log = log.get()
@@ -224,7 +224,7 @@ class Syncer:
         assert self.verifier is not None and state.target is not None and state.commit is not None
         self.verifier(self.store, state.target, state.commit)
 
-    def _build(self, state: SyncState, cancel: threading.Event) -> None:
+    def _checkout(self, state: SyncState, cancel: threading.Event) -> None:
         assert state.commit is not None
         self.worktrees.sparse = self.sparse() if self.sparse is not None else None
         self.worktrees.build(state.commit, state.current, cancel)
@@ -238,7 +238,7 @@ class Syncer:
         assert state.commit is not None
         self.store.record(state.commit, self.kept_commits(), self.depth)
 
-    def _swap(self, state: SyncState, _cancel: threading.Event) -> None:
+    def _publish(self, state: SyncState, _cancel: threading.Event) -> None:
         assert state.commit is not None
         old = publish.swap(self.link, worktree_path(self.root, state.commit))
         if old is not None and old.parent == self.root and FULL_SHA.match(old.name):

@@ -7,9 +7,9 @@ import pytest
 from gitsync.plan import Observed, Step, is_update, plan
 
 A, B = "a" * 40, "b" * 40
-F, V, BU, H, R, S, G = (Step.FETCH, Step.VERIFY, Step.BUILD, Step.HOOK, Step.RECORD, Step.SWAP,
+F, V, C, H, R, P, G = (Step.FETCH, Step.VERIFY, Step.CHECKOUT, Step.HOOK, Step.RECORD, Step.PUBLISH,
                         Step.GC)
-FULL = (F, BU, R, S, G)
+FULL = (F, C, R, P, G)
 
 
 def o(current: str | None = A, healthy: bool = True, linked: bool = True,
@@ -24,19 +24,19 @@ def o(current: str | None = A, healthy: bool = True, linked: bool = True,
         (o(), (G,)),  # published and intact: housekeeping only
         (o(stored=True), (G,)),
         (o(commit=B), FULL),  # upstream moved
-        (o(commit=B, stored=True), (BU, R, S, G)),  # already fetched (a previous failed attempt)
-        (o(commit=B, stored=True, built=True), (R, S, G)),  # a kept worktree: a move back
-        (o(healthy=False, stored=True), (BU, R, G)),  # worktree damaged: rebuilt, link stays
-        (o(linked=False, stored=True), (R, S, G)),  # link gone, worktree intact: relink
+        (o(commit=B, stored=True), (C, R, P, G)),  # already fetched (a previous failed attempt)
+        (o(commit=B, stored=True, built=True), (R, P, G)),  # a kept worktree: a move back
+        (o(healthy=False, stored=True), (C, R, G)),  # worktree damaged: rebuilt, link stays
+        (o(linked=False, stored=True), (R, P, G)),  # link gone, worktree intact: relink
         (o(current=None, healthy=False, linked=False), FULL),  # first sync into an empty root
         (o(commit=None), (F,)),  # peeled commit unknown: a fetch tells, then plan again
         (o(first=True, stored=True), (R, G)),  # restart: shallow file and gc, nothing written
         (o(first=True), (F, R, G)),  # restart with another depth: fetch what it asks
-        (o(commit=B, verify=True), (F, V, BU, R, S, G)),
+        (o(commit=B, verify=True), (F, V, C, R, P, G)),
         (o(verify=True), (G,)),  # a published commit is not verified at every poll ...
         (o(first=True, stored=True, verify=True), (V, R, G)),  # ... but after a restart
-        (o(commit=B, hook=True), (F, BU, H, R, S, G)),
-        (o(linked=False, stored=True, hook=True), (R, S, G)),  # no hook for the same commit
+        (o(commit=B, hook=True), (F, C, H, R, P, G)),
+        (o(linked=False, stored=True, hook=True), (R, P, G)),  # no hook for the same commit
     ],
 )
 def test_plan(observed: Observed, steps: tuple[Step, ...]) -> None:
@@ -45,4 +45,4 @@ def test_plan(observed: Observed, steps: tuple[Step, ...]) -> None:
 
 def test_only_housekeeping_is_a_noop() -> None:
     assert not is_update((G,))
-    assert is_update((R, S, G))
+    assert is_update((R, P, G))
