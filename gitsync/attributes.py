@@ -469,14 +469,11 @@ _SPAN_END = re.compile(rb"[$\n]")
 _SPACE = re.compile(rb"[ \t\r]")  # git's isspace, but LF (which ends a span)
 
 
-class _Span:
-    """The bytes after ``$Id:`` up to the closing ``$`` (or LF), not yet known to be kept.
+class _Held:
+    """Bytes held back until git's keyword scan decides what becomes of them.
 
-    It tracks, as it grows, the two foreign-keyword tests git uses: ident_to_worktree's (a
-    space after the first byte and before the last) and the streaming filter's is_foreign_ident
-    (``$Id: `` then whitespace followed by anything but the ``$``, reading stops at a NUL).
-    Past 1 MiB the bytes go to an unnamed temporary file in ``spill_dir`` (when the blob is
-    streamed; a blob already in memory keeps its span there too).
+    Past 1 MiB they go to an unnamed temporary file in ``spill_dir`` when there is one (a
+    streamed blob), so memory stays bounded whatever the blob holds.
     """
 
     def __init__(self, spill_dir: str | None) -> None:
@@ -484,6 +481,46 @@ class _Span:
         self.size = 0
         self.file: IO[bytes] | None = None
         self.spill_dir = spill_dir
+
+    def add(self, piece: bytes) -> None:
+        self.size += len(piece)
+        if self.file is not None:
+            self.file.write(piece)
+        elif self.spill_dir is not None and self.size > _SPILL_ABOVE:
+            # Closed by close(), which every path out of the scanners reaches.
+            self.file = tempfile.TemporaryFile(dir=self.spill_dir)  # noqa: SIM115
+            for part in self.parts:
+                self.file.write(part)
+            self.file.write(piece)
+            self.parts = []
+        else:
+            self.parts.append(piece)
+
+    def chunks(self) -> Iterator[bytes]:
+        if self.file is None:
+            yield from self.parts
+        else:
+            self.file.seek(0)
+            while chunk := self.file.read(_SPILL_ABOVE):
+                yield chunk
+        self.close()
+
+    def close(self) -> None:
+        self.parts = []
+        self.size = 0
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
+class _Span(_Held):
+    """The bytes after ``$Id:``, with git's two foreign-keyword tests kept up as they grow:
+    ident_to_worktree's (a space after the first byte and before the last) and the streaming
+    filter's is_foreign_ident (``$Id: `` then whitespace followed by anything but the closing
+    ``$``, read as a C string: it stops at a NUL)."""
+
+    def __init__(self, spill_dir: str | None) -> None:
+        super().__init__(spill_dir)
         self.incore_foreign = False
         self._space_last = False
         self.first_space = False
@@ -495,11 +532,9 @@ class _Span:
         if not piece:
             return
         n = self.size
-        # ident_to_worktree: a space at index >= 1 that is not the last byte.
         if self._space_last or b" " in piece[1 if n == 0 else 0:-1]:
             self.incore_foreign = True
         self._space_last = piece[-1] == 0x20 and n + len(piece) > 1
-        # is_foreign_ident: reads "$Id: " then the rest as a C string.
         rest = piece
         if n == 0:
             self.first_space = piece[0] == 0x20
@@ -515,43 +550,22 @@ class _Span:
                 if self._ws_last:
                     self.stream_foreign = True
                 self._stopped = True
-        self.size += len(piece)
-        if self.file is not None:
-            self.file.write(piece)
-        elif self.spill_dir is not None and self.size > _SPILL_ABOVE:
-            # Closed by close(), which every path out of _ident reaches.
-            self.file = tempfile.TemporaryFile(dir=self.spill_dir)  # noqa: SIM115
-            for part in self.parts:
-                self.file.write(part)
-            self.file.write(piece)
-            self.parts = []
-        else:
-            self.parts.append(piece)
-
-    def chunks(self) -> Iterator[bytes]:
-        if self.file is None:
-            yield from self.parts
-            return
-        self.file.seek(0)
-        while chunk := self.file.read(_SPILL_ABOVE):
-            yield chunk
-
-    def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
-            self.file = None
+        super().add(piece)
 
 
 def _ident(chunks: Iterable[bytes], sha: bytes, incore: bool,
            spill_dir: str | None) -> Iterator[bytes]:
-    """``$Id$`` and ``$Id: ... $`` become ``$Id: <sha> $``.
+    """``$Id$`` and ``$Id: ... $`` become ``$Id: <sha> $``, as git's ident_to_worktree
+    (``incore``) or its streaming ident filter does."""
+    scan = _ident_incore if incore else _ident_stream
+    return scan(chunks, b"$Id: " + sha + b" $", spill_dir)
 
-    ``incore`` follows ident_to_worktree: after a mismatch the scan resumes right after the
-    ``$`` (so ``$$Id$`` is expanded), and a keyword with a space inside is kept, its closing
-    ``$`` scanned again. Otherwise it follows git's streaming ident filter: a mismatching byte
-    is passed over, and a keyword is kept when it reads ``$Id: `` and has whitespace inside.
-    """
-    expanded = b"$Id: " + sha + b" $"
+
+def _ident_incore(chunks: Iterable[bytes], expanded: bytes,
+                  spill_dir: str | None) -> Iterator[bytes]:
+    """ident_to_worktree: after a mismatch the scan resumes right after the ``$`` (``$$Id$``
+    is expanded); a keyword running into a LF is kept; one with a space inside is kept and
+    its closing ``$`` scanned again."""
     head = b""  # "$", "$I" or "$Id" matched so far
     span: _Span | None = None
     try:
@@ -565,62 +579,118 @@ def _ident(chunks: Iterable[bytes], sha: bytes, incore: bool,
                         break
                     span.add(chunk[i:m.start()])
                     i = m.start()
-                    if chunk[i] == 0x0A:  # a keyword does not span lines: kept as it is
+                    if chunk[i] == 0x0A or span.incore_foreign:  # kept; this byte scanned again
                         yield b"$Id:"
                         yield from span.chunks()
-                        if not incore:
-                            yield b"\n"
-                            i += 1
-                    elif span.incore_foreign if incore else (span.first_space
-                                                             and span.stream_foreign):
-                        yield b"$Id:"
-                        yield from span.chunks()
-                        if not incore:
-                            yield b"$"
-                            i += 1
                     else:
                         yield expanded
                         i += 1
-                    span.close()
                     span = None
-                    continue
-                if head:
+                elif head:
                     ch = chunk[i:i + 1]
-                    if len(head) < 3:
-                        if ch == b"$Id"[len(head):len(head) + 1]:
-                            head += ch
-                            i += 1
-                            continue
-                    elif ch == b"$":
+                    if len(head) < 3 and ch == b"$Id"[len(head):len(head) + 1]:
+                        head += ch
+                        i += 1
+                        continue
+                    if len(head) == 3 and ch == b"$":
                         yield expanded
-                        head = b""
                         i += 1
-                        continue
-                    elif ch == b":":
+                    elif len(head) == 3 and ch == b":":
                         span = _Span(spill_dir)
-                        head = b""
                         i += 1
-                        continue
-                    if incore:  # the byte is scanned again
-                        yield head
                     else:
-                        yield head + ch
-                        i += 1
+                        yield head
                     head = b""
-                    continue
-                j = chunk.find(b"$", i)
-                if j < 0:
-                    yield chunk[i:] if i else chunk
-                    break
-                if j > i:
-                    yield chunk[i:j]
-                head = b"$"
-                i = j + 1
+                else:
+                    j = chunk.find(b"$", i)
+                    if j < 0:
+                        yield chunk[i:] if i else chunk
+                        break
+                    if j > i:
+                        yield chunk[i:j]
+                    head = b"$"
+                    i = j + 1
         if head:
             yield head
         if span is not None:
             yield b"$Id:"
             yield from span.chunks()
     finally:
+        if span is not None:
+            span.close()
+
+
+def _ident_stream(chunks: Iterable[bytes], expanded: bytes,
+                  spill_dir: str | None) -> Iterator[bytes]:
+    """git's streaming ident filter, quirks included: a mismatching byte is passed over, not
+    scanned again; ``$Id`` followed by another byte is held (``left``) rather than written,
+    and when the held bytes run into a ``$Id:...$`` keyword they are replaced with it; a
+    keyword is kept when it reads ``$Id: `` and has whitespace inside."""
+    head = b""
+    held = _Held(spill_dir)  # git's "left" while its state is 0
+    span: _Span | None = None
+    try:
+        for chunk in chunks:
+            i, n = 0, len(chunk)
+            while i < n:
+                if span is not None:
+                    m = _SPAN_END.search(chunk, i)
+                    if m is None:
+                        span.add(chunk[i:])
+                        break
+                    span.add(chunk[i:m.start()])
+                    i = m.start() + 1
+                    if chunk[i - 1] == 0x0A:
+                        yield from held.chunks()
+                        yield b"$Id:"
+                        yield from span.chunks()
+                        yield b"\n"
+                    elif not held.size and span.first_space and span.stream_foreign:
+                        yield b"$Id:"
+                        yield from span.chunks()
+                        yield b"$"
+                    else:  # held bytes start with "$Id" but no ":": never foreign
+                        held.close()
+                        span.close()
+                        yield expanded
+                    span = None
+                elif head:
+                    ch = chunk[i:i + 1]
+                    i += 1
+                    if len(head) < 3 and ch == b"$Id"[len(head):len(head) + 1]:
+                        head += ch
+                        continue
+                    if len(head) == 3 and ch == b"$":
+                        yield from held.chunks()
+                        yield expanded
+                    elif len(head) == 3 and ch == b":":
+                        span = _Span(spill_dir)
+                    elif len(head) == 3:
+                        held.add(head + ch)
+                    else:
+                        yield from held.chunks()
+                        yield head + ch
+                    head = b""
+                else:
+                    j = chunk.find(b"$", i)
+                    if j < 0:
+                        if held.size:
+                            yield from held.chunks()
+                        yield chunk[i:] if i else chunk
+                        break
+                    if j > i:
+                        if held.size:
+                            yield from held.chunks()
+                        yield chunk[i:j]
+                    head = b"$"
+                    i = j + 1
+        yield from held.chunks()
+        if head:
+            yield head
+        if span is not None:
+            yield b"$Id:"
+            yield from span.chunks()
+    finally:
+        held.close()
         if span is not None:
             span.close()
