@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import shutil
 import stat
 import subprocess
 import zlib
@@ -56,14 +57,14 @@ def snapshot(top: Path) -> dict[str, Entry]:
     return out
 
 
-def differences(ours: Path, theirs: Path) -> list[str]:
-    """What differs between gitsync's worktree and git's, one line per path."""
+def differences(ours: Path, theirs: Path) -> tuple[list[str], int]:
+    """What differs between gitsync's worktree and git's, one line per path; paths compared."""
     a, b = snapshot(ours), snapshot(theirs)
     out = []
     for rel in sorted(a.keys() | b.keys()):
         if a.get(rel) != b.get(rel):
             out.append(f"{rel}: gitsync {a.get(rel)} git {b.get(rel)}")
-    return out
+    return out, len(a.keys() | b.keys())
 
 
 def assert_same_checkout(ours: Path, theirs: Path, *, racy_dirty_ok: bool = False) -> int:
@@ -75,14 +76,14 @@ def assert_same_checkout(ours: Path, theirs: Path, *, racy_dirty_ok: bool = Fals
     clean"), its own checkout included. With ``racy_dirty_ok`` gitsync's worktree may show
     exactly those, as git's checkout of the same commit does once its stat data is stale.
     """
-    diff = differences(ours, theirs)
+    diff, compared = differences(ours, theirs)
     assert not diff, f"{len(diff)} paths differ from git's checkout:\n" + "\n".join(diff[:40])
     status = git("-C", str(ours), "status", "--porcelain", "--untracked-files=all",
                  env=git_env(ours.parent), timeout=300)
     dirty = {line[3:] for line in status.splitlines()}
     allowed = _not_round_trip(theirs) if racy_dirty_ok and dirty else set()
     assert dirty <= allowed, f"git status in gitsync's worktree:\n{status[:3000]}"
-    return len(snapshot(theirs))
+    return compared
 
 
 def _not_round_trip(checkout: Path) -> set[str]:
@@ -375,15 +376,15 @@ def _corpus_sequence(corpus: Path, tmp_path: Path, repo: str, revs: list[str]) -
         ours = gitsync_checkout(f"file://{bare}", sha, tmp_path / "root", tmp_path / "home")
         theirs = git_checkout(bare, sha, tmp_path / f"git-{n}")
         compared += assert_same_checkout(ours, theirs)
-        git("-C", str(bare), "worktree", "remove", "--force", str(theirs))
+        shutil.rmtree(theirs)  # disk, not correctness: the next commit gets a new directory
     print(f"{repo}: {compared} paths compared over {len(revs)} commits, no difference")
     return compared
 
 
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize(("repo", "revs"), [
-    ("libgit2", ["HEAD~40", "HEAD"]),
-    ("ansible", ["HEAD~20", "HEAD"]),
+    ("libgit2", ["HEAD~1", "HEAD"]),  # a clone, then an update that reuses files
+    ("ansible", ["HEAD~1", "HEAD"]),
 ])
 def test_corpus_commits_check_out_as_git_does(corpus: Path, tmp_path: Path, repo: str,
                                                revs: list[str]) -> None:
