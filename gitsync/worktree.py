@@ -474,14 +474,20 @@ class _Writer:
         return attrs, reuse
 
     def _attributes_file(self, sha: bytes, rel: bytes) -> bytes | None:
-        """A ``.gitattributes`` blob, or None when git would ignore it for its size."""
+        """A ``.gitattributes`` blob; None when git would ignore it for its size, refused when
+        it is too big to read within the memory bound."""
         where = self._locate(sha)
-        if where is None or where[3] < attributes.MAX_FILE_SIZE:
+        size = where[3] if where is not None else None
+        if size is None or size <= attributes.MAX_READ:
             content = self._read_blob(sha, rel, where)
-            if len(content) < attributes.MAX_FILE_SIZE:
+            size = len(content)
+            if size <= attributes.MAX_READ:
                 return content
-        log.get().warning("ignoring overly large gitattributes blob", path=show_path(rel))
-        return None
+        if size >= attributes.MAX_FILE_SIZE:
+            log.get().warning("ignoring overly large gitattributes blob", path=show_path(rel))
+            return None
+        raise UnsafeTree(f"{show_path(rel)} is {size} bytes, over gitsync's limit of "
+                         f"{attributes.MAX_READ} for an attributes file")
 
     def _tick(self) -> None:
         self._count += 1

@@ -13,11 +13,14 @@ from pathlib import Path
 from typing import IO
 
 import pytest
+from gitsync_proc import base_env, run_once
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_differential_checkout import commit_exact
 
 from gitsync import attributes
 from gitsync.attributes import Attributes, Conversion, convert, write_converted
+from gitsync.trees import UnsafeTree
 
 _PIECES = [b"$", b"I", b"d", b":", b" ", b"\t", b"\n", b"\r", b"\0", b"x", b"\x1a", b"\x01",
            b"$Id", b"$Id:", b"$Id$", b"\r\n", "é".encode(), b"\xff"]
@@ -115,3 +118,24 @@ def test_text_auto_detection_is_gits_gather_stats() -> None:
                    b"a\nb\x1a\x1a", b""):
         assert convert(binary, conv, b"0" * 40) == binary
     assert convert(b"a\nb\x1a", conv, b"0" * 40) == b"a\r\nb\x1a"  # a last ^Z is not counted
+
+
+def test_rules_beyond_the_bound_are_refused_naming_the_file() -> None:
+    """Hostile input: each rule costs a compiled pattern and a match per file."""
+    lfs = b"".join(b"*.x%d filter=lfs diff=lfs merge=lfs\n" % i for i in range(3000))
+    assert len(Attributes().child(b"", lfs + b"* text=auto\n").rules) == 1  # lfs rules: no cost
+    many = b"".join(b"*.e%d eol=crlf\n" % i for i in range(attributes.MAX_RULES + 1))
+    with pytest.raises(UnsafeTree, match=r"sub/\.gitattributes .* over gitsync's limit"):
+        Attributes().child(b"sub", many)
+
+
+def test_an_oversized_attributes_file_is_refused_not_read(tmp_path: Path) -> None:
+    bare = tmp_path / "repo.git"
+    sha = commit_exact(bare, {".gitattributes": b"# padding\n" * (attributes.MAX_READ // 10 + 1),
+                              "a.txt": b"a\n"})
+    env = base_env(tmp_path / "home", GITSYNC_REPO=f"file://{bare}",
+                   GITSYNC_ROOT=str(tmp_path / "root"), GITSYNC_LINK="link", GITSYNC_REF=sha)
+    res = run_once(env, timeout=120)
+    assert res.returncode != 0
+    assert f".gitattributes' is {attributes.MAX_READ // 10 * 10 + 10} bytes" in res.stderr
+    assert not (tmp_path / "root" / "link").exists()
