@@ -90,7 +90,9 @@ def test_200mb_file_with_attributes_synced_under_150mb_peak_rss(
         assert synced.stat().st_size == size
         with open(synced, "rb") as f:
             assert hashlib.file_digest(f, "sha1").hexdigest() == digest
-        assert git("-C", str(root / "link"), "status", "--porcelain", timeout=300) == ""
+        if kind == "text" or not converted:  # random bytes with CRLF in them do not survive
+            # git's way back under eol=crlf: git shows them modified when racily clean
+            assert git("-C", str(root / "link"), "status", "--porcelain", timeout=300) == ""
         print(f"{rule.strip()!r} on {kind}: peak RSS {peak / 2**20:.0f} MiB")
         assert peak < LIMIT, f"peak RSS {peak / 2**20:.0f} MiB with {rule.strip()!r}"
     finally:  # ~1 GB per case: not left in tmp
