@@ -23,7 +23,7 @@ import stat
 import threading
 import unicodedata
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -31,11 +31,10 @@ from typing import Protocol
 from dulwich.objects import Blob, Commit, ObjectID, Tree, TreeEntry
 from dulwich.pack import Pack
 
-from gitsync import gitindex, packformat
-from gitsync.attributes import Attributes
+from gitsync import attributes, gitindex, log, packformat
+from gitsync.attributes import Attributes, Conversion
 from gitsync.errors import (
     Cancelled,
-    CorruptObject,
     LocalError,
     MissingObject,
     ObjectUnreadable,
@@ -528,8 +527,26 @@ class _Writer:
         if (mine.sha if mine else None) != (before.sha if before else None):
             reuse = False
         if mine is not None:
-            attrs = attrs.child(prefix.rstrip(b"/"), self._blob(mine.sha, prefix + mine.path))
+            content = self._attributes_file(mine.sha, prefix + mine.path)
+            if content is not None:
+                attrs = attrs.child(prefix.rstrip(b"/"), content)
         return attrs, reuse
+
+    def _attributes_file(self, sha: bytes, rel: bytes) -> bytes | None:
+        """A ``.gitattributes`` blob; None when git would ignore it for its size, refused when
+        it is too big to read within the memory bound."""
+        where = self._locate(sha)
+        size = where[3] if where is not None else None
+        if size is None or size <= attributes.MAX_READ:
+            content = self._read_blob(sha, rel, where)
+            size = len(content)
+            if size <= attributes.MAX_READ:
+                return content
+        if size >= attributes.MAX_FILE_SIZE:
+            log.get().warning("ignoring overly large gitattributes blob", path=show_path(rel))
+            return None
+        raise UnsafeTree(f"{show_path(rel)} is {size} bytes, over gitsync's limit of "
+                         f"{attributes.MAX_READ} for an attributes file")
 
     def _tick(self) -> None:
         self._count += 1
@@ -575,15 +592,18 @@ class _Writer:
                         return
                 except OSError:
                     pass
+        conv = spec.attrs.conversion(rel)
         where = self._locate(sha)
-        if where is not None and where[3] >= _STREAM_ABOVE and not spec.attrs.rules:
+        if where is not None and where[3] >= _STREAM_ABOVE:
             pack_fd, offset, kind, size = where
             if kind != Blob.type_num:
                 raise UnsafeTree(f"{show_path(rel)} is not a blob")
-            streamed = self._inflate_to(pack_fd, offset, size, sha, target, mode)
+            streamed = self._inflate_to(pack_fd, offset, size, sha, target, mode, conv)
             self.entries.append(IndexEntry.from_stat(rel, mode, sha, streamed))
             return
-        data = spec.attrs.smudge(rel, self._read_blob(sha, rel, where), sha)
+        data = self._read_blob(sha, rel, where)
+        if conv is not None:
+            data = attributes.convert(data, conv, sha)
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
                      0o777 if mode == 0o100755 else 0o666)
         try:
@@ -613,36 +633,58 @@ class _Writer:
         return None
 
     def _inflate_to(self, src: int, offset: int, size: int, sha: bytes, target: bytes,
-                    mode: int) -> os.stat_result:
-        inflate = zlib.decompressobj()
-        digest = hashlib.sha1(b"blob %d\0" % size, usedforsecurity=False)
+                    mode: int, conv: Conversion | None) -> os.stat_result:
+        """Write a big blob as it is inflated, converted on the way when its attributes say so
+        (memory stays bounded: see attributes.write_converted)."""
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
                      0o777 if mode == 0o100755 else 0o666)
         try:
-            written = 0
-            while not inflate.eof:
-                chunk = os.pread(src, _STREAM_CHUNK, offset)
-                if not chunk:
-                    raise CorruptObject(f"pack ends inside blob {sha.decode()}")
-                offset += len(chunk)
-                # Small input steps bound each step's output (deflate packs at most ~1,000:1,
-                # so 8 KiB of a file of zeros is 8 MB). zlib's max_length would too, but its
-                # unconsumed_tail loop can stall on the stream's last bytes.
-                whole = memoryview(chunk)
-                for at in range(0, len(whole), _INFLATE_STEP):
-                    out = inflate.decompress(whole[at:at + _INFLATE_STEP])
-                    digest.update(out)
-                    written += len(out)
-                    view = memoryview(out)
-                    while view:
-                        view = view[os.write(fd, view):]
-                    if inflate.eof:
-                        break
-            if written != size or digest.hexdigest().encode() != sha:
-                raise CorruptObject(f"blob {sha.decode()} is damaged in the store")
+            def write(chunk: bytes) -> None:
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view):]
+
+            def source() -> Iterator[bytes]:
+                return self._inflated(src, offset, size, sha)
+
+            def restart() -> None:
+                os.ftruncate(fd, 0)
+                os.lseek(fd, 0, os.SEEK_SET)
+
+            if conv is None:
+                for chunk in source():
+                    write(chunk)
+            else:
+                attributes.write_converted(source, conv, sha, write, restart,
+                                           os.fsdecode(os.path.dirname(target)))
             return os.fstat(fd)
         finally:
             os.close(fd)
+
+    def _inflated(self, src: int, offset: int, size: int, sha: bytes) -> Iterator[bytes]:
+        """A packed blob's bytes in bounded chunks; checked against its sha at the end."""
+        inflate = zlib.decompressobj()
+        digest = hashlib.sha1(b"blob %d\0" % size, usedforsecurity=False)
+        written = 0
+        while not inflate.eof:
+            chunk = os.pread(src, _STREAM_CHUNK, offset)
+            if not chunk:
+                raise CorruptObject(f"pack ends inside blob {sha.decode()}")
+            offset += len(chunk)
+            # Small input steps bound each step's output (deflate packs at most ~1,000:1,
+            # so 8 KiB of a file of zeros is 8 MB). zlib's max_length would too, but its
+            # unconsumed_tail loop can stall on the stream's last bytes.
+            whole = memoryview(chunk)
+            for at in range(0, len(whole), _INFLATE_STEP):
+                out = inflate.decompress(whole[at:at + _INFLATE_STEP])
+                digest.update(out)
+                written += len(out)
+                if out:
+                    yield out
+                if inflate.eof:
+                    break
+        if written != size or digest.hexdigest().encode() != sha:
+            raise CorruptObject(f"blob {sha.decode()} is damaged in the store")
 
     def _blob(self, sha: bytes, rel: bytes) -> bytes:
         """A blob's bytes, read raw: building a Blob object per file costs a third of a checkout."""
