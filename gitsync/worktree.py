@@ -35,6 +35,7 @@ from gitsync import attributes, gitindex, log, packformat
 from gitsync.attributes import Attributes, Conversion
 from gitsync.errors import (
     Cancelled,
+    CorruptObject,
     LocalError,
     MissingObject,
     ObjectUnreadable,

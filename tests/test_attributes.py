@@ -20,7 +20,7 @@ from test_differential_checkout import commit_exact
 
 from gitsync import attributes
 from gitsync.attributes import Attributes, Conversion, convert, write_converted
-from gitsync.trees import UnsafeTree
+from gitsync.errors import UnsafeTree
 
 _PIECES = [b"$", b"I", b"d", b":", b" ", b"\t", b"\n", b"\r", b"\0", b"x", b"\x1a", b"\x01",
            b"$Id", b"$Id:", b"$Id$", b"\r\n", "é".encode(), b"\xff"]
