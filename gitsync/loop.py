@@ -2,7 +2,8 @@
 
 The loop knows nothing of how a sync works. Each sync runs in a worker thread so that the
 main thread can abandon it at ``--sync-timeout`` and answer SIGTERM at once; an abandoned
-sync is cancelled at its next step and never publishes (the publish step checks first).
+sync is cancelled at its next step and never publishes (the publish step checks first), and
+its connections are cut (cancel.py), so it ends within moments even while a server drips.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from gitsync import files, log
+from gitsync.cancel import Cancel, scope
 from gitsync.errors import Cancelled, SyncTimeout, describe
 from gitsync.sync import Outcome, Syncer
 
@@ -69,7 +71,7 @@ def exceeded(limit: int, failures: int) -> bool:
 @dataclass
 class _Attempt:
     done: threading.Event = field(default_factory=threading.Event)
-    cancel: threading.Event = field(default_factory=threading.Event)
+    cancel: Cancel = field(default_factory=Cancel)
     outcome: Outcome | None = None
     error: BaseException | None = None
     thread: threading.Thread | None = None
@@ -159,7 +161,8 @@ class Loop:
 
         def work() -> None:
             try:
-                attempt.outcome = self.syncer.run(first, attempt.cancel)
+                with scope(attempt.cancel):
+                    attempt.outcome = self.syncer.run(first, attempt.cancel)
             except BaseException as e:
                 attempt.error = e
             finally:

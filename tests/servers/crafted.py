@@ -5,8 +5,10 @@ The advertisement lists the refs given; an upload-pack request is answered with 
 lines and the pack bytes the test's callables return for it (packs are made by the real
 ``git pack-objects`` from an object list, so "a commit without its tree" is a pack that simply
 leaves the tree out). Behaviours for the hostile cases: ``drip`` sends the upload-pack answer
-one byte at a time, ``endless_refs`` streams an advertisement that never ends, ``content_type``
-replaces the advertisement's (a dumb or non-git server).
+one byte at a time (read when the request arrives, so clearing it affects the next request
+only), ``endless_refs`` streams an advertisement of ever new ref names that never ends,
+``content_type`` replaces the advertisement's (a dumb or non-git server). ``open_answers``
+counts answers still being sent: a client that gave up on one is seen to have closed it.
 """
 
 from __future__ import annotations
@@ -89,6 +91,7 @@ class CraftedServer:
         self.content_type = "application/x-git-upload-pack-advertisement"
         self.requests: list[Request] = []
         self.bytes_sent = 0
+        self.open_answers = 0
         self._stop = threading.Event()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -126,11 +129,11 @@ class CraftedServer:
             def log_message(self, *args: object) -> None:
                 pass
 
-            def _send(self, body: bytes, content_type: str) -> None:
+            def _send(self, body: bytes, content_type: str, drip: float | None = None) -> None:
                 self.send_response(200)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Cache-Control", "no-cache")
-                if server.drip is None:
+                if drip is None:
                     self.send_header("Content-Length", str(len(body)))
                     self.end_headers()
                     self.wfile.write(body)
@@ -139,7 +142,7 @@ class CraftedServer:
                 self.send_header("Connection", "close")
                 self.end_headers()
                 for i in range(len(body)):
-                    if server._stop.wait(server.drip):
+                    if server._stop.wait(drip):
                         return
                     self.wfile.write(body[i:i + 1])
                     self.wfile.flush()
@@ -155,10 +158,16 @@ class CraftedServer:
                     self.send_header("Connection", "close")
                     self.end_headers()
                     self.wfile.write(pkt(b"# service=git-upload-pack\n") + FLUSH)
-                    filler = pkt(b"0" * 40 + b" refs/heads/" + b"x" * 900 + b"\n")
+                    server.open_answers += 1
+                    n = 0
                     with contextlib.suppress(OSError):
                         while not server._stop.is_set():
-                            self.wfile.write(filler * 64)
+                            lines = [pkt(b"%040x refs/heads/%s-%d\n" % (n + i, b"x" * 64, n + i))
+                                     for i in range(512)]
+                            n += 512
+                            self.wfile.write(b"".join(lines))
+                            server.bytes_sent += sum(map(len, lines))
+                    server.open_answers -= 1
                     return
                 self._send(server.advertisement(), server.content_type)
 
@@ -169,8 +178,13 @@ class CraftedServer:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 req = parse_request(body)
                 server.requests.append(req)
-                with contextlib.suppress(OSError):
-                    self._send(server.answer(req), "application/x-git-upload-pack-result")
+                server.open_answers += 1
+                try:
+                    with contextlib.suppress(OSError):
+                        self._send(server.answer(req), "application/x-git-upload-pack-result",
+                                   server.drip)
+                finally:
+                    server.open_answers -= 1
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
