@@ -93,12 +93,29 @@ class Loop:
     # ----- signals -------------------------------------------------------------------------
 
     def install_signals(self, sync_signal: int | None) -> None:
+        """SIGTERM and SIGINT stop; so does SIGHUP (Go's default), with a log line saying so;
+        SIGUSR1 and SIGUSR2 are ignored, as Go ignores them; ``sync_signal`` (any of these)
+        wakes the loop instead.
+
+        The signals are caught, not set to SIG_IGN: an ignored disposition would be inherited
+        by the hooks' processes."""
         def on_stop(signum: int, _frame: Any) -> None:
             self.stop.set()
             self.wake.set()
 
+        def on_hangup(signum: int, frame: Any) -> None:
+            self.log.info("caught signal, stopping", signal="SIGHUP",
+                          hint="use --sync-on-signal=SIGHUP to sync on it instead")
+            on_stop(signum, frame)
+
+        def ignore(signum: int, _frame: Any) -> None:
+            self.log.info("ignoring signal", v=1, signal=signal.Signals(signum).name)
+
         signal.signal(signal.SIGTERM, on_stop)
         signal.signal(signal.SIGINT, on_stop)
+        signal.signal(signal.SIGHUP, on_hangup)
+        signal.signal(signal.SIGUSR1, ignore)
+        signal.signal(signal.SIGUSR2, ignore)
         if sync_signal is not None:
             def on_sync(signum: int, _frame: Any) -> None:
                 self.log.info("caught signal", v=1, signal=signal.Signals(signum).name)
