@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from gitsync_proc import GitSync, base_env, parse_logs, read_link_sha, run_once, running
 from servers import started
-from servers.crafted import CraftedServer, pack_of
+from servers.crafted import CraftedDaemon, CraftedServer, pack_of
 from upstream import Upstream, git
 
 pytestmark = pytest.mark.timeout(120)
@@ -40,7 +40,16 @@ def server(upstream: Upstream) -> Iterator[CraftedServer]:
     s.stop()
 
 
-def _env(tmp_path: Path, root: Path, server: CraftedServer, timeout: str) -> dict[str, str]:
+@pytest.fixture
+def daemon(upstream: Upstream) -> Iterator[CraftedDaemon]:
+    """A crafted git:// server advertising the upstream's head (it serves no pack)."""
+    d = started(CraftedDaemon({"refs/heads/main": upstream.head_sha()}), "crafted git daemon")
+    yield d
+    d.stop()
+
+
+def _env(tmp_path: Path, root: Path, server: CraftedServer | CraftedDaemon,
+         timeout: str) -> dict[str, str]:
     return base_env(tmp_path / "home", GITSYNC_REPO=server.url, GITSYNC_ROOT=str(root),
                     GITSYNC_LINK="link", GITSYNC_SYNC_TIMEOUT=timeout, GITSYNC_PERIOD="200ms",
                     GITSYNC_MAX_FAILURES="-1")
@@ -97,6 +106,28 @@ def test_an_endless_advertisement_is_refused_at_a_cap_with_bounded_memory(
         assert peak < RSS_BOUND_KB, f"peak RSS {peak} kB"
         server.endless_refs = False
         gs.wait_for_sha(upstream.head_sha(), timeout=15)
+
+
+def test_a_dripping_git_daemon_is_cut_at_the_timeout(
+    tmp_path: Path, root: Path, daemon: CraftedDaemon
+) -> None:
+    daemon.drip = 0.2
+    with running(_env(tmp_path, root, daemon, "2s")) as gs:
+        gs.wait_for(lambda: sum("timed out" in e for e in _errors(gs)) >= 2, 30, "two timeouts")
+        gs.wait_for(lambda: daemon.open_answers <= 1, 5, "the abandoned answers to be closed")
+        assert not [e for e in _errors(gs) if "still running" in e], _errors(gs)
+        assert _status(gs.proc.pid, "Threads") <= 3
+
+
+def test_an_endless_git_daemon_advertisement_is_refused_at_the_cap(
+    tmp_path: Path, root: Path, daemon: CraftedDaemon
+) -> None:
+    daemon.endless_refs = True
+    with running(_env(tmp_path, root, daemon, "5m")) as gs:
+        gs.wait_for(lambda: _errors(gs), 90, "the advertisement to be refused")
+        error = _errors(gs)[0]
+        assert "larger than 32 MiB" in error and daemon.url in error, error
+        assert _status(gs.proc.pid, "VmHWM") < RSS_BOUND_KB
 
 
 def test_a_dumb_http_server_is_refused_naming_its_content_type(

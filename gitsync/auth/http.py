@@ -264,9 +264,13 @@ class _Cuttable(HTTPConnection):
     _socket: socket.socket | None = None
 
     def _new_conn(self) -> socket.socket:
-        self._socket = super()._new_conn()
-        cancel.watch(self, self._cut)
-        return self._socket
+        self._socket = sock = super()._new_conn()
+        try:
+            cancel.watch(self, self._cut)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
 
     def connect(self) -> None:
         super().connect()
