@@ -84,8 +84,15 @@ class _Pending:
     drop: int = 0  # bytes of an oversized body still to read and throw away
 
 
+def _head_length(buf: bytearray) -> int:
+    """Where the request head ends (after its blank line), or 0 if it has not yet; bare LF
+    line ends are accepted, as BaseHTTPRequestHandler accepts them."""
+    ends = [i + len(sep) for sep in (b"\r\n\r\n", b"\n\n") if (i := buf.find(sep)) >= 0]
+    return min(ends, default=0)
+
+
 def _header(head: bytes, name: bytes) -> bytes:
-    for line in head.split(b"\r\n")[1:]:
+    for line in head.splitlines()[1:]:
         key, sep, value = line.partition(b":")
         if sep and key.strip().lower() == name:
             return value.strip()
@@ -198,12 +205,11 @@ class Server:
             data = data[taken:]
         p.buf += data
         if not p.head:
-            end = p.buf.find(b"\r\n\r\n")
-            if end < 0:
+            p.head = _head_length(p.buf)
+            if not p.head:
                 if len(p.buf) > _HEAD_LIMIT:
                     self._close(p)
                 return
-            p.head = end + 4
             if not self._body(p):
                 return
         if p.drop or len(p.buf) < p.need:

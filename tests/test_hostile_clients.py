@@ -133,6 +133,9 @@ def test_clients_resetting_mid_answer_leave_no_traceback(gs_env: dict[str, str])
             s.sendall(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
             _reset([s])
         assert request(url, "/livez").status in (200, 503)
+        with socket.create_connection((host, int(port)), timeout=5) as s:
+            s.sendall(b"GET /livez HTTP/1.0\n\n")  # bare line feeds, as from a shell
+            assert s.recv(64).startswith(b"HTTP/1.")
         time.sleep(0.5)
         assert "Traceback" not in gs.stderr()
         assert not [r for r in gs.logs() if r.get("level") == "error"], gs.stderr()[-2000:]
