@@ -2,7 +2,8 @@
 
 The loop knows nothing of how a sync works. Each sync runs in a worker thread so that the
 main thread can abandon it at ``--sync-timeout`` and answer SIGTERM at once; an abandoned
-sync is cancelled at its next step and never publishes (the publish step checks first).
+sync is cancelled at its next step and never publishes (the publish step checks first), and
+its connections are cut (cancel.py), so it ends within moments even while a server drips.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from gitsync import files, log
+from gitsync.cancel import Cancel, scope
 from gitsync.errors import Cancelled, SyncTimeout, describe
 from gitsync.sync import Outcome, Syncer
 
@@ -68,7 +70,7 @@ def exceeded(limit: int, failures: int) -> bool:
 @dataclass
 class _Attempt:
     done: threading.Event = field(default_factory=threading.Event)
-    cancel: threading.Event = field(default_factory=threading.Event)
+    cancel: Cancel = field(default_factory=Cancel)
     outcome: Outcome | None = None
     error: BaseException | None = None
     thread: threading.Thread | None = None
@@ -90,12 +92,29 @@ class Loop:
     # ----- signals -------------------------------------------------------------------------
 
     def install_signals(self, sync_signal: int | None) -> None:
+        """SIGTERM and SIGINT stop; so does SIGHUP (Go's default), with a log line saying so;
+        SIGUSR1 and SIGUSR2 are ignored, as Go ignores them; ``sync_signal`` (any of these)
+        wakes the loop instead.
+
+        The signals are caught, not set to SIG_IGN: an ignored disposition would be inherited
+        by the hooks' processes."""
         def on_stop(signum: int, _frame: Any) -> None:
             self.stop.set()
             self.wake.set()
 
+        def on_hangup(signum: int, frame: Any) -> None:
+            self.log.info("caught signal, stopping", signal="SIGHUP",
+                          hint="use --sync-on-signal=SIGHUP to sync on it instead")
+            on_stop(signum, frame)
+
+        def ignore(signum: int, _frame: Any) -> None:
+            self.log.info("ignoring signal", v=1, signal=signal.Signals(signum).name)
+
         signal.signal(signal.SIGTERM, on_stop)
         signal.signal(signal.SIGINT, on_stop)
+        signal.signal(signal.SIGHUP, on_hangup)
+        signal.signal(signal.SIGUSR1, ignore)
+        signal.signal(signal.SIGUSR2, ignore)
         if sync_signal is not None:
             def on_sync(signum: int, _frame: Any) -> None:
                 self.log.info("caught signal", v=1, signal=signal.Signals(signum).name)
@@ -158,7 +177,8 @@ class Loop:
 
         def work() -> None:
             try:
-                attempt.outcome = self.syncer.run(first, attempt.cancel)
+                with scope(attempt.cancel):
+                    attempt.outcome = self.syncer.run(first, attempt.cancel)
             except BaseException as e:
                 attempt.error = e
             finally:

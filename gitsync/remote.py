@@ -32,7 +32,7 @@ from dulwich.objects import ObjectID
 from dulwich.protocol import PEELED_TAG_SUFFIX
 from dulwich.refs import Ref
 
-from gitsync import localfetch, packindex, transports
+from gitsync import localfetch, packindex, transports, wire
 from gitsync.auth import context as auth_context
 from gitsync.auth.context import AuthContext
 from gitsync.auth.credentials import CredentialStore
@@ -182,7 +182,15 @@ class Remote:
                 raise RemoteError(f"unsupported repository URL {self.display_url}: {e}") from None
             if isinstance(self._client, SSHGitClient) and self.auth.ssh is not None:
                 self._client.ssh_vendor = self.auth.ssh
+            wire.guard(self._client, self.display_url, self._read_timeout())
         return self._client, self._path
+
+    def _read_timeout(self) -> float | None:
+        """``--sync-timeout``, which ``git_config`` passes as ``http.timeout``."""
+        try:
+            return float(self.config.get((b"http",), b"timeout"))
+        except (KeyError, ValueError):
+            return None
 
     def refresh(self) -> None:
         """Before each sync: re-read rotating credentials (password files, askpass, tokens).

@@ -10,6 +10,9 @@ here, with git's rules:
   skipped for hosts in ``NO_PROXY``;
 * ``http.extraHeader``, ``http.userAgent``, ``http.timeout``.
 
+Every connection used during a sync is registered with the sync's cancellation (cancel.py),
+so an abandoned sync's blocked read ends at once however slowly the server sends.
+
 Credentials are not baked into the pool: each request asks the credential store, so a
 rotated password is used on the next request while the connections stay open.
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -28,9 +32,11 @@ from urllib.parse import urlsplit
 import urllib3
 from dulwich.client import default_user_agent_string
 from dulwich.config import Config
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.response import BaseHTTPResponse
 
-from gitsync import log
+from gitsync import cancel, log
 from gitsync.auth.credentials import Secret
 from gitsync.errors import AuthFailed
 from gitsync.log import REDACTOR
@@ -247,6 +253,49 @@ def _keep_alive(resp: BaseHTTPResponse) -> BaseHTTPResponse:
     return resp
 
 
+class _Cuttable(HTTPConnection):
+    """A connection the running sync's cancellation can cut, registered when it connects
+    (before a TLS handshake a server could drip) and again each time it is reused.
+
+    ``_socket`` outlives http.client's ``close``, which drops ``sock`` as soon as a response
+    says ``Connection: close`` while that response is still being read from it.
+    """
+
+    _socket: socket.socket | None = None
+
+    def _new_conn(self) -> socket.socket:
+        self._socket = sock = super()._new_conn()
+        try:
+            cancel.watch(self, self._cut)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def connect(self) -> None:
+        super().connect()
+        self._socket = self.sock  # the TLS socket, once the handshake made one
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        cancel.watch(self, self._cut)
+        super().request(*args, **kwargs)
+
+    def _cut(self) -> None:
+        cancel.shutdown(self._socket)
+
+
+class _CuttableHTTPS(_Cuttable, HTTPSConnection):
+    pass
+
+
+class _Pool(HTTPConnectionPool):
+    ConnectionCls = _Cuttable
+
+
+class _TLSPool(HTTPSConnectionPool):
+    ConnectionCls = _CuttableHTTPS
+
+
 class AuthPoolManager(urllib3.PoolManager, _Authenticating):
     """A direct connection pool with per-request credentials."""
 
@@ -305,6 +354,7 @@ def pool_manager(url: str, config: Config, credentials: Lookup | None = None,
     else:
         manager = AuthPoolManager(**kwargs)
     assert isinstance(manager, _Authenticating)
+    manager.pool_classes_by_scheme = {"http": _Pool, "https": _TLSPool}
     manager.credentials = credentials
     manager.cookies = cookies
     return manager

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from dulwich.client import SSHVendor
 from dulwich.protocol import DEFAULT_GIT_PROTOCOL_VERSION_FETCH
 
-from gitsync import log
+from gitsync import cancel, log
 from gitsync.errors import AuthFailed, HostKeyError
 from gitsync.log import REDACTOR
 
@@ -169,7 +169,8 @@ class ParamikoVendor(SSHVendor):
     Args:
         key_files: identities tried in order (read at each connection, so rotated keys work).
         known_hosts_file: the known_hosts file, or None to skip host key checking.
-        timeout: connect/handshake/read timeout in seconds.
+        timeout: connect/handshake/read timeout in seconds (``--sync-timeout``); a server
+            that keeps sending slowly is cut by the sync's cancellation instead (cancel.py).
     """
 
     def __init__(self, key_files: Sequence[str], known_hosts_file: str | None,
@@ -198,6 +199,11 @@ class ParamikoVendor(SSHVendor):
         except OSError as e:
             raise AuthFailed(f"ssh: can't connect to {host_pattern_name(host, port)}: {e}"
                             ) from None
+        try:
+            cancel.watch(sock, lambda: cancel.shutdown(sock))
+        except BaseException:
+            sock.close()
+            raise
         transport = paramiko.Transport(sock)
         transport.banner_timeout = transport.auth_timeout = self.timeout
         try:

@@ -5,16 +5,21 @@ The advertisement lists the refs given; an upload-pack request is answered with 
 lines and the pack bytes the test's callables return for it (packs are made by the real
 ``git pack-objects`` from an object list, so "a commit without its tree" is a pack that simply
 leaves the tree out). Behaviours for the hostile cases: ``drip`` sends the upload-pack answer
-one byte at a time, ``endless_refs`` streams an advertisement that never ends, ``content_type``
-replaces the advertisement's (a dumb or non-git server).
+one byte at a time (read when the request arrives, so clearing it affects the next request
+only), ``endless_refs`` streams an advertisement of ever new ref names that never ends,
+``content_type`` replaces the advertisement's (a dumb or non-git server). ``open_answers``
+counts answers still being sent: a client that gave up on one is seen to have closed it.
+``CraftedDaemon`` is the same for ``git://``, for the advertisement only (drip or endless).
 """
 
 from __future__ import annotations
 
 import contextlib
 import shutil
+import socketserver
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -65,6 +70,23 @@ def parse_request(body: bytes) -> Request:
     return req
 
 
+def ref_lines(refs: dict[str, str], head: str) -> bytes:
+    """The advertised refs (HEAD first, with the capabilities) and the closing flush."""
+    out = b""
+    lines = [(refs[head], "HEAD")] if head in refs else []
+    lines += [(sha, name) for name, sha in sorted(refs.items())]
+    for i, (sha, name) in enumerate(lines):
+        extra = b"\0" + CAPS + (b" symref=HEAD:" + head.encode() if head else b"")
+        out += pkt(f"{sha} {name}".encode() + (extra if i == 0 else b"") + b"\n")
+    return out + FLUSH
+
+
+def endless_refs(start: int) -> bytes:
+    """512 more advertised refs, each with a new name."""
+    return b"".join(pkt(b"%040x refs/heads/%s-%d\n" % (n, b"x" * 64, n))
+                    for n in range(start, start + 512))
+
+
 def pack_of(repo: Path, objects: Sequence[str]) -> bytes:
     """A pack of exactly ``objects`` (no walking), made by git from the bare ``repo``."""
     return subprocess.run(
@@ -89,6 +111,7 @@ class CraftedServer:
         self.content_type = "application/x-git-upload-pack-advertisement"
         self.requests: list[Request] = []
         self.bytes_sent = 0
+        self.open_answers = 0
         self._stop = threading.Event()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -99,13 +122,7 @@ class CraftedServer:
         return f"http://127.0.0.1:{self._httpd.server_address[1]}/repo.git"
 
     def advertisement(self) -> bytes:
-        out = pkt(b"# service=git-upload-pack\n") + FLUSH
-        lines = [(self.refs[self.head], "HEAD")] if self.head in self.refs else []
-        lines += [(sha, name) for name, sha in sorted(self.refs.items())]
-        for i, (sha, name) in enumerate(lines):
-            extra = b"\0" + CAPS + (b" symref=HEAD:" + self.head.encode() if self.head else b"")
-            out += pkt(f"{sha} {name}".encode() + (extra if i == 0 else b"") + b"\n")
-        return out + FLUSH
+        return pkt(b"# service=git-upload-pack\n") + FLUSH + ref_lines(self.refs, self.head)
 
     def answer(self, req: Request) -> bytes:
         out = b""
@@ -126,11 +143,11 @@ class CraftedServer:
             def log_message(self, *args: object) -> None:
                 pass
 
-            def _send(self, body: bytes, content_type: str) -> None:
+            def _send(self, body: bytes, content_type: str, drip: float | None = None) -> None:
                 self.send_response(200)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Cache-Control", "no-cache")
-                if server.drip is None:
+                if drip is None:
                     self.send_header("Content-Length", str(len(body)))
                     self.end_headers()
                     self.wfile.write(body)
@@ -139,7 +156,7 @@ class CraftedServer:
                 self.send_header("Connection", "close")
                 self.end_headers()
                 for i in range(len(body)):
-                    if server._stop.wait(server.drip):
+                    if server._stop.wait(drip):
                         return
                     self.wfile.write(body[i:i + 1])
                     self.wfile.flush()
@@ -155,10 +172,15 @@ class CraftedServer:
                     self.send_header("Connection", "close")
                     self.end_headers()
                     self.wfile.write(pkt(b"# service=git-upload-pack\n") + FLUSH)
-                    filler = pkt(b"0" * 40 + b" refs/heads/" + b"x" * 900 + b"\n")
+                    server.open_answers += 1
+                    n = 0
                     with contextlib.suppress(OSError):
                         while not server._stop.is_set():
-                            self.wfile.write(filler * 64)
+                            lines = endless_refs(n)
+                            n += 512
+                            self.wfile.write(lines)
+                            server.bytes_sent += len(lines)
+                    server.open_answers -= 1
                     return
                 self._send(server.advertisement(), server.content_type)
 
@@ -169,8 +191,13 @@ class CraftedServer:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 req = parse_request(body)
                 server.requests.append(req)
-                with contextlib.suppress(OSError):
-                    self._send(server.answer(req), "application/x-git-upload-pack-result")
+                server.open_answers += 1
+                try:
+                    with contextlib.suppress(OSError):
+                        self._send(server.answer(req), "application/x-git-upload-pack-result",
+                                   server.drip)
+                finally:
+                    server.open_answers -= 1
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
@@ -182,3 +209,64 @@ class CraftedServer:
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
+
+
+class CraftedDaemon:
+    """A ``git://`` server whose advertisement drips (``drip`` seconds between bytes) or never
+    ends (``endless_refs``); it serves no pack. ``open_answers`` as for CraftedServer."""
+
+    def __init__(self, refs: dict[str, str], *, head: str = "refs/heads/main") -> None:
+        self.refs = refs
+        self.head = head
+        self.drip: float | None = None
+        self.endless_refs = False
+        self.open_answers = 0
+        self._stop = threading.Event()
+        self._server: socketserver.ThreadingTCPServer | None = None
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return f"git://127.0.0.1:{self._server.server_address[1]}/repo.git"
+
+    def start(self) -> None:
+        daemon = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self) -> None:
+                size = int(self.rfile.read(4) or b"0", 16)
+                self.rfile.read(max(0, size - 4))  # git-upload-pack /repo.git\0host=...
+                daemon.open_answers += 1
+                try:
+                    with contextlib.suppress(OSError):
+                        self._answer()
+                finally:
+                    daemon.open_answers -= 1
+
+            def _answer(self) -> None:
+                if daemon.endless_refs:
+                    n = 0
+                    while not daemon._stop.is_set():
+                        self.wfile.write(endless_refs(n))
+                        n += 512
+                    return
+                body = ref_lines(daemon.refs, daemon.head)
+                drip = daemon.drip
+                for i in range(len(body)) if drip else ():
+                    if daemon._stop.wait(drip):
+                        return
+                    self.wfile.write(body[i:i + 1])
+                    self.wfile.flush()
+                if not drip:
+                    self.wfile.write(body)
+                time.sleep(0.5)  # the client closes first
+
+        self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()

@@ -1,0 +1,119 @@
+"""What gitsync adds to dulwich's transports so that no server can hold a sync forever or
+fill its memory: a cap on the ref advertisement, no dumb HTTP, and read timeouts and
+cancellation (cancel.py) for git://.
+
+dulwich's clients take no hooks for these, so ``guard`` wraps the two methods where a
+connection starts: ``_http_request`` (smart HTTP) and ``_connect`` (SSH and git://). HTTP
+and SSH connections are registered with the sync's cancellation by their own factories
+(auth/http.py, auth/ssh.py); dulwich opens git:// sockets itself, so they are found here.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from dulwich.client import AbstractHttpGitClient, GitClient, TraditionalGitClient
+
+from gitsync import cancel
+from gitsync.errors import ProtocolError
+
+# git sets no limit; 32 MiB is a v0 advertisement of some 300,000 refs, far beyond real
+# repositories (and about 100 MB of memory once parsed), and it stops an endless one early.
+MAX_ADVERTISEMENT = 32 << 20
+
+_SMART = "application/x-git-"
+
+
+class _Budget:
+    """``read`` that refuses to return more than MAX_ADVERTISEMENT bytes until ``spent``."""
+
+    def __init__(self, read: Callable[..., bytes], display_url: str) -> None:
+        self._read = read
+        self._left = MAX_ADVERTISEMENT
+        self._display_url = display_url
+        self.spent = False
+
+    def __call__(self, *args: Any, **kwargs: Any) -> bytes:
+        data = self._read(*args, **kwargs)
+        if not self.spent:
+            self._left -= len(data)
+            if self._left < 0:
+                raise ProtocolError(
+                    f"the ref advertisement from {self._display_url} is larger than "
+                    f"{MAX_ADVERTISEMENT >> 20} MiB; refused",
+                    hint="a git server does not send that many refs: check the URL")
+        return data
+
+
+def guard(client: GitClient, display_url: str, timeout: float | None) -> None:
+    """Wrap ``client``'s connection methods (see the module docstring); ``timeout`` is the
+    per-read timeout of git:// sockets."""
+    if isinstance(client, AbstractHttpGitClient):
+        _guard_http(client, display_url)
+    elif isinstance(client, TraditionalGitClient):
+        _guard_stream(client, display_url, timeout)
+
+
+def _guard_http(client: AbstractHttpGitClient, display_url: str) -> None:
+    request = client._http_request
+
+    def checked(url: str, headers: dict[str, str] | None = None, data: Any = None,
+                raise_for_status: bool = True) -> tuple[Any, Callable[[int], bytes]]:
+        resp, read = request(url, headers, data, raise_for_status)
+        if data is not None:  # protocol v2 asks for the refs in a POST
+            listing = isinstance(data, bytes) and b"command=ls-refs" in data
+            return resp, _Budget(read, display_url) if listing else read
+        if "/info/refs" not in urlsplit(url).path:
+            return resp, read
+        content_type = resp.content_type or ""
+        if not content_type.startswith(_SMART):
+            resp.close()
+            # dulwich would switch to the dumb protocol: whole objects in memory, no depth,
+            # temporary directories outside the root.
+            raise ProtocolError(
+                f"{display_url} is not a smart git HTTP server (info/refs answered with "
+                f"Content-Type {content_type or 'none'!r}); gitsync does not support the dumb "
+                "HTTP protocol",
+                hint="serve the repository with git http-backend or another smart HTTP server")
+        return resp, _Budget(read, display_url)
+
+    client._http_request = checked  # type: ignore[method-assign]
+
+
+def _guard_stream(client: TraditionalGitClient, display_url: str, timeout: float | None) -> None:
+    connect = client._connect
+
+    def connected(cmd: bytes, path: str | bytes, protocol_version: int | None = None) -> Any:
+        proto, can_read, stderr = connect(cmd, path, protocol_version)
+        sock = _socket_of(proto.read)
+        if sock is not None:  # git://
+            try:
+                sock.settimeout(timeout)
+                cancel.watch(sock, lambda: cancel.shutdown(sock))
+            except BaseException:
+                proto.close()
+                raise
+        # Everything read before the client asks for objects is the advertisement (v0) or
+        # the capabilities and the ls-refs answer (v2).
+        budget = _Budget(proto.read, display_url)
+        write = proto.write
+
+        def watched_write(data: bytes) -> Any:
+            if not budget.spent and (b"want " in data or b"command=fetch" in data):
+                budget.spent = True
+            return write(data)
+
+        proto.read, proto.write = budget, watched_write
+        return proto, can_read, stderr
+
+    client._connect = connected  # type: ignore[method-assign]
+
+
+def _socket_of(read: Callable[..., bytes]) -> socket.socket | None:
+    """The socket behind dulwich's git:// ``rfile.read`` (a buffered ``SocketIO``), if any."""
+    raw = getattr(getattr(read, "__self__", None), "raw", None)
+    sock = getattr(raw, "_sock", None)
+    return sock if isinstance(sock, socket.socket) else None
