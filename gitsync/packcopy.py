@@ -170,8 +170,7 @@ def copy(source: BaseObjectStore, target_pack_dir: Path, ids: list[ObjectID]) ->
         name = target_pack_dir / f"pack-{checksum.hex()}"
         with open(f"{name}.idx.tmp", "wb") as idx:
             write_pack_index_v2(idx, sorted(out.entries), checksum)
-        os.replace(tmp, f"{name}.pack")
-        os.replace(f"{name}.idx.tmp", f"{name}.idx")
+        packformat.install(tmp, f"{name}.idx.tmp", str(name))
         return Path(f"{name}.pack")
     finally:
         tmp.unlink(missing_ok=True)

@@ -492,11 +492,10 @@ def index(path: Path, pack_dir: Path, objects: BaseObjectStore | None = None) ->
         with open(idx_tmp, "wb") as idx:
             write_pack_index_v2(idx, sorted(rows), trailer)
         if fixed.exists():
-            os.replace(fixed, f"{name}.pack")
+            packformat.install(fixed, idx_tmp, str(name))
             path.unlink()
         else:
-            os.replace(path, f"{name}.pack")
-        os.replace(idx_tmp, f"{name}.idx")
+            packformat.install(path, idx_tmp, str(name))
     finally:
         idx_tmp.unlink(missing_ok=True)
         fixed.unlink(missing_ok=True)

@@ -4,9 +4,11 @@ and a git-sync v3 layout is upgraded in place."""
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 import pytest
+from conftest import MakeHttpServer
 from gitsync_proc import run_once
 from upstream import Upstream, git
 
@@ -53,3 +55,22 @@ def test_v3_layout_is_upgraded_in_place(upstream: Upstream, gs_env: dict[str, st
     assert res.returncode == 0, res.stderr
     assert os.readlink(root / "link") == f".worktrees/{second}"
     assert not (root / first).exists()
+
+
+@pytest.mark.parametrize("group_write", [False, True])
+def test_packs_and_indexes_get_gits_read_only_mode(
+    group_write: bool, upstream: Upstream, gs_env: dict[str, str], root: Path,
+    make_http_server: MakeHttpServer
+) -> None:
+    """git writes packs 0444: another user of the group can read the store (git log in a
+    worktree); mkstemp's 0600 refused them, with or without --group-write."""
+    server = make_http_server()
+    env = {**gs_env, "GITSYNC_REPO": server.url_for(upstream.bare),
+           "GITSYNC_GROUP_WRITE": "true" if group_write else "false"}
+    assert run_once(env).returncode == 0
+    upstream.commit({"file": "two\n"})
+    assert run_once({**env, "GITSYNC_REPO": upstream.file_url}).returncode == 0
+    files = [*(root / ".git" / "objects" / "pack").glob("*.pack"),
+             *(root / ".git" / "objects" / "pack").glob("*.idx")]
+    assert len(files) >= 2  # received over http, copied over file://, compacted: all alike
+    assert {oct(stat.S_IMODE(p.stat().st_mode)) for p in files} == {oct(0o444)}
