@@ -64,8 +64,9 @@ def generated(b: Bench, n: int, per_dir: int = 25) -> Upstream:
 # ----------------------------------------------------------------------------------- files
 
 
-def files_section(b: Bench, up: Upstream) -> None:
-    """file://: cold sync + its peak RSS, update latency, idle CPU and idle RSS."""
+def files_section(b: Bench, up: Upstream) -> Path | None:
+    """file://: cold sync + its peak RSS, update latency, idle CPU and idle RSS. Returns git's
+    root, at the upstream's head (the http section goes on from it), or None."""
     n, where = up.n_files, f"files {up.n_files:,}"
     case = f"{n:,}"
     cold = b.row("files", "cold", "cold sync, depth 1", "s", "file", case, n)
@@ -109,9 +110,9 @@ def files_section(b: Bench, up: Upstream) -> None:
 
     b.log(f"{where}: idle, {b.args.idle_seconds:.0f}s (gitsync and git side by side)")
     measure_idle(b, up, idle_cpu.cell, idle_rss.cell, gs_root, git_root)
-    for p in (git_root, gs_root):
-        if p is not None:
-            rmtree(p)
+    if gs_root is not None:
+        rmtree(gs_root)
+    return git_root
 
 
 def start_idle_gitsync(b: Bench, up: Upstream, root: Path) -> LoopingGitsync:
@@ -191,9 +192,11 @@ def measure_idle(
 # ------------------------------------------------------------------------------------ http
 
 
-def http_section(b: Bench, up: Upstream) -> None:
+def http_section(b: Bench, up: Upstream, git_root: Path | None) -> None:
     """http (git http-backend): cold sync (below 40,000 files), update latency, the bytes of a
-    one-file update, and gitsync's peak RSS over the updates."""
+    one-file update, and gitsync's peak RSS over the updates. git's updates go on from
+    ``git_root`` when given (git-sync's sequence fetches by URL, so a root made over file:// is
+    as good as one made over http, and a cold sync is saved); else from a new cold sync."""
     assert b.server is not None
     n, where = up.n_files, f"http {up.n_files:,}"
     case = f"{n:,}"
@@ -219,9 +222,10 @@ def http_section(b: Bench, up: Upstream) -> None:
             setattr(cell, side, value)
 
     b.log(f"{where}: updates over http ({k} of {UPDATE_FILES} files, then 1 of 1 file)")
-    root = b.fresh("git-http")
+    root = git_root or b.fresh("git-http")
     try:
-        gitseq.cold_sync(b.genv, url, root)
+        if git_root is None:
+            gitseq.cold_sync(b.genv, url, root)
         record("git", replay_git(b, url, root, updates, k + 1))
     except BenchError as e:
         b.error(lat.cell, "git", e)

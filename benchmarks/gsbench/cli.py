@@ -114,24 +114,46 @@ def work_dir(keep: bool) -> Iterator[Path]:
             rmtree(WORK_DIR)
 
 
-def run_sections(b: Bench) -> None:
+def run_sections(b: Bench) -> dict[str, float]:
+    """Run the chosen sections; returns the seconds each took."""
     a = b.args
+    spent: dict[str, float] = {}
+
+    def timed(section: str, t0: float) -> None:
+        spent[section] = spent.get(section, 0.0) + time.perf_counter() - t0
+
     if "startup" in a.sections:
+        t0 = time.perf_counter()
         cases.startup_section(b)
+        timed("startup", t0)
     sizes = sorted({*(a.size_list if "files" in a.sections else []),
                     *(a.http_size_list if "http" in a.sections else [])})  # fmt: skip
     for n in sizes:
+        t0 = time.perf_counter()
         up = cases.generated(b, n)
+        timed("generate", t0)
+        git_root = None
         if "files" in a.sections and n in a.size_list:
-            cases.files_section(b, up)
+            t0 = time.perf_counter()
+            git_root = cases.files_section(b, up)
+            timed("files", t0)
         if "http" in a.sections and n in a.http_size_list:
-            cases.http_section(b, up)
-        rmtree(up.path)
+            t0 = time.perf_counter()
+            cases.http_section(b, up, git_root)
+            timed("http", t0)
+        for p in (git_root, up.path):
+            if p is not None:
+                rmtree(p)
     if "manydirs" in a.sections:
+        t0 = time.perf_counter()
         cases.manydirs_section(b)
+        timed("manydirs", t0)
     if "corpus" in a.sections:
+        t0 = time.perf_counter()
         for name in a.corpus_list:
             corpus.corpus_section(b, name)
+        timed("corpus", t0)
+    return spent
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -170,8 +192,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             b.server = ByteCountingServer(sys.executable, work, work / "http-server.log")
         b.log(f"gitsync: {gs_version or '(not run)'}; {machine['git']}; "
               f"sections {','.join(args.sections)}")  # fmt: skip
+        spent: dict[str, float] = {}
         try:
-            run_sections(b)
+            spent = run_sections(b)
         finally:
             if b.server is not None:
                 b.server.stop()
@@ -188,12 +211,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     for err in errors:
         print(f"ERROR {err}")
     elapsed = time.perf_counter() - t_start
-    print(f"(total {elapsed:.0f}s; load average {machine['loadavg_at_start'][0]:.2f} at start, "
+    per = ", ".join(f"{k} {v:.0f}s" for k, v in spent.items())
+    print(f"(total {elapsed:.0f}s: {per}; load average {machine['loadavg_at_start'][0]:.2f} at start, "
           f"{load_end[0]:.2f} at the end; results in {args.output})")  # fmt: skip
     doc = report.results_doc(
         b.rows,
         started=started.isoformat(timespec="seconds"),
         elapsed_s=round(elapsed, 1),
+        section_s={k: round(v, 1) for k, v in spent.items()},
         machine={**machine, "loadavg_at_end": load_end},
         gitsync_version=gs_version,
         rss_floor_mb=round(floor_mb, 1),
