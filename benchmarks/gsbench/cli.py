@@ -22,7 +22,7 @@ from .measure import Bench, rmtree
 from .params import IDLE_PERIOD, LOOP_PERIOD, POLL_WAIT, RESULTS_FILE, UPDATE_FILES, WORK_DIR
 from .procs import BenchError, kill_all_children, on_term_signal, start_spawner, stop_spawner
 
-SECTIONS = ("files", "http", "startup", "manydirs", "corpus")
+SECTIONS = tuple(report.SECTIONS)  # files, http, startup, manydirs, corpus
 
 DESCRIPTION = """Benchmark gitsync against the git CLI doing git-sync's command sequence.
 
