@@ -114,10 +114,9 @@ def work_dir(keep: bool) -> Iterator[Path]:
             rmtree(WORK_DIR)
 
 
-def run_sections(b: Bench) -> dict[str, float]:
-    """Run the chosen sections; returns the seconds each took."""
+def run_sections(b: Bench, spent: dict[str, float]) -> None:
+    """Run the chosen sections, adding the seconds each took to ``spent``."""
     a = b.args
-    spent: dict[str, float] = {}
 
     def timed(section: str, t0: float) -> None:
         spent[section] = spent.get(section, 0.0) + time.perf_counter() - t0
@@ -153,7 +152,6 @@ def run_sections(b: Bench) -> dict[str, float]:
         for name in a.corpus_list:
             corpus.corpus_section(b, name)
         timed("corpus", t0)
-    return spent
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -193,8 +191,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         b.log(f"gitsync: {gs_version or '(not run)'}; {machine['git']}; "
               f"sections {','.join(args.sections)}")  # fmt: skip
         spent: dict[str, float] = {}
+        interrupted: str | None = None
         try:
-            spent = run_sections(b)
+            run_sections(b, spent)
+        except (KeyboardInterrupt, SystemExit) as e:
+            # Still print and save what was measured: a long run stopped late keeps its rows.
+            code = getattr(e, "code", None)
+            interrupted = f"interrupted ({type(e).__name__}{'' if code is None else f' {code}'})"
+            print(f"\n{interrupted}: the table has the rows measured so far", file=sys.stderr)
         finally:
             if b.server is not None:
                 b.server.stop()
@@ -212,6 +216,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ERROR {err}")
     elapsed = time.perf_counter() - t_start
     per = ", ".join(f"{k} {v:.0f}s" for k, v in spent.items())
+    if interrupted:
+        print(f"RUN {interrupted}")
     print(f"(total {elapsed:.0f}s: {per}; load average {machine['loadavg_at_start'][0]:.2f} at start, "
           f"{load_end[0]:.2f} at the end; results in {args.output})")  # fmt: skip
     doc = report.results_doc(
@@ -236,11 +242,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             "idle_period_s": IDLE_PERIOD,
             "git_latency_poll_wait_s": POLL_WAIT,
         },
+        interrupted=interrupted,
         notes=b.notes,
         errors=errors,
         table=table,
     )
     args.output.write_text(json.dumps(doc, indent=2) + "\n")
+    if interrupted:
+        return 130
     if errors or (gs is None and not args.git_only):
         return 1
     if args.strict and any(r.verdict and r.verdict.result == "FAIL" for r in b.rows):
