@@ -1,0 +1,130 @@
+"""The real repositories of the corpus (see its README): a cold sync of an older commit, then
+the branch moves one first-parent commit at a time up to the tarball's HEAD, each side
+following it, over file:// and http.
+
+The tarball is unpacked into the scratch directory (never in place); that copy is the served
+upstream, and its branch is moved by writing a loose ref (which overrides packed-refs). Both
+sides replay the same commits: git first, then the branch is set back and gitsync follows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import gitseq
+from .measure import Bench, Row, median, replay_git, replay_gitsync, rmtree
+from .params import CORPUS_DIR
+from .procs import BenchError, run
+from .upstream import move_ref
+
+REPOS = ("libgit2", "ansible")
+
+
+@dataclass
+class CorpusRepo:
+    """A bare repository whose branch steps through ``commits`` (oldest first)."""
+
+    name: str
+    bare: Path
+    ref: str  # the branch HEAD names, e.g. refs/heads/main
+    commits: list[str] = field(default_factory=list)
+    pos: int = 0
+
+    def head(self) -> str:
+        return self.commits[self.pos]
+
+    def prepare(self, i: int) -> str:
+        return self.commits[i + 1]
+
+    def publish(self, sha: str) -> float:
+        self.pos = self.commits.index(sha)
+        return move_ref(self.bare, self.ref, sha)
+
+    def rewind(self) -> None:
+        self.publish(self.commits[0])
+
+
+def unpack(b: Bench, name: str, updates: int) -> CorpusRepo:
+    """Unpack ``<name>.git.tar.gz`` into the scratch space; the last ``updates`` + 1
+    first-parent commits of its HEAD branch are the replay."""
+    tarball = CORPUS_DIR / f"{name}.git.tar.gz"
+    if not tarball.is_file():
+        raise BenchError(f"corpus repository not found: {tarball}")
+    dest = b.work / "corpus"
+    dest.mkdir(exist_ok=True)
+    run(["tar", "-xzf", tarball, "-C", dest], env=b.genv)
+    bare = dest / f"{name}.git"
+    ref = run(["git", "symbolic-ref", "HEAD"], cwd=bare, env=b.genv).out
+    log = run(["git", "rev-list", "--first-parent", "-n", str(updates + 1), ref], cwd=bare,
+              env=b.genv).out.split()  # fmt: skip
+    if len(log) < 2:
+        raise BenchError(f"{name}: fewer than 2 first-parent commits in {tarball}")
+    repo = CorpusRepo(name, bare, ref, log[::-1])
+    repo.rewind()
+    return repo
+
+
+def corpus_section(b: Bench, name: str) -> None:
+    """Cold sync, update latency (median of the replay), bytes fetched (sum of the replay, http)
+    and peak RSS during the updates, for one repository over file:// and http."""
+    n = b.args.corpus_updates
+    b.log(f"corpus {name}: unpacking")
+    transports = [t for t in ("file", "http") if t == "file" or b.server is not None]
+    rows: dict[tuple[str, str], Row] = {}
+    for t in transports:
+        rows[t, "cold"] = b.row("corpus", "cold", "cold sync, depth 1", "s", t, name)
+        rows[t, "latency"] = b.row("corpus", "latency", "update latency, median", "s", t, name)
+        if t == "http":
+            rows[t, "bytes"] = b.row("corpus", "bytes", "bytes fetched, all updates", "KB", t,
+                                     name)  # fmt: skip
+        rows[t, "update_rss"] = b.row("corpus", "update_rss", "peak RSS, updates", "MB", t, name)
+    try:
+        repo = unpack(b, name, n)
+    except BenchError as e:
+        for row in rows.values():
+            row.cell.errors.append(str(e))
+        b.log(f"  ERROR {e}")
+        return
+    n = len(repo.commits) - 1
+    for t in transports:
+        url = b.url(repo.bare, t)
+        where = f"corpus {name} {t}"
+        b.log(f"{where}: cold sync of {repo.commits[0][:12]}, then {n} first-parent updates")
+        cold, lat = rows[t, "cold"].cell, rows[t, "latency"].cell
+        rss = rows[t, "update_rss"].cell
+        sent = rows[t, "bytes"].cell if t == "http" else None
+        repo.rewind()
+        root = b.fresh("git-corpus")
+        try:
+            seq = gitseq.cold_sync(b.genv, url, root)
+            cold.git, cold.git_samples = seq.wall, [seq.wall]
+            b.log(f"  cold git: {seq.wall:.2f}s")
+            g = replay_git(b, url, root, repo, n)
+            lat.git, lat.git_samples = median(g.latency), g.latency
+            rss.git, rss.git_samples = g.peak_rss_kb / 1024, [g.peak_rss_kb / 1024]
+            if sent is not None:
+                sent.git_samples = [x / 1024 for x in g.fetch_bytes]
+                sent.git = sum(sent.git_samples)
+        except BenchError as e:
+            b.error(lat, "git", e)
+        finally:
+            rmtree(root)
+        if b.gitsync_missing(lat):
+            continue
+        repo.rewind()
+        root = b.fresh("gitsync-corpus")
+        try:
+            gs = replay_gitsync(b, url, root, repo, n, b.work / f"gitsync-{name}-{t}.log")
+            assert gs.first_sync_s is not None
+            cold.gitsync, cold.gitsync_samples = gs.first_sync_s, [gs.first_sync_s]
+            lat.gitsync, lat.gitsync_samples = median(gs.latency), gs.latency
+            rss.gitsync, rss.gitsync_samples = gs.peak_rss_kb / 1024, [gs.peak_rss_kb / 1024]
+            if sent is not None:
+                sent.gitsync_samples = [x / 1024 for x in gs.fetch_bytes]
+                sent.gitsync = sum(sent.gitsync_samples)
+        except BenchError as e:
+            b.error(lat, "gitsync", e)
+        finally:
+            rmtree(root)
+    rmtree(repo.bare)

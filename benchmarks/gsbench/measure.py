@@ -1,0 +1,272 @@
+"""What a figure is (``Cell``, ``Row``), the run's context (``Bench``), and the measuring loops
+every section shares: a cold sync by both sides, and a replay of upstream updates by each.
+
+Both sides always meet the same upstream state: a cold sync alternates git and gitsync; a
+replay gives git its updates first, then gitsync the same number (the same commits, when the
+upstream is a fixed history).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from . import gitseq
+from .clients import Gitsync, LoopingGitsync
+from .httpserve import ByteCountingServer
+from .params import LOOP_PERIOD, POLL_WAIT, T_FIRST_SYNC, T_UPDATE
+from .procs import BenchError, reset_peak_rss, tree_hwm_kb
+
+
+@dataclass
+class Cell:
+    """One figure for gitsync and git (None = not measured / failed)."""
+
+    gitsync: float | None = None
+    git: float | None = None
+    gitsync_samples: list[float] = field(default_factory=list)
+    git_samples: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def ratio(self) -> float | None:
+        if self.gitsync is None or not self.git:
+            return None
+        return self.gitsync / self.git
+
+    def json(self) -> dict[str, Any]:
+        return {
+            "gitsync": self.gitsync,
+            "git": self.git,
+            "ratio": self.ratio(),
+            "gitsync_samples": self.gitsync_samples,
+            "git_samples": self.git_samples,
+            "errors": self.errors,
+        }
+
+
+@dataclass(frozen=True)
+class Verdict:
+    target: str
+    result: str  # PASS, FAIL or n/a
+    indicative: bool  # judged at another size than the target names
+
+
+@dataclass
+class Row:
+    """One line of the table: a metric of one case (a size or a repository) over one transport."""
+
+    section: str  # files, http, startup, manydirs, corpus
+    metric: str  # cold, latency, bytes, idle_cpu, peak_rss, update_rss, idle_rss, version, ...
+    label: str  # what the table calls the metric
+    unit: str
+    transport: str  # file, http or "" (none)
+    case: str  # what was measured, as printed ("10,000", "libgit2")
+    files: int | None = None  # file count of a generated repository (targets name sizes)
+    cell: Cell = field(default_factory=Cell)
+    git_na: bool = False  # the metric has no git side
+    verdict: Verdict | None = None
+
+    def json(self) -> dict[str, Any]:
+        doc = {k: getattr(self, k) for k in ("section", "metric", "label", "unit", "transport",
+                                             "case", "files")}  # fmt: skip
+        doc.update(self.cell.json())
+        if self.verdict is not None:
+            doc.update(target=self.verdict.target, result=self.verdict.result,
+                       indicative=self.verdict.indicative)  # fmt: skip
+        return doc
+
+
+@dataclass
+class Bench:
+    """The run's context: arguments, scratch space, both clients, the HTTP server, the rows."""
+
+    args: argparse.Namespace
+    work: Path
+    genv: dict[str, str]
+    gs: Gitsync | None
+    gs_error: str | None
+    server: ByteCountingServer | None = None
+    rows: list[Row] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    counter: int = 0
+
+    def fresh(self, label: str) -> Path:
+        self.counter += 1
+        return self.work / f"{label}-{self.counter}"
+
+    def log(self, msg: str) -> None:
+        if not self.args.quiet:
+            print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+    def row(self, *args: Any, **kwargs: Any) -> Row:
+        r = Row(*args, **kwargs)
+        self.rows.append(r)
+        return r
+
+    def note(self, where: str, text: str) -> None:
+        self.notes.append(f"{where}: {text}")
+        self.log(f"  NOTE {text}")
+
+    def error(self, cell: Cell, who: str, e: BenchError) -> None:
+        cell.errors.append(f"{who}: {e}")
+        self.log(f"  ERROR {who}: {e}")
+
+    def gitsync_missing(self, cell: Cell) -> bool:
+        """True when gitsync is not run; the cell says why (except with --git-only)."""
+        if self.gs is None:
+            if not self.args.git_only:
+                cell.errors.append(f"gitsync: not measured ({self.gs_error})")
+            return True
+        return False
+
+    def url(self, repo: Path, transport: str) -> str:
+        if transport == "http":
+            assert self.server is not None
+            return self.server.url_for(repo)
+        return repo.as_uri()
+
+
+Verify = Callable[[Path, str, str], str | None]  # (root, sha, who) -> problem or None
+
+
+def rmtree(p: Path) -> None:
+    shutil.rmtree(p, ignore_errors=True)
+
+
+def cold_pair(
+    b: Bench, url: str, sha: str, reps: int, cold: Cell, rss: Cell | None, verify: Verify | None,
+    where: str,
+) -> None:  # fmt: skip
+    """Cold syncs, git then gitsync, ``reps`` times: best wall time and largest peak RSS."""
+    for i in range(reps):
+        root = b.fresh("git-cold")
+        try:
+            seq = gitseq.cold_sync(b.genv, url, root)
+            cold.git_samples.append(seq.wall)
+            if rss is not None:
+                rss.git_samples.append(seq.maxrss_kb / 1024)
+            if i == 0 and verify and (problem := verify(root, sha, "git")):
+                b.note(where, problem)
+            b.log(f"  cold git #{i + 1}: {seq.wall:.2f}s, max RSS {seq.maxrss_kb / 1024:.0f} MB")
+        except BenchError as e:
+            b.error(cold, "git", e)
+            break
+        finally:
+            rmtree(root)
+        if b.gs is None:
+            continue
+        root = b.fresh("gitsync-cold")
+        try:
+            res = b.gs.one_time(url, root)
+            cold.gitsync_samples.append(res.wall)
+            if rss is not None:
+                rss.gitsync_samples.append(res.maxrss_kb / 1024)
+            if verify and (problem := verify(root, sha, "gitsync")):
+                b.note(where, problem)
+            b.log(f"  cold gitsync #{i + 1}: {res.wall:.2f}s, max RSS {res.maxrss_kb / 1024:.0f} MB")
+        except BenchError as e:
+            b.error(cold, "gitsync", e)
+            break
+        finally:
+            rmtree(root)
+    b.gitsync_missing(cold)
+    if cold.git_samples:
+        cold.git = min(cold.git_samples)
+    if cold.gitsync_samples:
+        cold.gitsync = min(cold.gitsync_samples)
+    if rss is not None:
+        rss.git = max(rss.git_samples, default=None)
+        rss.gitsync = max(rss.gitsync_samples, default=None)
+
+
+class Mover(Protocol):
+    """An upstream whose branch moves: update ``i`` is prepared, then published."""
+
+    def head(self) -> str: ...
+
+    def prepare(self, i: int) -> str: ...
+
+    def publish(self, sha: str) -> float: ...
+
+
+@dataclass
+class Replay:
+    """What one side saw over a series of updates."""
+
+    latency: list[float] = field(default_factory=list)
+    fetch_bytes: list[int] = field(default_factory=list)
+    refs_bytes: list[int] = field(default_factory=list)
+    peak_rss_kb: int = 0  # largest during the updates (not the first sync)
+    first_sync_s: float | None = None  # gitsync: process start to first publish
+    problem: str | None = None  # what the final checkout's spot check found wrong
+
+
+def replay_git(b: Bench, url: str, root: Path, mover: Mover, n: int) -> Replay:
+    """git's loop: publish, then one timed update step (+ the average poll wait)."""
+    out = Replay()
+    _, sha = gitseq.update_step(b.genv, url, root)  # untimed: be at the current head
+    gitseq.GitSeq(b.genv, url, root).cleanup(sha)
+    for i in range(n):
+        new = mover.prepare(i)
+        mark = b.server.mark() if b.server and url.startswith("http") else None
+        mover.publish(new)
+        seq, got = gitseq.update_step(b.genv, url, root)
+        if got != new:
+            raise BenchError(f"git fetched {got}, expected {new}")
+        out.latency.append(seq.wall + POLL_WAIT)
+        out.peak_rss_kb = max(out.peak_rss_kb, seq.maxrss_kb)
+        extra = ""
+        if mark is not None and b.server is not None:
+            fetched, refs = b.server.fetch_bytes(mark)
+            out.fetch_bytes.append(fetched)
+            out.refs_bytes.append(refs)
+            extra = f", {fetched:,} bytes"
+        b.log(f"  update git #{i + 1}: {seq.wall:.3f}s + {POLL_WAIT}s{extra} ({seq.detail()})")
+        gitseq.GitSeq(b.genv, url, root).cleanup(new)
+    return out
+
+
+def replay_gitsync(
+    b: Bench, url: str, root: Path, mover: Mover, n: int, log: Path,
+    verify: Verify | None = None,
+) -> Replay:  # fmt: skip
+    """gitsync looping at LOOP_PERIOD: publish, then time until the link names the commit."""
+    assert b.gs is not None
+    out = Replay()
+    loop = LoopingGitsync(b.gs, url, root, f"{int(LOOP_PERIOD * 1000)}ms", log)
+    try:
+        out.first_sync_s = loop.wait_for_sha(mover.head(), T_FIRST_SYNC) - loop.started
+        b.log(f"  first sync gitsync (process start to publish): {out.first_sync_s:.2f}s")
+        loop.wait_quiet()
+        reset_peak_rss(loop.pid)
+        for i in range(n):
+            new = mover.prepare(i)
+            mark = b.server.mark() if b.server and url.startswith("http") else None
+            t0 = mover.publish(new)
+            t1 = loop.wait_for_sha(new, T_UPDATE)
+            out.latency.append(t1 - t0)
+            extra = ""
+            if mark is not None and b.server is not None:
+                fetched, refs = b.server.fetch_bytes(mark)
+                out.fetch_bytes.append(fetched)
+                out.refs_bytes.append(refs)
+                extra = f", {fetched:,} bytes"
+            b.log(f"  update gitsync #{i + 1}: {t1 - t0:.3f}s{extra}")
+            loop.wait_quiet()
+        out.peak_rss_kb = tree_hwm_kb(loop.pid)
+        if verify:
+            out.problem = verify(root, mover.head(), "gitsync (after updates)")
+    finally:
+        loop.stop()
+    return out
+
+
+def median(xs: list[float]) -> float | None:
+    return statistics.median(xs) if xs else None
