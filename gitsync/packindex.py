@@ -45,8 +45,11 @@ _MAX_DELTA_RESULT = 512 << 20
 _HELD_MAX = 32 << 20
 # Commits, tags and trees are parsed whole (dulwich; a tree's entries), unlike blobs, which
 # are streamed: a 1 GiB commit message in a 1 MB pack cost 2.2 GB of RSS. Real ones are far
-# smaller (a tree of GitHub's 100,000-entry limit is a few MB).
-LIMITS = {packformat.COMMIT: 16 << 20, packformat.TAG: 16 << 20, packformat.TREE: 32 << 20}
+# smaller (a tree of GitHub's 100,000-entry limit is a few MB). A tree's bound is loose on
+# purpose: trees.py refuses one of over 100,000 entries from its raw bytes, naming the commit
+# and the path, which this check cannot (a million short entries are 36 MB); it stops trees
+# of few but enormous names.
+LIMITS = {packformat.COMMIT: 16 << 20, packformat.TAG: 16 << 20, packformat.TREE: 48 << 20}
 _NAMES = {packformat.COMMIT: "commit", packformat.TAG: "tag", packformat.TREE: "tree"}
 
 

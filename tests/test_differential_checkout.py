@@ -21,10 +21,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
-from gitsync_proc import REPO_ROOT, assert_synced, base_env, run_once
+from corpus import tarball
+from gitsync_proc import assert_synced, base_env, run_once
 from upstream import git, git_env
 
-CORPUS = Path(os.environ.get("GITSYNC_CORPUS", REPO_ROOT.parent / "shared" / "corpus"))
 Entry = tuple[str, ...]
 
 
@@ -369,11 +369,9 @@ def test_every_rule_on_big_blobs_checks_out_as_git_does(tmp_path: Path) -> None:
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The corpus repositories, unpacked once per session into a temp dir (never in place)."""
-    if not (CORPUS / "libgit2.git.tar.gz").is_file():
-        pytest.skip(f"no corpus at {CORPUS}")
     where = tmp_path_factory.mktemp("corpus")
     for name in ("libgit2", "ansible"):
-        subprocess.run(["tar", "-xzf", str(CORPUS / f"{name}.git.tar.gz"), "-C", str(where)],
+        subprocess.run(["tar", "-xzf", str(tarball(name)), "-C", str(where)],
                        check=True, timeout=300)
     return where
 

@@ -15,11 +15,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from corpus import tarball
 from gitsync_proc import read_link_sha, run_once
 from servers.git_http import GitHttpServer
 from upstream import Upstream, git
-
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "libgit2.git.tar.gz"
 
 
 def _pack_bytes(git_dir: Path) -> int:
@@ -84,10 +83,9 @@ def test_libgit2_update_brings_what_git_fetch_brings(
         git_http: GitHttpServer, upstream_root: Path, gs_env: dict[str, str], root: Path,
         tmp_path: Path) -> None:
     """A real history (the corpus copy of libgit2): its last commit, over http."""
-    if not CORPUS.exists():
-        pytest.skip(f"{CORPUS} is not here")
+    libgit2 = tarball("libgit2")
     holder = Path(tempfile.mkdtemp(prefix="thin-libgit2-", dir=upstream_root))
-    with tarfile.open(CORPUS) as tar:
+    with tarfile.open(libgit2) as tar:
         tar.extractall(holder, filter="data")
     bare = holder / "libgit2.git"
     url = git_http.url_for(bare)

@@ -52,7 +52,7 @@ def test_unknown_ca_refused_unless_verification_disabled(
            "GITSYNC_ERROR_FILE": "error.json"}
     res = run_once(env)
     assert res.returncode == 1
-    assert "CERTIFICATE_VERIFY_FAILED" in (root / "error.json").read_text()
+    assert "TLS certificate not trusted" in (root / "error.json").read_text()
     assert not (root / "link").exists()
     res = run_once({**env, "GITSYNC_GIT_CONFIG": "http.sslVerify:false"})
     assert res.returncode == 0, res.stderr
