@@ -49,7 +49,6 @@ from gitsync.trees import show_path
 MAX_TREE_DEPTH = 4096
 _CHECK_CANCEL_EVERY = 256
 _TRIM_EVERY = 4096
-_STREAM_ABOVE = 8 << 20  # blobs at least this big are inflated in chunks straight to disk
 _STREAM_CHUNK = 1 << 20
 _INFLATE_STEP = 8 << 10
 _MODE_TREE = 0o040000
@@ -595,7 +594,7 @@ class _Writer:
                     pass
         conv = spec.attrs.conversion(rel)
         where = self._locate(sha)
-        if where is not None and where[3] >= _STREAM_ABOVE:
+        if where is not None and where[3] >= packformat.STREAM_ABOVE:
             pack_fd, offset, kind, size = where
             if kind != Blob.type_num:
                 raise UnsafeTree(f"{show_path(rel)} is not a blob")

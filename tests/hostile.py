@@ -98,3 +98,13 @@ def _git_order(entry: Entry) -> bytes:
 def tree_of(root: Path) -> set[str]:
     """Every path under ``root`` (not following links), relative, for before/after checks."""
     return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+def delta_varint(n: int) -> bytes:
+    """A size as a git delta's header writes it (7-bit groups, least significant first)."""
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)

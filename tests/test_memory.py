@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from gitsync_proc import REPO_ROOT, read_link_sha, run_once
+from hostile import delta_varint
 from memlimit import LIMIT, CgroupUnavailable, bounded_one_time_run, make_memory_cgroup
 from servers import in_ci
 from upstream import Upstream
@@ -60,15 +61,6 @@ def test_200mb_file_synced_under_150mb_peak_rss(
 
 
 # ----------------------------------------------------------------------------- crafted packs
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 def _copy_op(offset: int, size: int) -> bytes:
     """A delta instruction copying ``size`` (< 64 KiB) bytes of the base at ``offset``."""
     cmd, args = 0x80, bytearray()
@@ -85,7 +77,7 @@ def _copy_op(offset: int, size: int) -> bytes:
 
 def _whole_copy(base: int, insert: bytes) -> bytes:
     """A delta building ``insert`` followed by all of a ``base``-byte object."""
-    ops = bytearray(_varint(base) + _varint(base + len(insert)) + bytes([len(insert)]) + insert)
+    ops = bytearray(delta_varint(base) + delta_varint(base + len(insert)) + bytes([len(insert)]) + insert)
     ops += b"".join(_copy_op(at, min(0xFFFF, base - at)) for at in range(0, base, 0xFFFF))
     return bytes(ops)
 
@@ -166,7 +158,7 @@ def test_2gib_zero_base_of_a_small_delta_is_indexed_in_bounded_memory(tmp_path: 
     4.3 GB of RSS). The base goes through a file; the pack is indexed and valid."""
     size = 2 << 30
     pack = tmp_path / "zeros.pack"
-    _write_pack(pack, size, [_varint(size) + _varint(70) + _copy_op(1 << 30, 64) + b"\x06hello\n"])
+    _write_pack(pack, size, [delta_varint(size) + delta_varint(70) + _copy_op(1 << 30, 64) + b"\x06hello\n"])
     assert pack.stat().st_size < 4 << 20
     peak, res = _index_under_limit(tmp_path, pack)
     assert res.returncode == 0, res.stderr[-3000:]

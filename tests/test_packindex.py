@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from dulwich.repo import Repo
+from hostile import delta_varint
 from upstream import git
 
 from gitsync import packindex
@@ -169,15 +170,6 @@ def test_big_object_is_hashed_in_chunks(tmp_path: Path, store: Repo) -> None:
     shutil.rmtree(work)
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 def test_delta_bomb_is_refused_before_it_is_built(store: Repo) -> None:
     """A 20-byte delta may claim to build 1 GiB: refused from its header, never allocated."""
     import hashlib
@@ -186,7 +178,7 @@ def test_delta_bomb_is_refused_before_it_is_built(store: Repo) -> None:
     from gitsync import packformat
 
     base = packformat.header(3, 5) + zlib.compress(b"hello")
-    delta = _varint(5) + _varint(1 << 30) + b"\x01x"
+    delta = delta_varint(5) + delta_varint(1 << 30) + b"\x01x"
     bomb = packformat.header(6, len(delta)) + packformat.offset(len(base)) + zlib.compress(delta)
     body = b"PACK\0\0\0\2\0\0\0\2" + base + bomb
     with pytest.raises(packindex.PackError, match="would build a 1073741824-byte object"):
@@ -200,7 +192,7 @@ def test_thin_pack_against_a_made_up_base_is_refused_naming_it(store: Repo) -> N
 
     from gitsync import packformat
 
-    delta = _varint(5) + _varint(5) + b"\x05hello"
+    delta = delta_varint(5) + delta_varint(5) + b"\x05hello"
     missing = bytes.fromhex("ab" * 20)
     entry = packformat.header(packformat.REF_DELTA, len(delta)) + missing + zlib.compress(delta)
     body = b"PACK\0\0\0\2\0\0\0\1" + entry
