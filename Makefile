@@ -41,7 +41,7 @@ bench: $(STAMP)
 
 # Regenerates the README's settings table from the settings model.
 docs: $(STAMP)
-	$(PY) -m gitsync.docs
+	$(PY) -m gitsync.settings.docs
 
 clean:
 	rm -rf .demo-root benchmarks/.work .pytest_cache .mypy_cache .ruff_cache

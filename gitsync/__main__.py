@@ -17,17 +17,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gitsync import __version__, pid1
+from gitsync import __version__
 from gitsync.errors import ConfigError, LocalError, RootLocked, UsageError
+from gitsync.sidecar import pid1
 from gitsync.urls import redact_url
 
 if TYPE_CHECKING:
-    from gitsync.config import Notice, Settings
-    from gitsync.lock import RootLock
-    from gitsync.loop import Loop, Policy
-    from gitsync.status import Health
-    from gitsync.sync import Verifier
-    from gitsync.trigger import Trigger
+    from gitsync.settings.model import Notice, Settings
+    from gitsync.sidecar.lock import RootLock
+    from gitsync.sidecar.loop import Loop, Policy
+    from gitsync.sidecar.sync import Verifier
+    from gitsync.surfaces.status import Health
+    from gitsync.surfaces.trigger import Trigger
 
 _SPECIALS = frozenset({"--version", "--help", "--man", "-h", "-?"})
 
@@ -43,19 +44,19 @@ def _verifier(settings: Settings) -> Verifier | None:
     """Signature checks, when asked for; their crypto is imported only then."""
     if settings.verify_mode == "none":
         return None
-    from gitsync import verify
+    from gitsync.sidecar import verify
 
     return verify.from_settings(settings)
 
 
 def build(settings: Settings, root: Path, verifier: Verifier | None = None) -> tuple[Loop, RootLock]:
-    from gitsync import sparse
-    from gitsync.lock import RootLock
-    from gitsync.loop import Loop, Policy
-    from gitsync.remote import FULL_SHA
-    from gitsync.remote import from_settings as remote_from_settings
-    from gitsync.store import Store
-    from gitsync.sync import Syncer
+    from gitsync.checkout import sparse
+    from gitsync.git.remote import FULL_SHA
+    from gitsync.git.remote import from_settings as remote_from_settings
+    from gitsync.git.store import Store
+    from gitsync.sidecar.lock import RootLock
+    from gitsync.sidecar.loop import Loop, Policy
+    from gitsync.sidecar.sync import Syncer
 
     link = _under(root, settings.link)
     assert link is not None
@@ -91,7 +92,8 @@ def _permission_hint(e: OSError) -> str:
 def _settings(args: list[str]) -> tuple[Settings, list[Notice]]:
     """cli.run_cli, plus git-sync's rule that a config error also goes, as plain text, to the
     error file (when --root and --error-file can be read without the rest)."""
-    from gitsync import cli, files
+    from gitsync import files
+    from gitsync.settings import cli
 
     try:
         return cli.parse(args, os.environ)
@@ -103,8 +105,8 @@ def _settings(args: list[str]) -> tuple[Settings, list[Notice]]:
 
 
 def _config_error_file(args: list[str]) -> Path | None:
-    from gitsync import cli
-    from gitsync.config import OPTIONS
+    from gitsync.settings import cli
+    from gitsync.settings.model import OPTIONS
 
     try:
         given = cli.split_argv(args)[0]
@@ -124,7 +126,7 @@ def _config_error_file(args: list[str]) -> Path | None:
 
 
 def _health(settings: Settings, policy: Policy) -> Health:
-    from gitsync.status import Health
+    from gitsync.surfaces.status import Health
 
     wait = max(policy.period, policy.init_period or 0.0)
     return Health(
@@ -139,7 +141,7 @@ def _trigger(settings: Settings, loop: Loop) -> Trigger | None:
     if not settings.trigger_secret_file:
         return None
     from gitsync import log
-    from gitsync.trigger import Trigger
+    from gitsync.surfaces.trigger import Trigger
 
     trigger = Trigger(Path(settings.trigger_secret_file), settings.ref,
                       settings.trigger_min_interval, loop.wake)
@@ -165,9 +167,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"gitsync {__version__}")
         return 0
     settings, notices = _settings(args)
-    from gitsync import files, hooks, log, publish
-    from gitsync.loop import Listener, run_forever
-    from gitsync.status import Status
+    from gitsync import files, log
+    from gitsync.sidecar import publish
+    from gitsync.sidecar.loop import Listener, run_forever
+    from gitsync.surfaces import hooks
+    from gitsync.surfaces.status import Status
 
     log.configure(settings.verbose)
     logger = log.get()
@@ -227,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     server = None
     server_died = False
     if settings.http_bind:
-        from gitsync.server import Server
+        from gitsync.surfaces.server import Server
 
         try:
             server = Server(settings.http_bind, status, serve_metrics=settings.http_metrics,

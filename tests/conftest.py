@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gitsync_proc import base_env
-from servers import cannot_start, require, serving, started
-from servers.git_daemon import GitDaemon
-from servers.git_http import GitHttpServer
-from servers.sshd import Sshd
-from upstream import Upstream
+from support.gitsync_proc import base_env
+from support.servers import cannot_start, require, serving, started
+from support.servers.git_daemon import GitDaemon
+from support.servers.git_http import GitHttpServer
+from support.servers.sshd import Sshd
+from support.upstream import Upstream
 
 
 def _require_git() -> None:

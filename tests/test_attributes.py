@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import IO
 
 import pytest
-from gitsync_proc import base_env, run_once
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.gitsync_proc import base_env, run_once
 from test_differential_checkout import commit_exact
 
-from gitsync import attributes
-from gitsync.attributes import Attributes, Conversion, convert, write_converted
+from gitsync.checkout import attributes
+from gitsync.checkout.attributes import Attributes, Conversion, convert, write_converted
 from gitsync.errors import UnsafeTree
 
 _PIECES = [b"$", b"I", b"d", b":", b" ", b"\t", b"\n", b"\r", b"\0", b"x", b"\x1a", b"\x01",

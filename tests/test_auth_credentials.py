@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 from conftest import MakeHttpServer, MakeUpstream
 from dulwich.client import SSHGitClient
-from servers.sshd import SSH_KEYGEN
-from upstream import Upstream
+from support.servers.sshd import SSH_KEYGEN
+from support.upstream import Upstream
 
-from gitsync import cli
 from gitsync.auth.http import CookieFile, proxy_for
 from gitsync.auth.ssh import ParamikoVendor, read_known_hosts
 from gitsync.errors import RemoteError
-from gitsync.remote import Remote, from_settings, git_config
+from gitsync.git.remote import Remote, from_settings, git_config
+from gitsync.settings import cli
 
 pytestmark = pytest.mark.timeout(30)
 

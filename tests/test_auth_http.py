@@ -12,11 +12,11 @@ import pytest
 from conftest import MakeHttpServer
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from gitsync_proc import assert_synced, parse_logs, run_once, running
-from leaks import assert_no_leak, files_under
-from servers import free_port
-from servers.token_services import AskpassService, GitHubAppService
-from upstream import Upstream
+from support.gitsync_proc import assert_synced, parse_logs, run_once, running
+from support.leaks import assert_no_leak, files_under
+from support.servers import free_port
+from support.servers.token_services import AskpassService, GitHubAppService
+from support.upstream import Upstream
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -11,10 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gitsync import __version__
-from gitsync.cli import help_text, man_text, parse, run_cli, split_argv
-from gitsync.config import KNOWN_ENV, OPTIONS, Notice
-from gitsync.docs import END, START, settings_table_markdown, update_readme
 from gitsync.errors import ConfigError, UsageError
+from gitsync.settings.cli import help_text, man_text, parse, run_cli, split_argv
+from gitsync.settings.docs import END, START, settings_table_markdown, update_readme
+from gitsync.settings.model import KNOWN_ENV, OPTIONS, Notice
 
 ENV = {"GITSYNC_REPO": "https://example.com/org/repo", "GITSYNC_ROOT": "/tmp/gitsync-root"}
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -318,7 +318,7 @@ def test_help_before_man(capsys: pytest.CaptureFixture[str]) -> None:
 def test_subprocess_entry() -> None:
     py = sys.executable
     r = subprocess.run(
-        [py, "-m", "gitsync.cli", "--version"],
+        [py, "-m", "gitsync.settings.cli", "--version"],
         capture_output=True,
         text=True,
         cwd=REPO_ROOT,
@@ -326,7 +326,7 @@ def test_subprocess_entry() -> None:
     )
     assert (r.returncode, r.stdout) == (0, f"gitsync {__version__}\n")
     r = subprocess.run(
-        [py, "-m", "gitsync.cli", "--bogus"],
+        [py, "-m", "gitsync.settings.cli", "--bogus"],
         capture_output=True,
         text=True,
         cwd=REPO_ROOT,
@@ -340,7 +340,7 @@ def test_subprocess_entry() -> None:
         "GITSYNC_PERIOD": "abc",
     }
     r = subprocess.run(
-        [py, "-m", "gitsync.cli"],
+        [py, "-m", "gitsync.settings.cli"],
         capture_output=True,
         text=True,
         cwd=REPO_ROOT,
@@ -360,7 +360,7 @@ def test_subprocess_entry() -> None:
 def test_readme_table_up_to_date() -> None:
     text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
     start, end = text.index(START), text.index(END)
-    assert settings_table_markdown() in text[start:end], "run: python -m gitsync.docs"
+    assert settings_table_markdown() in text[start:end], "run: python -m gitsync.settings.docs"
 
 
 def test_update_readme_only_touches_markers(tmp_path: Path) -> None:

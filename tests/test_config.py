@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gitsync_proc import base_env, run_once
+from support.gitsync_proc import base_env, run_once
 
-from gitsync.config import (
+from gitsync.settings.model import (
     APPLIED_GIT_CONFIG_KEYS,
     KNOWN_ENV,
     OPTIONS,

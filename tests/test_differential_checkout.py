@@ -21,9 +21,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
-from corpus import tarball
-from gitsync_proc import assert_synced, base_env, run_once
-from upstream import git, git_env
+from support.corpus import tarball
+from support.gitsync_proc import assert_synced, base_env, run_once
+from support.upstream import git, git_env
 
 Entry = tuple[str, ...]
 

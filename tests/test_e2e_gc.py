@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 from conftest import MakeHttpServer
-from gitsync_proc import run_once
-from upstream import Upstream, git
+from support.gitsync_proc import run_once
+from support.upstream import Upstream, git
 
 MiB = 1 << 20
 

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from gitsync_proc import running
-from servers.git_http import GitHttpServer
-from upstream import Upstream
+from support.gitsync_proc import running
+from support.servers.git_http import GitHttpServer
+from support.upstream import Upstream
 
 
 class CountingForwarder:

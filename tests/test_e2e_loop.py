@@ -8,9 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from gitsync_proc import assert_synced, run_once, running, start
-from servers.git_http import GitHttpServer
-from upstream import Upstream, git
+from support.gitsync_proc import assert_synced, run_once, running, start
+from support.servers.git_http import GitHttpServer
+from support.upstream import Upstream, git
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -8,8 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from gitsync_proc import assert_synced, run_once, running
-from upstream import Upstream, git
+from support.gitsync_proc import assert_synced, run_once, running
+from support.upstream import Upstream, git
 
 pytestmark = pytest.mark.timeout(60)
 

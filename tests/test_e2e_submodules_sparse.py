@@ -7,10 +7,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from gitsync_proc import run_once, running
-from servers import started
-from servers.sshd import Sshd, keygen
-from upstream import Upstream, git
+from support.gitsync_proc import run_once, running
+from support.servers import started
+from support.servers.sshd import Sshd, keygen
+from support.upstream import Upstream, git
 
 MakeUpstream = Callable[..., Upstream]
 

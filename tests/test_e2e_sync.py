@@ -10,9 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from gitsync_proc import assert_synced, parse_logs, run, run_once, running
-from servers.git_http import GitHttpServer
-from upstream import Exec, FileValue, Symlink, Upstream, git
+from support.gitsync_proc import assert_synced, parse_logs, run, run_once, running
+from support.servers.git_http import GitHttpServer
+from support.upstream import Exec, FileValue, Symlink, Upstream, git
 
 pytestmark = pytest.mark.timeout(60)
 

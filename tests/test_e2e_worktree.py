@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-from gitsync_proc import assert_synced, run_once, running, start, worktree_entries
-from upstream import Exec, FileValue, Symlink, Upstream, many_files
+from support.gitsync_proc import assert_synced, run_once, running, start, worktree_entries
+from support.upstream import Exec, FileValue, Symlink, Upstream, many_files
 
 pytestmark = pytest.mark.timeout(90)
 

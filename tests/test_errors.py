@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 from conftest import MakeHttpServer
-from gitsync_proc import base_env, parse_logs, read_link_sha, run_once
-from hostile import Forge
-from upstream import Upstream
+from support.gitsync_proc import base_env, parse_logs, read_link_sha, run_once
+from support.hostile import Forge
+from support.upstream import Upstream
 
 from gitsync import errors
 

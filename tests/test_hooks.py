@@ -10,9 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from gitsync_proc import parse_logs, run_once, running, wait_until
-from httpcheck import Recorder, endpoint, metric, request
-from upstream import Upstream
+from support.gitsync_proc import parse_logs, run_once, running, wait_until
+from support.httpcheck import Recorder, endpoint, metric, request
+from support.upstream import Upstream
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -13,9 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from gitsync_proc import GitSync, running
-from httpcheck import endpoint, request
-from upstream import Upstream
+from support.gitsync_proc import GitSync, running
+from support.httpcheck import endpoint, request
+from support.upstream import Upstream
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -17,10 +17,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from gitsync_proc import assert_synced, read_link_sha, run_once
-from hostile import Entry, Forge
-from memlimit import peak_rss_of_one_time_run
-from upstream import Upstream, git, git_env
+from support.gitsync_proc import assert_synced, read_link_sha, run_once
+from support.hostile import Entry, Forge
+from support.memlimit import peak_rss_of_one_time_run
+from support.upstream import Upstream, git, git_env
 
 pytestmark = pytest.mark.timeout(90)
 

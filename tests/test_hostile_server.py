@@ -1,4 +1,4 @@
-"""A server that sends what it likes (tests/servers/crafted.py): its faults are named as the
+"""A server that sends what it likes (tests/support/servers/crafted.py): its faults are named as the
 server's, and the local store is neither blamed nor wiped for them."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 from conftest import MakeHttpServer
-from gitsync_proc import base_env, parse_logs, read_link_sha, run_once
-from servers import started
-from servers.crafted import CraftedServer, Request, pack_of
-from upstream import Upstream, git, git_env
+from support.gitsync_proc import base_env, parse_logs, read_link_sha, run_once
+from support.servers import started
+from support.servers.crafted import CraftedServer, Request, pack_of
+from support.upstream import Upstream, git, git_env
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -31,11 +31,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from dockerfile_model import REPO_ROOT, Dockerfile, exec_form, healthcheck_command, parse
-from servers import cannot_start, free_port, require
-from servers.git_http import GitHttpServer
-from servers.sshd import Sshd, keygen
-from upstream import Upstream
+from support.dockerfile_model import REPO_ROOT, Dockerfile, exec_form, healthcheck_command, parse
+from support.servers import cannot_start, free_port, require
+from support.servers.git_http import GitHttpServer
+from support.servers.sshd import Sshd, keygen
+from support.upstream import Upstream
 
 import gitsync
 

@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 import yaml
-from servers import require
+from support.servers import require
 
-from gitsync.config import KNOWN_ENV, load_settings
+from gitsync.settings.model import KNOWN_ENV, load_settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 K8S = REPO_ROOT / "k8s"

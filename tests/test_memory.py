@@ -11,11 +11,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from gitsync_proc import REPO_ROOT, read_link_sha, run_once
-from hostile import delta_varint
-from memlimit import LIMIT, CgroupUnavailable, bounded_one_time_run, make_memory_cgroup
-from servers import in_ci
-from upstream import Upstream
+from support.gitsync_proc import REPO_ROOT, read_link_sha, run_once
+from support.hostile import delta_varint
+from support.memlimit import LIMIT, CgroupUnavailable, bounded_one_time_run, make_memory_cgroup
+from support.servers import in_ci
+from support.upstream import Upstream
 
 
 @pytest.mark.soak
@@ -89,7 +89,7 @@ def _write_pack(path: Path, zero_blob: int, deltas: list[bytes]) -> None:
     import struct
     import zlib
 
-    from gitsync import packformat
+    from gitsync.git import packformat
 
     sha = hashlib.sha1()
     with open(path, "wb") as f:

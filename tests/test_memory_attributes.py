@@ -14,10 +14,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from gitsync_proc import read_link_sha
-from memlimit import LIMIT, bounded_one_time_run
-from servers import cannot_start
-from upstream import Upstream, git, git_env
+from support.gitsync_proc import read_link_sha
+from support.memlimit import LIMIT, bounded_one_time_run
+from support.servers import cannot_start
+from support.upstream import Upstream, git, git_env
 
 SIZE = 200 * 1024 * 1024
 CHUNK = 1 << 20

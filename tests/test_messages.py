@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 from conftest import MakeHttpServer
-from gitsync_proc import parse_logs, run_once
-from servers import cannot_start
-from upstream import Upstream
+from support.gitsync_proc import parse_logs, run_once
+from support.servers import cannot_start
+from support.upstream import Upstream
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -12,9 +12,9 @@ import tracemalloc
 from pathlib import Path
 
 from dulwich.repo import Repo
-from upstream import git
+from support.upstream import git
 
-from gitsync import localfetch
+from gitsync.git import localfetch
 
 
 def _commit(work: Path, message: str) -> str:

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 from dulwich.repo import Repo
-from hostile import delta_varint
-from upstream import git
+from support.hostile import delta_varint
+from support.upstream import git
 
-from gitsync import packindex
+from gitsync.git import packindex
 
 
 def _history(work: Path, commits: int) -> None:
@@ -175,7 +175,7 @@ def test_delta_bomb_is_refused_before_it_is_built(store: Repo) -> None:
     import hashlib
     import zlib
 
-    from gitsync import packformat
+    from gitsync.git import packformat
 
     base = packformat.header(3, 5) + zlib.compress(b"hello")
     delta = delta_varint(5) + delta_varint(1 << 30) + b"\x01x"
@@ -190,7 +190,7 @@ def test_thin_pack_against_a_made_up_base_is_refused_naming_it(store: Repo) -> N
     import hashlib
     import zlib
 
-    from gitsync import packformat
+    from gitsync.git import packformat
 
     delta = delta_varint(5) + delta_varint(5) + b"\x05hello"
     missing = bytes.fromhex("ab" * 20)

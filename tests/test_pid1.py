@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
-from gitsync_proc import wait_until
-from servers import cannot_start
-from upstream import Upstream
+from support.gitsync_proc import wait_until
+from support.servers import cannot_start
+from support.upstream import Upstream
 
 UNSHARE = ["unshare", "--user", "--map-root-user", "--pid", "--fork", "--kill-child"]
 

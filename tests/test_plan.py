@@ -1,10 +1,10 @@
-"""The plan (gitsync/plan.py) as a table: what is observed → the steps that must run."""
+"""The plan (gitsync/sidecar/plan.py) as a table: what is observed → the steps that must run."""
 
 from __future__ import annotations
 
 import pytest
 
-from gitsync.plan import Observed, Step, is_update, plan
+from gitsync.sidecar.plan import Observed, Step, is_update, plan
 
 A, B = "a" * 40, "b" * 40
 F, V, C, H, R, P, G = (Step.FETCH, Step.VERIFY, Step.CHECKOUT, Step.HOOK, Step.RECORD, Step.PUBLISH,

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 from conftest import MakeHttpServer
-from gitsync_proc import running
-from upstream import Upstream
+from support.gitsync_proc import running
+from support.upstream import Upstream
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -13,12 +13,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from gitsync_proc import assert_synced, read_link_sha, run_once, running
-from servers import cannot_start
-from upstream import Upstream
+from support.gitsync_proc import assert_synced, read_link_sha, run_once, running
+from support.servers import cannot_start
+from support.upstream import Upstream
 
-from gitsync import publish, store
-from gitsync.worktree import remove_tree
+from gitsync.checkout.worktree import remove_tree
+from gitsync.git import store
+from gitsync.sidecar import publish
 
 pytestmark = pytest.mark.timeout(90)
 

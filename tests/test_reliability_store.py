@@ -10,8 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from gitsync_proc import assert_synced, read_link_sha, run_once
-from upstream import Upstream, git, git_env
+from support.gitsync_proc import assert_synced, read_link_sha, run_once
+from support.upstream import Upstream, git, git_env
 
 pytestmark = pytest.mark.timeout(60)
 

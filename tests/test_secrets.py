@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 from conftest import MakeHttpServer
-from gitsync_proc import run_once
-from leaks import assert_no_leak, files_under
-from upstream import Upstream
+from support.gitsync_proc import run_once
+from support.leaks import assert_no_leak, files_under
+from support.upstream import Upstream
 
 from gitsync.log import Redactor
 

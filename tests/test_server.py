@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 from conftest import MakeHttpServer
-from gitsync_proc import run_once, running
-from httpcheck import endpoint, metric, request
-from servers.git_http import GitHttpServer
-from upstream import Upstream
+from support.gitsync_proc import run_once, running
+from support.httpcheck import endpoint, metric, request
+from support.servers.git_http import GitHttpServer
+from support.upstream import Upstream
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -8,8 +8,8 @@ import signal
 import time
 
 import pytest
-from gitsync_proc import running
-from upstream import Upstream
+from support.gitsync_proc import running
+from support.upstream import Upstream
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -9,10 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from gitsync_proc import GitSync, base_env, parse_logs, read_link_sha, run_once, running
-from servers import started
-from servers.crafted import CraftedDaemon, CraftedServer, pack_of
-from upstream import Upstream, git
+from support.gitsync_proc import GitSync, base_env, parse_logs, read_link_sha, run_once, running
+from support.servers import started
+from support.servers.crafted import CraftedDaemon, CraftedServer, pack_of
+from support.upstream import Upstream, git
 
 pytestmark = pytest.mark.timeout(120)
 

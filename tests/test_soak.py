@@ -23,10 +23,17 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import pytest
-from gitsync_proc import GitSync, assert_synced, read_link_sha, run_once, start, worktree_entries
-from memlimit import LIMIT, bounded_one_time_run
+from support.gitsync_proc import (
+    GitSync,
+    assert_synced,
+    read_link_sha,
+    run_once,
+    start,
+    worktree_entries,
+)
+from support.memlimit import LIMIT, bounded_one_time_run
+from support.upstream import Exec, FileValue, Symlink, Upstream, git, git_env, many_files
 from test_store_worktree import make_syncer, sync_in_process
-from upstream import Exec, FileValue, Symlink, Upstream, git, git_env, many_files
 
 SEED = int(os.environ.get("GITSYNC_SOAK_SEED") or 20260601)
 

@@ -9,10 +9,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from gitsync_proc import assert_synced, parse_logs, run_once, running
-from leaks import assert_no_leak, files_under
-from servers.sshd import SSH_KEYGEN, Sshd, keygen
-from upstream import Upstream
+from support.gitsync_proc import assert_synced, parse_logs, run_once, running
+from support.leaks import assert_no_leak, files_under
+from support.servers.sshd import SSH_KEYGEN, Sshd, keygen
+from support.upstream import Upstream
 
 pytestmark = pytest.mark.timeout(60)
 

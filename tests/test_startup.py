@@ -11,15 +11,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gitsync_proc import base_env, default_link, read_link_sha
-from upstream import Upstream
+from support.gitsync_proc import base_env, default_link, read_link_sha
+from support.upstream import Upstream
 
 from gitsync import __version__
 
-_SYNC_STACK = {"gitsync.config", "gitsync.sync", "gitsync.store", "gitsync.worktree",
-               "gitsync.remote", "pydantic", "dulwich"}
+_SYNC_STACK = {"gitsync.settings.model", "gitsync.sidecar.sync", "gitsync.git.store", "gitsync.checkout.worktree",
+               "gitsync.git.remote", "pydantic", "dulwich"}
 _NETWORK_AND_EXTRAS = {"urllib3", "paramiko", "cryptography", "pysequoia", "prometheus_client",
-                       "http.server", "gitsync.server", "gitsync.verify",
+                       "http.server", "gitsync.surfaces.server", "gitsync.sidecar.verify",
                        "gitsync.auth.http", "gitsync.auth.ssh"}
 
 
@@ -43,8 +43,8 @@ def test_help_imports_settings_but_no_sync_stack(tmp_path: Path) -> None:
     proc, names = _imported(base_env(tmp_path / "home"), ["--help"])
     assert proc.returncode == 0
     assert proc.stdout.startswith("Usage: gitsync --repo=")
-    assert "gitsync.config" in names
-    assert not names & ((_SYNC_STACK - {"gitsync.config", "pydantic"}) | _NETWORK_AND_EXTRAS)
+    assert "gitsync.settings.model" in names
+    assert not names & ((_SYNC_STACK - {"gitsync.settings.model", "pydantic"}) | _NETWORK_AND_EXTRAS)
 
 
 def test_version_with_other_flags_still_parses_them(tmp_path: Path) -> None:

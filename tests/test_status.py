@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gitsync_proc import run, running
-from upstream import Upstream
+from support.gitsync_proc import run, running
+from support.upstream import Upstream
 
 from gitsync import __version__
 

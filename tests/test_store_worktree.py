@@ -13,11 +13,11 @@ import threading
 from pathlib import Path
 
 import pytest
-from upstream import Upstream, git
+from support.upstream import Upstream, git
 
-from gitsync.remote import Remote
-from gitsync.store import Store
-from gitsync.sync import Syncer
+from gitsync.git.remote import Remote
+from gitsync.git.store import Store
+from gitsync.sidecar.sync import Syncer
 
 
 def make_syncer(upstream: Upstream, root: Path, depth: int = 1) -> Syncer:

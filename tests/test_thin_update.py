@@ -15,10 +15,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from corpus import tarball
-from gitsync_proc import read_link_sha, run_once
-from servers.git_http import GitHttpServer
-from upstream import Upstream, git
+from support.corpus import tarball
+from support.gitsync_proc import read_link_sha, run_once
+from support.servers.git_http import GitHttpServer
+from support.upstream import Upstream, git
 
 
 def _pack_bytes(git_dir: Path) -> int:

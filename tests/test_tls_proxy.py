@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 from conftest import MakeHttpServer
-from gitsync_proc import assert_synced, parse_logs, run_once
-from leaks import assert_no_leak, files_under
-from servers.connect_proxy import ConnectProxy
-from servers.git_http import GitHttpServer
-from upstream import Upstream
+from support.gitsync_proc import assert_synced, parse_logs, run_once
+from support.leaks import assert_no_leak, files_under
+from support.servers.connect_proxy import ConnectProxy
+from support.servers.git_http import GitHttpServer
+from support.upstream import Upstream
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-from gitsync_proc import running
-from httpcheck import endpoint, request, syncs
-from upstream import Upstream
+from support.gitsync_proc import running
+from support.httpcheck import endpoint, request, syncs
+from support.upstream import Upstream
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -16,14 +16,15 @@ from typing import Any
 import pytest
 from dulwich.objects import Commit, Tree
 from dulwich.repo import Repo
-from gitsync_proc import GitSync, assert_synced, parse_logs, run_once, running
-from signers import GpgSigner, SshSigner, sign_with, tamper
-from upstream import Upstream
+from support.gitsync_proc import GitSync, assert_synced, parse_logs, run_once, running
+from support.signers import GpgSigner, SshSigner, sign_with, tamper
+from support.upstream import Upstream
 
-from gitsync import metrics, verify
-from gitsync.config import load_settings
+from gitsync import metrics
 from gitsync.errors import ConfigError
-from gitsync.remote import Target
+from gitsync.git.remote import Target
+from gitsync.settings.model import load_settings
+from gitsync.sidecar import verify
 from gitsync.signatures import KeyFormatError, SignatureError, allowed_signers, openpgp, sshsig
 from gitsync.signatures.keyring import KeyringError, load
 from gitsync.signatures.sshkeys import parse_authorized_keys

@@ -5,9 +5,9 @@ import subprocess
 
 import pytest
 
+from gitsync.checkout.worktree import check_name
 from gitsync.errors import UnsafeTree
-from gitsync.gitindex import IndexEntry, read_index, write_index
-from gitsync.worktree import check_name
+from gitsync.git.gitindex import IndexEntry, read_index, write_index
 
 
 @pytest.mark.parametrize(

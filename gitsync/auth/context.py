@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
     from gitsync.auth.http import CookieFile
     from gitsync.auth.ssh import ParamikoVendor
-    from gitsync.config import Settings
+    from gitsync.settings.model import Settings
 
 COOKIE_FILE = "/etc/git-secret/cookie_file"  # git-sync's fixed path for --cookie-file
 

@@ -1,7 +1,7 @@
 """argv + environ -> Settings, with git-sync's (spf13/pflag) command-line syntax.
 
 All flag names, help and manual text are generated from the declarations in
-:mod:`gitsync.config`; nothing here names an individual setting except the
+:mod:`gitsync.settings.model`; nothing here names an individual setting except the
 print-and-exit flags (--help, --man, --version), which are not settings.
 """
 
@@ -13,7 +13,8 @@ from collections.abc import Mapping, Sequence
 from typing import NoReturn, TextIO
 
 from gitsync import __version__
-from gitsync.config import (
+from gitsync.errors import ConfigError, UsageError
+from gitsync.settings.model import (
     APPLIED_GIT_CONFIG_KEYS,
     FLAG_INDEX,
     OPTIONS,
@@ -24,7 +25,6 @@ from gitsync.config import (
     load_settings,
     parse_bool,
 )
-from gitsync.errors import ConfigError, UsageError
 
 __all__ = [
     "APPLIED_GIT_CONFIG_KEYS",
@@ -294,7 +294,7 @@ def run_cli(argv: Sequence[str], environ: Mapping[str, str]) -> tuple[Settings, 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m gitsync.cli`: resolve and print the settings (a debugging aid)."""
+    """`python -m gitsync.settings.cli`: resolve and print the settings (a debugging aid)."""
     import os
 
     settings, notices = run_cli(sys.argv[1:] if argv is None else argv, os.environ)

@@ -23,8 +23,8 @@ from dulwich.object_store import BaseObjectStore
 from dulwich.objects import ObjectID, RawObjectID, object_class, object_header
 from dulwich.pack import Pack, apply_delta
 
-from gitsync import packformat
 from gitsync.errors import DeltaError
+from gitsync.git import packformat
 
 # Objects at least this big never live whole in memory. worktree.py streams blobs from this
 # size too, and packindex stores every delta result this big whole: both rely on it.

@@ -31,8 +31,9 @@ from typing import Protocol
 from dulwich.objects import Blob, Commit, ObjectID, Tree, TreeEntry
 from dulwich.pack import Pack
 
-from gitsync import attributes, gitindex, log, packformat
-from gitsync.attributes import Attributes, Conversion
+from gitsync import log
+from gitsync.checkout import attributes
+from gitsync.checkout.attributes import Attributes, Conversion
 from gitsync.errors import (
     Cancelled,
     CorruptObject,
@@ -41,10 +42,11 @@ from gitsync.errors import (
     ObjectUnreadable,
     UnsafeTree,
 )
-from gitsync.gitindex import IndexEntry, write_index
-from gitsync.store import Store, rmtree
-from gitsync.trees import read as read_tree
-from gitsync.trees import show_path
+from gitsync.git import gitindex, packformat
+from gitsync.git.gitindex import IndexEntry, write_index
+from gitsync.git.store import Store, rmtree
+from gitsync.git.trees import read as read_tree
+from gitsync.git.trees import show_path
 
 MAX_TREE_DEPTH = 4096
 _CHECK_CANCEL_EVERY = 256

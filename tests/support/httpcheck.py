@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from gitsync_proc import GitSync
+from support.gitsync_proc import GitSync
 
 
 def endpoint(gs: GitSync, timeout: float = 10.0) -> str:

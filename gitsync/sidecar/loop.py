@@ -21,7 +21,7 @@ from typing import Any
 from gitsync import files, log
 from gitsync.cancel import Cancel, scope
 from gitsync.errors import Cancelled, SyncTimeout, describe
-from gitsync.sync import Outcome, Syncer
+from gitsync.sidecar.sync import Outcome, Syncer
 
 
 class Listener:

@@ -42,8 +42,8 @@ from http.server import BaseHTTPRequestHandler
 
 from gitsync import log, metrics
 from gitsync.errors import ConfigError, describe
-from gitsync.status import Status
-from gitsync.trigger import MAX_BODY, Trigger
+from gitsync.surfaces.status import Status
+from gitsync.surfaces.trigger import MAX_BODY, Trigger
 
 TRIGGER_PATH = "/api/v1/trigger"
 REQUEST_TIMEOUT = 10.0  # seconds from accepting a connection to having its whole request

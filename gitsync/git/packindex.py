@@ -31,9 +31,9 @@ from dulwich.object_store import BaseObjectStore
 from dulwich.objects import object_header
 from dulwich.pack import write_pack_index_v2
 
-from gitsync import deltas, packformat
-from gitsync.deltas import BIG, Content
 from gitsync.errors import DeltaError, PackError
+from gitsync.git import deltas, packformat
+from gitsync.git.deltas import BIG, Content
 
 _BLOCK = 1 << 20  # bytes read from the pack at a time
 _STEP = 8 << 10  # most compressed bytes one zlib call is given

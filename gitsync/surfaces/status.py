@@ -17,10 +17,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gitsync import __version__, files, log, metrics, publish
+from gitsync import __version__, files, log, metrics
 from gitsync.log import REDACTOR
-from gitsync.loop import Listener
-from gitsync.sync import Outcome
+from gitsync.sidecar import publish
+from gitsync.sidecar.loop import Listener
+from gitsync.sidecar.sync import Outcome
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
-from upstream import Upstream, git, git_env
+from support.upstream import Upstream, git, git_env
 
 Entry = tuple[str, bytes, str]  # (mode as git writes it, name, hex sha)
 

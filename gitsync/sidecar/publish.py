@@ -13,7 +13,7 @@ import re
 import time
 from pathlib import Path
 
-from gitsync.worktree import worktrees_dir
+from gitsync.checkout.worktree import worktrees_dir
 
 _SHA_DIR = re.compile(r"^[0-9a-f]{40}$")
 

@@ -14,8 +14,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from servers import require
-from upstream import Upstream, git
+from support.servers import require
+from support.upstream import Upstream, git
 
 
 def _run(*args: str, env: dict[str, str] | None = None, input: bytes | None = None) -> str:

@@ -18,12 +18,12 @@ from dulwich.config import ConfigFile
 from dulwich.objects import Blob, Commit, ObjectID
 
 from gitsync import log
+from gitsync.checkout.worktree import Checkout, Previous, write_checkout
 from gitsync.errors import UnsafeTree
-from gitsync.gitindex import IndexEntry, read_index
-from gitsync.remote import Remote, Target
-from gitsync.store import Store
-from gitsync.trees import read as read_tree
-from gitsync.worktree import Checkout, Previous, write_checkout
+from gitsync.git.gitindex import IndexEntry, read_index
+from gitsync.git.remote import Remote, Target
+from gitsync.git.store import Store
+from gitsync.git.trees import read as read_tree
 
 Mode = Literal["recursive", "shallow", "off"]
 

@@ -25,7 +25,7 @@ from dulwich.object_store import BaseObjectStore
 from dulwich.objects import ObjectID, object_class
 from dulwich.pack import Pack, write_pack_index_v2
 
-from gitsync import deltas, packformat
+from gitsync.git import deltas, packformat
 
 _CHUNK = 1 << 22
 _INFLATE_STEP = 8 << 10

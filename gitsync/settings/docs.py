@@ -1,6 +1,6 @@
 """Generate the README settings table from the settings declarations.
 
-``python -m gitsync.docs`` rewrites only the text between the markers below, so the rest
+``python -m gitsync.settings.docs`` rewrites only the text between the markers below, so the rest
 of README.md stays hand-written; a test checks the table is current.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from gitsync.config import OPTIONS, OptionInfo
+from gitsync.settings.model import OPTIONS, OptionInfo
 
 START = "<!-- settings:start -->"
 END = "<!-- settings:end -->"

@@ -40,10 +40,10 @@ from gitsync.signatures import openpgp, sshsig
 from gitsync.signatures.keyring import Keyring, load
 
 if TYPE_CHECKING:
-    from gitsync.config import Settings
-    from gitsync.remote import Target
-    from gitsync.store import Store
-    from gitsync.sync import Verifier as VerifierFn
+    from gitsync.git.remote import Target
+    from gitsync.git.store import Store
+    from gitsync.settings.model import Settings
+    from gitsync.sidecar.sync import Verifier as VerifierFn
 
 Kind = Literal["openpgp", "ssh", "x509", "unknown", "none"]
 

@@ -28,12 +28,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from gitsync import log, metrics
-from gitsync.config import Settings
+from gitsync.checkout.worktree import worktree_path
 from gitsync.errors import HookFailed
-from gitsync.loop import Listener
-from gitsync.sync import Outcome
+from gitsync.settings.model import Settings
+from gitsync.sidecar.loop import Listener
+from gitsync.sidecar.sync import Outcome
 from gitsync.urls import without_query
-from gitsync.worktree import worktree_path
 
 _OUTPUT_LOGGED = 4096  # bytes of a hook's stdout/stderr kept in a log line
 

@@ -27,8 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from gitsync_proc import command
-from servers import in_ci
+
+from support.gitsync_proc import command
+from support.servers import in_ci
 
 LIMIT = 150 * 1024 * 1024
 _JOIN_FAILED = 97  # exit status of the wrapper when it could not enter the cgroup

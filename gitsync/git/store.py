@@ -21,10 +21,10 @@ from dulwich.pack import Pack
 from dulwich.refs import Ref
 from dulwich.repo import Repo
 
-from gitsync import packcopy
 from gitsync.errors import MissingObject, ProtocolError, Refused
-from gitsync.remote import Remote, Target
-from gitsync.trees import read as read_tree
+from gitsync.git import packcopy
+from gitsync.git.remote import Remote, Target
+from gitsync.git.trees import read as read_tree
 
 BRANCH = Ref(b"refs/heads/git-sync")
 # A deepen value meaning "everything", as git's --unshallow sends.

@@ -17,9 +17,9 @@ from dulwich.objects import Commit, ObjectID, Tag, Tree, hex_to_sha
 from dulwich.pack import write_pack_from_container
 from dulwich.repo import BaseRepo, Repo
 
-from gitsync import packcopy
 from gitsync.errors import CorruptObject, MissingObject, ProtocolError, UnsafeTree
-from gitsync.trees import read as read_tree
+from gitsync.git import packcopy
+from gitsync.git.trees import read as read_tree
 
 _MODE_TREE = 0o040000
 _MODE_GITLINK = 0o160000

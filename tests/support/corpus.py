@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from gitsync_proc import REPO_ROOT
-from servers import cannot_start
+from support.gitsync_proc import REPO_ROOT
+from support.servers import cannot_start
 
 CORPUS = Path(os.environ.get("GITSYNC_CORPUS", REPO_ROOT.parent / "shared" / "corpus"))
 

@@ -32,7 +32,6 @@ from dulwich.objects import ObjectID
 from dulwich.protocol import PEELED_TAG_SUFFIX
 from dulwich.refs import Ref
 
-from gitsync import localfetch, packindex, transports, wire
 from gitsync.auth import context as auth_context
 from gitsync.auth.context import AuthContext
 from gitsync.auth.credentials import CredentialStore
@@ -46,10 +45,11 @@ from gitsync.errors import (
     RepoNotFound,
     Unreachable,
 )
+from gitsync.git import localfetch, packindex, transports, wire
 from gitsync.urls import redact_url
 
 if TYPE_CHECKING:
-    from gitsync.config import Settings
+    from gitsync.settings.model import Settings
 
 FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
 

@@ -18,20 +18,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gitsync import log, publish
-from gitsync.errors import Cancelled, GitsyncError, ObjectUnreadable, StoreDamage, describe
-from gitsync.plan import Observed, Step, is_update, plan
-from gitsync.remote import FULL_SHA, Remote, Target, resolve
-from gitsync.store import Store
-from gitsync.submodules import Mode as SubmoduleMode
-from gitsync.submodules import Submodules
-from gitsync.worktree import (
+from gitsync import log
+from gitsync.checkout.submodules import Mode as SubmoduleMode
+from gitsync.checkout.submodules import Submodules
+from gitsync.checkout.worktree import (
     Materializer,
     Sparse,
     prune_admin,
     remove_tree,
     worktree_path,
 )
+from gitsync.errors import Cancelled, GitsyncError, ObjectUnreadable, StoreDamage, describe
+from gitsync.git.remote import FULL_SHA, Remote, Target, resolve
+from gitsync.git.store import Store
+from gitsync.sidecar import publish
+from gitsync.sidecar.plan import Observed, Step, is_update, plan
 
 
 def _malloc_trim() -> None:
