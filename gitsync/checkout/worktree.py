@@ -42,7 +42,7 @@ from gitsync.errors import (
     ObjectUnreadable,
     UnsafeTree,
 )
-from gitsync.git import gitindex, packformat
+from gitsync.git import dulwich_private, gitindex, packformat
 from gitsync.git.gitindex import IndexEntry, write_index
 from gitsync.git.store import Store, rmtree
 from gitsync.git.trees import read as read_tree
@@ -442,7 +442,7 @@ class _Writer:
             self._packs = []
             for pack in getattr(self.objects, "packs", ()):
                 with contextlib.suppress(OSError):
-                    self._packs.append((pack, os.open(f"{pack._basename}.pack", os.O_RDONLY | os.O_CLOEXEC)))
+                    self._packs.append((pack, os.open(dulwich_private.pack_path(pack), os.O_RDONLY | os.O_CLOEXEC)))
         return self._packs
 
     def _close_packs(self) -> None:
@@ -566,8 +566,8 @@ class _Writer:
         150 MB limit). The pages stay in the page cache; only the mapping lets go of them.
         """
         for pack in getattr(self.objects, "packs", ()):
-            contents = getattr(getattr(pack, "_data", None), "_contents", None)
-            if isinstance(contents, mmap.mmap):
+            contents = dulwich_private.pack_map(pack)
+            if contents is not None:
                 with contextlib.suppress(OSError, ValueError):
                     contents.madvise(mmap.MADV_DONTNEED)
 

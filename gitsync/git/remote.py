@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from dulwich.client import (
     GitClient,
@@ -32,7 +32,6 @@ from dulwich.objects import ObjectID
 from dulwich.protocol import PEELED_TAG_SUFFIX
 from dulwich.refs import Ref
 
-from gitsync.auth import context as auth_context
 from gitsync.auth.context import AuthContext
 from gitsync.auth.credentials import CredentialStore
 from gitsync.errors import (
@@ -47,9 +46,6 @@ from gitsync.errors import (
 )
 from gitsync.git import localfetch, packindex, transports, wire
 from gitsync.urls import redact_url
-
-if TYPE_CHECKING:
-    from gitsync.settings.model import Settings
 
 FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
 
@@ -359,9 +355,3 @@ def _receive(client: GitClient, path: str | bytes, target: Any,
     shallow = {sha for sha in result.new_shallow or () if sha in store}
     target.update_shallow(shallow, result.new_unshallow)
     return result
-
-
-def from_settings(settings: Settings) -> Remote:
-    """The remote as the settings describe it (credentials, TLS, proxies, SSH)."""
-    config = git_config(settings.git_config, timeout=settings.sync_timeout)
-    return Remote(settings.repo, config, auth_context.from_settings(settings, config))
