@@ -116,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if root != settings.root:
         logger.info("normalized root path", v=0, root=str(settings.root), result=str(root))
     parts = app.build(settings, root, verifier)
-    loop, lock, status = parts.loop, parts.lock, parts.status
+    loop, syncer, lock, status = parts.loop, parts.syncer, parts.lock, parts.status
     try:
         lock.acquire()
     except RootLocked as e:
@@ -129,12 +129,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     logger.info("starting up", version=__version__, pid=os.getpid(), uid=os.getuid(),
                 gid=os.getgid(), repo=redact_url(settings.repo), ref=settings.ref,
-                root=str(root), link=str(loop.syncer.link), depth=settings.depth,
+                root=str(root), link=str(syncer.link), depth=settings.depth,
                 period=settings.period)
 
     files.remove_leftovers(loop.error_file, status.path)
-    publish.remove_leftover(loop.syncer.link)
-    if (on_disk := loop.syncer.published()) is not None:
+    publish.remove_leftover(syncer.link)
+    if (on_disk := syncer.published()) is not None:
         status.serving_from_disk(on_disk)
         logger.info(f"serving commit {on_disk} from disk; upstream not reached yet",
                     commit=on_disk)
@@ -165,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def on_exit() -> None:
         if parts.hooks is not None:
             parts.hooks.close()
-        loop.syncer.store.close()
+        syncer.store.close()
         lock.release()
 
     # What start-up made lives as long as the process: the collector need not scan it again

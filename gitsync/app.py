@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from gitsync.settings.model import Settings
     from gitsync.sidecar.lock import RootLock
     from gitsync.sidecar.loop import Loop, Policy
-    from gitsync.sidecar.sync import Verifier
+    from gitsync.sidecar.sync import Syncer, Verifier
     from gitsync.surfaces.hooks import Hooks
     from gitsync.surfaces.status import Health, Status
     from gitsync.surfaces.trigger import Trigger
@@ -213,6 +213,7 @@ class App:
     """What one gitsync process runs: built here, started and stopped by ``__main__``."""
 
     loop: Loop
+    syncer: Syncer
     lock: RootLock
     status: Status
     hooks: Hooks | None
@@ -244,4 +245,4 @@ def build(settings: Settings, root: Path, verifier: Verifier | None = None) -> A
     listeners: list[Listener] = [status] if runners is None else [status, runners]
     loop = Loop(syncer, rules, error_file=under(root, settings.error_file),
                 touch_file=under(root, settings.touch_file), listeners=listeners)
-    return App(loop=loop, lock=RootLock(root), status=status, hooks=runners)
+    return App(loop=loop, syncer=syncer, lock=RootLock(root), status=status, hooks=runners)

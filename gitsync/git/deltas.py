@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ from dulwich.object_store import BaseObjectStore
 from dulwich.objects import ObjectID, RawObjectID, object_class, object_header
 from dulwich.pack import Pack, apply_delta
 
+from gitsync import layout
 from gitsync.errors import DeltaError
 from gitsync.git import dulwich_private, packformat
 
@@ -93,7 +93,7 @@ class Builder:
         self.fd: int | None = None
         self.path: Path | None = None
         if keep and (force_file or size >= BIG):
-            fd, name = tempfile.mkstemp(prefix="tmp_obj_", dir=tmp_dir)
+            fd, name = layout.pack_temp(tmp_dir, "obj")
             self.fd, self.path = fd, Path(name)
 
     def add(self, data: bytes) -> None:

@@ -15,7 +15,6 @@ import binascii
 import hashlib
 import os
 import struct
-import tempfile
 import zlib
 from collections.abc import Iterable
 from pathlib import Path
@@ -25,6 +24,7 @@ from dulwich.object_store import BaseObjectStore
 from dulwich.objects import ObjectID, object_class
 from dulwich.pack import Pack, write_pack_index_v2
 
+from gitsync import layout
 from gitsync.git import deltas, dulwich_private, packformat
 
 _CHUNK = 1 << 22
@@ -143,7 +143,7 @@ def copy(source: BaseObjectStore, target_pack_dir: Path, ids: list[ObjectID]) ->
             except KeyError:
                 continue
     target_pack_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix="tmp_copy_", suffix=".pack", dir=target_pack_dir)
+    fd, tmp_name = layout.pack_temp(target_pack_dir, "copy", ".pack")
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as f:

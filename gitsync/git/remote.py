@@ -11,7 +11,6 @@ import os
 import re
 import socket
 import ssl
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ from dulwich.objects import ObjectID
 from dulwich.protocol import PEELED_TAG_SUFFIX
 from dulwich.refs import Ref
 
+from gitsync import layout
 from gitsync.auth.context import AuthContext
 from gitsync.auth.credentials import CredentialStore
 from gitsync.errors import (
@@ -340,7 +340,7 @@ def _receive(client: GitClient, path: str | bytes, target: Any,
         return client.fetch(path, target, determine_wants=determine_wants, depth=depth,
                             filter_spec=filter_spec)
     os.makedirs(store.pack_dir, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix="tmp_recv_", suffix=".pack", dir=store.pack_dir)
+    fd, name = layout.pack_temp(store.pack_dir, "recv", ".pack")
     try:
         with os.fdopen(fd, "wb") as f:
             result = client.fetch_pack(path, determine_wants, target.get_graph_walker(), f.write,

@@ -16,12 +16,33 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from gitsync import files, log
 from gitsync.cancel import Cancel, scope
 from gitsync.errors import Cancelled, SyncTimeout, describe
-from gitsync.sidecar.sync import Outcome, Syncer
+from gitsync.sidecar.sync import Outcome
+
+
+class Runner(Protocol):
+    """What the loop needs of a syncer (``sync.Syncer``; a fake in the loop's tests)."""
+
+    ref: str
+
+    def run(self, first: bool, cancel: threading.Event) -> Outcome: ...
+
+    def release(self, deep: bool) -> None: ...
+
+
+class Clock:
+    """Time as the loop sees it: the tests give it one that does not wait."""
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def wait(self, event: threading.Event, seconds: float) -> bool:
+        """Wait for ``event`` at most ``seconds``; True if it was set."""
+        return event.wait(seconds)
 
 
 class Listener:
@@ -77,13 +98,15 @@ class _Attempt:
 
 
 class Loop:
-    def __init__(self, syncer: Syncer, policy: Policy, *, error_file: Path | None,
-                 touch_file: Path | None, listeners: list[Listener] | None = None) -> None:
+    def __init__(self, syncer: Runner, policy: Policy, *, error_file: Path | None,
+                 touch_file: Path | None, listeners: list[Listener] | None = None,
+                 clock: Clock | None = None) -> None:
         self.syncer = syncer
         self.policy = policy
         self.error_file = error_file
         self.touch_file = touch_file
         self.listeners = listeners or []
+        self.clock = clock or Clock()
         self.wake = threading.Event()
         self.stop = threading.Event()
         self.log = log.get()
@@ -128,13 +151,13 @@ class Loop:
         failures = 0
         succeeded = False
         while not self.stop.is_set():
-            start = time.monotonic()
+            start = self.clock.monotonic()
             try:
                 outcome = self._attempt(first=not succeeded)
             except _Stopped:
                 break
             except Exception as e:
-                duration = time.monotonic() - start
+                duration = self.clock.monotonic() - start
                 failures += 1
                 error = describe(e)
                 for listener in self.listeners:
@@ -144,7 +167,7 @@ class Loop:
                     return 1
                 self._error("error syncing repo, will retry", error, failures=failures)
             else:
-                duration = time.monotonic() - start
+                duration = self.clock.monotonic() - start
                 first = not succeeded
                 succeeded = True
                 failures = 0
@@ -163,7 +186,7 @@ class Loop:
 
     def _sleep(self, seconds: float) -> None:
         self.log.info("next sync", v=3, wait=seconds)
-        self.wake.wait(seconds)
+        self.clock.wait(self.wake, seconds)
         self.wake.clear()
 
     def _attempt(self, first: bool) -> Outcome:
@@ -192,9 +215,9 @@ class Loop:
 
         attempt.thread = threading.Thread(target=work, name="sync", daemon=True)
         attempt.thread.start()
-        deadline = time.monotonic() + self.policy.sync_timeout
+        deadline = self.clock.monotonic() + self.policy.sync_timeout
         while not attempt.done.is_set():
-            remaining = deadline - time.monotonic()
+            remaining = deadline - self.clock.monotonic()
             if self.stop.is_set():
                 attempt.cancel.set()
                 raise _Stopped
@@ -204,7 +227,7 @@ class Loop:
                 raise SyncTimeout(
                     f"sync timed out after {self.policy.sync_timeout:g}s (context deadline exceeded)"
                 )
-            attempt.done.wait(min(remaining, 0.05))
+            self.clock.wait(attempt.done, min(remaining, 0.05))
         # ``wake`` is left as it is: a trigger or signal during a sync means one more sync.
         if attempt.error is not None:
             raise attempt.error

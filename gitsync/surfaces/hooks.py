@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from gitsync import log, metrics
-from gitsync.checkout.worktree import worktree_path
 from gitsync.errors import HookFailed
+from gitsync.layout import Layout
 from gitsync.sidecar.loop import Listener
 from gitsync.sidecar.sync import Outcome
 from gitsync.urls import without_query
@@ -62,7 +62,7 @@ class ExecHook:
         self.log.info("running exechook", hash=sha, command=self.command, timeout=self.timeout)
         try:
             proc = subprocess.Popen(
-                [self.command], cwd=worktree_path(self.root, sha),
+                [self.command], cwd=Layout(self.root).worktree(sha),
                 env={**os.environ, "GITSYNC_HASH": sha}, stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
             )
