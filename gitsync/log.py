@@ -12,10 +12,10 @@ import logging
 import re
 import sys
 from collections.abc import Iterable
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import structlog
-from structlog.typing import EventDict, WrappedLogger
+from structlog.typing import EventDict, FilteringBoundLogger, WrappedLogger
 
 _USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^/@:\s]*):[^/@\s]*@")
 # An http(s) URL with a user but no password: the "user" is often a token (https://TOKEN@host).
@@ -150,6 +150,7 @@ def configure(verbosity: int = 0, stream: TextIO | None = None, libraries: Itera
         lib.setLevel(logging.DEBUG if verbosity >= 6 else logging.WARNING if verbosity >= 5 else logging.CRITICAL)
 
 
-def get(name: str = "") -> Any:
-    return structlog.get_logger(name)
+def get(name: str = "") -> FilteringBoundLogger:
+    """structlog's default logger class (a filtering bound logger), typed as such."""
+    return cast("FilteringBoundLogger", structlog.get_logger(name))
 

@@ -14,7 +14,6 @@ import ssl
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from dulwich.client import (
     GitClient,
@@ -30,6 +29,7 @@ from dulwich.object_store import DiskObjectStore
 from dulwich.objects import ObjectID
 from dulwich.protocol import PEELED_TAG_SUFFIX
 from dulwich.refs import Ref
+from dulwich.repo import Repo
 
 from gitsync import layout
 from gitsync.auth.context import AuthContext
@@ -220,7 +220,7 @@ class Remote:
             raise self._wrap(e) from None
         return Advertisement.from_dulwich(result.refs, result.symrefs)
 
-    def fetch(self, target: Any, wants: list[str], depth: int | None, filter_spec: str = "") -> Any:
+    def fetch(self, target: Repo, wants: list[str], depth: int | None, filter_spec: str = "") -> None:
         """Fetch ``wants`` into the dulwich repo ``target``; depth None means no deepen."""
         client, path = self.client()
         want_ids = [ObjectID(w.encode()) for w in wants]
@@ -231,9 +231,10 @@ class Remote:
         try:
             if isinstance(client, LocalGitClient):
                 # dulwich's local shallow fetch copies whole trees; see localfetch.py
-                return localfetch.fetch(str(path), target, want_ids, depth, filter_spec)
-            return _receive(client, path, target, determine_wants, depth,
-                            filter_spec.encode() if filter_spec else None)
+                localfetch.fetch(str(path), target, want_ids, depth, filter_spec)
+            else:
+                _receive(client, path, target, determine_wants, depth,
+                         filter_spec.encode() if filter_spec else None)
         except GitsyncError as e:
             if isinstance(e, RemoteError):
                 self.reset()
@@ -323,9 +324,9 @@ def _network_cause(e: BaseException) -> tuple[str, str] | None:
     return None
 
 
-def _receive(client: GitClient, path: str | bytes, target: Any,
+def _receive(client: GitClient, path: str | bytes, target: Repo,
              determine_wants: Callable[..., list[ObjectID]], depth: int | None,
-             filter_spec: bytes | None) -> Any:
+             filter_spec: bytes | None) -> None:
     """dulwich's ``fetch``, but the pack goes to a file and is indexed by packindex.
 
     dulwich spools a received pack in memory and inflates whole objects to index it;
@@ -337,8 +338,9 @@ def _receive(client: GitClient, path: str | bytes, target: Any,
     """
     store = target.object_store
     if target.object_format.name != "sha1" or not isinstance(store, DiskObjectStore):
-        return client.fetch(path, target, determine_wants=determine_wants, depth=depth,
-                            filter_spec=filter_spec)
+        client.fetch(path, target, determine_wants=determine_wants, depth=depth,
+                     filter_spec=filter_spec)
+        return
     os.makedirs(store.pack_dir, exist_ok=True)
     fd, name = layout.pack_temp(store.pack_dir, "recv", ".pack")
     try:
@@ -354,4 +356,3 @@ def _receive(client: GitClient, path: str | bytes, target: Any,
     # would make git believe in history that is not in the store.
     shallow = {sha for sha in result.new_shallow or () if sha in store}
     target.update_shallow(shallow, result.new_unshallow)
-    return result
