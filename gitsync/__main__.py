@@ -173,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from gitsync.surfaces import hooks
     from gitsync.surfaces.status import Status
 
-    log.configure(settings.verbose)
+    log.configure(settings.verbose, fmt=settings.log_format)
     logger = log.get()
     if settings.password.get_secret_value():
         log.REDACTOR.add(settings.password.get_secret_value())
@@ -207,16 +207,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.error("can't lock the root", error=str(LocalError(
             f"{e.strerror or e}: {lock.path}", hint=_permission_hint(e))))
         return 1
+    from gitsync.settings.model import effective
+
     logger.info("starting up", version=__version__, pid=os.getpid(), uid=os.getuid(),
-                gid=os.getgid(), repo=redact_url(settings.repo), ref=settings.ref,
-                root=str(root), link=str(loop.syncer.link), depth=settings.depth,
-                period=settings.period)
+                gid=os.getgid(), settings=effective(settings))
 
     status_path = _under(root, settings.status_file)
     files.remove_leftovers(loop.error_file, status_path)
     publish.remove_leftover(loop.syncer.link)
     status = Status(repo=settings.repo, ref=settings.ref, link=loop.syncer.link,
-                    path=status_path, health=_health(settings, loop.policy))
+                    path=status_path, health=_health(settings, loop.policy),
+                    progress=loop.snapshot)
     if (on_disk := loop.syncer.published()) is not None:
         status.serving_from_disk(on_disk)
         logger.info(f"serving commit {on_disk} from disk; upstream not reached yet",
