@@ -274,3 +274,30 @@ def test_a_foreign_root_that_is_wiped_is_listed_in_the_log(
     assert "v" not in line and line["count"] == 26
     assert line["removed"] == sorted(["a-dir", *(f"file-{i:02d}" for i in range(25))])[:20]
     assert not (root / "file-00").exists()
+
+
+def test_the_bridge_drops_a_peeked_line_read_twice_and_pack_data() -> None:
+    """dulwich logs a pkt-line it put back when it reads it again; the trace shows it once."""
+    import io
+    import logging
+
+    from gitsync import log
+
+    out = io.StringIO()
+    log.configure(9, stream=out, fmt="json")
+    wire = logging.getLogger("dulwich.protocol")
+    try:
+        wire.debug("git< %s", b"abc HEAD\x00caps")
+        wire.debug("git< %s", b"abc HEAD\x00caps")  # the re-read of a peeked line
+        wire.debug("git< %s", b"\x01PACK\x00\x00\x00\x02")
+        wire.debug("git< %s", b"abc refs/heads/main")
+        lines = [json.loads(line)["msg"] for line in out.getvalue().splitlines()]
+        assert lines == ["git< b'abc HEAD\\x00caps'", "git< b'abc refs/heads/main'"]
+        out.truncate(0)
+        out.seek(0)
+        log.configure(6, stream=out, fmt="json")
+        wire.debug("git< %s", b"abc HEAD")
+        logging.getLogger("dulwich.client").debug("connecting")
+        assert [json.loads(line)["msg"] for line in out.getvalue().splitlines()] == ["connecting"]
+    finally:
+        log.configure(0, stream=io.StringIO(), fmt="json")
