@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING
 from gitsync import __version__
 from gitsync.errors import ConfigError, LocalError, RootLocked, UsageError
 from gitsync.sidecar import pid1
-from gitsync.urls import redact_url
 
 if TYPE_CHECKING:
     from gitsync.settings.model import Notice, Settings
@@ -92,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from gitsync.sidecar import publish
     from gitsync.sidecar.loop import run_forever
 
-    log.configure(settings.verbose)
+    log.configure(settings.verbose, fmt=settings.log_format)
     logger = log.get()
     if settings.password.get_secret_value():
         log.REDACTOR.add(settings.password.get_secret_value())
@@ -127,10 +126,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.error("can't lock the root", error=str(LocalError(
             f"{e.strerror or e}: {lock.path}", hint=_permission_hint(e))))
         return 1
+    from gitsync.settings.model import effective
+
     logger.info("starting up", version=__version__, pid=os.getpid(), uid=os.getuid(),
-                gid=os.getgid(), repo=redact_url(settings.repo), ref=settings.ref,
-                root=str(root), link=str(syncer.link), depth=settings.depth,
-                period=settings.period)
+                gid=os.getgid(), settings=effective(settings))
 
     files.remove_leftovers(loop.error_file, status.path)
     publish.remove_leftover(syncer.link)

@@ -240,8 +240,10 @@ def build(settings: Settings, root: Path, verifier: Verifier | None = None) -> A
                     gc=settings.git_gc, stale_worktree_timeout=settings.stale_worktree_timeout,
                     before_publish=runners.before_publish if runners is not None else None)
     rules = policy(settings)
+    # The status shows the running sync's progress, which the loop it listens to keeps.
     status = Status(repo=settings.repo, ref=settings.ref, link=link,
-                    path=under(root, settings.status_file), health=health(settings, rules))
+                    path=under(root, settings.status_file), health=health(settings, rules),
+                    progress=lambda: loop.snapshot())
     listeners: list[Listener] = [status] if runners is None else [status, runners]
     loop = Loop(syncer, rules, error_file=under(root, settings.error_file),
                 touch_file=under(root, settings.touch_file), listeners=listeners)

@@ -1,9 +1,24 @@
-"""Logging: one JSON object per line on stderr, through one small processor chain.
+"""Logging: one event per line on stderr, through one small processor chain.
+
+Each event is a JSON object (for log collectors: the default off a terminal) or a console
+line (structlog's ConsoleRenderer: the default on a terminal), ``--log-format``.
 
 Verbosity follows git-sync: an event carries ``v`` (0 by default) and is dropped when
-``v`` exceeds ``--verbose``. Redaction is a processor of its own, so every field of every
-event (and exception text) passes through it, whatever logged it: dulwich's and
-paramiko's stdlib records are routed into the same chain.
+``v`` exceeds ``--verbose``. What each level adds:
+
+====  ==========================================================================
+0     outcomes (started, updated, failed, recovered) and progress of long phases
+1     each sync's phases and decisions (rebuilds, stale worktrees, signals)
+2     idle polls ("update not required")
+3     waits between syncs
+5     dulwich's and paramiko's warnings
+6     their debug records (connections, negotiation), not the wire itself
+9     the protocol trace: each pkt-line sent and received, once; pack data left out
+====  ==========================================================================
+
+Redaction is a processor of its own, so every field of every event (and exception text)
+passes through it, whatever logged it: dulwich's and paramiko's stdlib records are routed
+into the same chain.
 """
 
 from __future__ import annotations
@@ -12,9 +27,10 @@ import logging
 import re
 import sys
 from collections.abc import Iterable
-from typing import Any, TextIO, cast
+from typing import Any, Literal, TextIO, cast
 
 import structlog
+import structlog.dev
 from structlog.typing import EventDict, FilteringBoundLogger, WrappedLogger
 
 _USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^/@:\s]*):[^/@\s]*@")
@@ -99,17 +115,23 @@ def _exc_to_text(_logger: WrappedLogger, _name: str, event: EventDict) -> EventD
     return event
 
 
-def processors(verbosity: int) -> list[Any]:
-    return [
+TRACE = 9  # the verbosity at which the wire protocol is traced
+Format = Literal["auto", "console", "json"]
+
+
+def processors(verbosity: int, fmt: Format = "json", colors: bool = False) -> list[Any]:
+    head = [
         VerbosityFilter(verbosity),
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
         _exc_to_text,
         REDACTOR,
-        structlog.processors.EventRenamer("msg"),
-        _order_keys,
-        structlog.processors.JSONRenderer(sort_keys=False, default=str),
     ]
+    if fmt == "console":
+        return [*head, structlog.dev.ConsoleRenderer(colors=colors, timestamp_key="ts",
+                                                     sort_keys=False)]
+    return [*head, structlog.processors.EventRenamer("msg"), _order_keys,
+            structlog.processors.JSONRenderer(sort_keys=False, default=str)]
 
 
 def _order_keys(_logger: WrappedLogger, _name: str, event: EventDict) -> EventDict:
@@ -118,28 +140,57 @@ def _order_keys(_logger: WrappedLogger, _name: str, event: EventDict) -> EventDi
     return head
 
 
+_WIRE = "dulwich.protocol"  # logs each pkt-line: the protocol trace
+_PACK_DATA = ("git< b'\\x01", "git< b\"\\x01")  # side-band channel 1: the pack's own bytes
+
+
 class _StdlibBridge(logging.Handler):
-    """Hands dulwich's and paramiko's records to structlog, at git-sync's command verbosity."""
+    """Hands dulwich's and paramiko's records to structlog, at git-sync's command verbosity.
+
+    dulwich logs a pkt-line each time it is read, and it reads a peeked line twice (it puts
+    the line back, then reads it again): the same trace line came out twice in a row. The
+    repeat is dropped, as are the pack's own bytes (side-band channel 1: thousands of lines
+    of binary for one fetch); progress.py counts those.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last_wire: str | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             msg = record.getMessage()
         except Exception:  # a library's broken format string must not kill a sync
             msg = str(record.msg)
-        log = structlog.get_logger(record.name)
         level = record.levelno
+        if record.name == _WIRE and level < logging.WARNING:
+            if msg == self._last_wire or msg.startswith(_PACK_DATA):
+                self._last_wire = msg
+                return
+            self._last_wire = msg
+        log = structlog.get_logger(record.name)
         if level >= logging.ERROR:
             log.error(msg, logger=record.name, v=5)
         elif level >= logging.WARNING:
             log.warning(msg, logger=record.name, v=5)
         else:
-            log.info(msg, logger=record.name, v=6)
+            log.info(msg, logger=record.name, v=TRACE if record.name == _WIRE else 6)
 
 
-def configure(verbosity: int = 0, stream: TextIO | None = None, libraries: Iterable[str] = ("dulwich", "paramiko")) -> None:
+def _level(verbosity: int) -> int:
+    return logging.DEBUG if verbosity >= 6 else logging.WARNING if verbosity >= 5 else logging.CRITICAL
+
+
+def configure(verbosity: int = 0, stream: TextIO | None = None, fmt: Format = "auto",
+              libraries: Iterable[str] = ("dulwich", "paramiko")) -> None:
+    """``fmt`` "auto": console when the stream is a terminal, else JSON."""
+    out = stream or sys.stderr
+    tty = _isatty(out)
+    if fmt == "auto":
+        fmt = "console" if tty else "json"
     structlog.configure(
-        processors=processors(verbosity),
-        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
+        processors=processors(verbosity, fmt, colors=tty),
+        logger_factory=structlog.PrintLoggerFactory(out),
         cache_logger_on_first_use=False,
     )
     bridge = _StdlibBridge()
@@ -147,7 +198,16 @@ def configure(verbosity: int = 0, stream: TextIO | None = None, libraries: Itera
         lib = logging.getLogger(name)
         lib.handlers[:] = [bridge]
         lib.propagate = False
-        lib.setLevel(logging.DEBUG if verbosity >= 6 else logging.WARNING if verbosity >= 5 else logging.CRITICAL)
+        lib.setLevel(_level(verbosity))
+    # The wire trace only at its own level: below it, its records are not even made.
+    logging.getLogger(_WIRE).setLevel(logging.DEBUG if verbosity >= TRACE else logging.INFO)
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def get(name: str = "") -> FilteringBoundLogger:

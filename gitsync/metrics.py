@@ -16,8 +16,12 @@ families back so a dashboard built for git-sync finds them under their names.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
+
+# The running sync's phase and counters, read at each scrape (see :func:`watch_progress`).
+ProgressSource = Callable[[], tuple[str, Mapping[str, int]] | None]
+_progress_source: ProgressSource | None = None
 
 # These two are emitted by prometheus-client as ..._total; renamed back in exposition().
 _NO_TOTAL = ("git_sync_askpass_calls", "git_sync_refresh_github_app_token_count")
@@ -84,6 +88,32 @@ class _Metrics:
             "Duration of each step of a sync (inspect, discover, fetch, verify, checkout, publish)",
             ["phase"], registry=REGISTRY,
         )
+        REGISTRY.register(_ProgressCollector())
+
+
+class _ProgressCollector:
+    """``gitsync_sync_phase`` and ``gitsync_sync_progress``, read from the running sync at
+    scrape time: a gauge set every few seconds would still show a phase that ended."""
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        now = _progress_source() if _progress_source is not None else None
+        phase = GaugeMetricFamily("gitsync_sync_phase",
+                                  "1 for the phase the running sync is in; nothing between syncs",
+                                  labels=["phase"])
+        counts = GaugeMetricFamily(
+            "gitsync_sync_progress",
+            "The running phase's counters: bytes and objects (fetch: received, announced), "
+            "indexed (objects of the received pack), files (checkout: written)",
+            labels=["phase", "counter"])
+        if now is not None:
+            name, values = now
+            phase.add_metric([name], 1)
+            for counter, value in values.items():
+                counts.add_metric([name, counter], value)
+        yield phase
+        yield counts
 
 
 _METRICS: _Metrics | None = None
@@ -108,6 +138,12 @@ def __getattr__(name: str) -> Any:
 
         return CONTENT_TYPE_LATEST
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def watch_progress(source: ProgressSource) -> None:
+    """Where scrapes read the running sync's phase and counters (the status record)."""
+    global _progress_source
+    _progress_source = source
 
 
 def askpass_call(ok: bool) -> None:

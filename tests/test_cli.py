@@ -103,7 +103,7 @@ def test_env_password_flag_and_deprecated_password_flag() -> None:
     assert s.password.get_secret_value() == "pw"
     s, n = parse(["--username=u", "--password", "pw2"], ENV)
     assert s.password.get_secret_value() == "pw2"
-    assert Notice("deprecated setting used", {"old": "--password", "new": "GITSYNC_PASSWORD"}) in n
+    assert Notice("deprecated setting used", {"old": "--password", "new": "--password-file"}) in n
 
 
 def test_split_argv_records_spelling() -> None:

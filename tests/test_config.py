@@ -467,7 +467,23 @@ def test_deprecated_overrides_newer_notice() -> None:
         in notices
     )
     _, notices = load({"GIT_SYNC_BRANCH": "y"})
-    assert Notice("deprecated setting used", {"old": "GIT_SYNC_BRANCH", "new": "--ref"}) in notices
+    assert Notice("deprecated setting used", {"old": "GIT_SYNC_BRANCH", "new": "GITSYNC_REF"}) in notices
+
+
+@pytest.mark.parametrize(("env", "name", "value"), [
+    ("GIT_SYNC_BRANCH", "branch", "y"), ("GIT_SYNC_REV", "rev", "y"), ("GIT_SYNC_DEST", "dest", "d"),
+    ("GIT_SYNC_WAIT", "wait", "3"), ("GIT_SYNC_TIMEOUT", "timeout", "9"),
+    ("GIT_SYNC_MAX_SYNC_FAILURES", "max_sync_failures", "2"),
+    ("GIT_SYNC_HOOK_COMMAND", "sync_hook_command", "/h"),
+])
+def test_deprecation_notices_name_both_settings_in_one_form(env: str, name: str, value: str) -> None:
+    """An environment name is replaced by an environment name, a flag by a flag (issue 14 §5)."""
+    _, by_env = load({env: value})
+    used = [n.fields for n in by_env if n.event.startswith("deprecated")]
+    assert used and all(not str(f["new"]).startswith("-") for f in used), used
+    _, by_flag = load(**{name: value})
+    flagged = [n.fields for n in by_flag if n.event.startswith("deprecated")]
+    assert flagged and all(str(f["new"]).startswith("--") for f in flagged), flagged
 
 
 def test_wait_dest_timeout_msf_hook() -> None:

@@ -79,7 +79,8 @@ class Recorder(Listener):
         self.events.append(("success", outcome.commit, first))
         self._count()
 
-    def on_failure(self, error: str, failures: int, duration: float) -> None:
+    def on_failure(self, error: str, failures: int, duration: float,
+                   cause: BaseException | None = None) -> None:
         self.events.append(("failure", error, failures))
         self._count()
 
@@ -153,6 +154,7 @@ def test_timeout_abandons_the_sync_and_the_next_waits_for_it(tmp_path: Path) -> 
     assert loop.run() == 0
     kind, error, failures = rec.events[0]
     assert kind == "failure" and "timed out after 1s" in str(error) and failures == 1
+    assert "GITSYNC_SYNC_TIMEOUT" in str(error), "the message says what raises the limit"
     assert rec.events[1] == ("success", B, True)
     assert len(syncer.runs) == 2
 

@@ -3,6 +3,7 @@ itself under a minimal init that forwards signals, reaps orphans and passes exit
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -74,7 +75,8 @@ def test_init_forwards_signals_reaps_orphans_and_passes_exit_codes(
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert "INFO: detected pid 1, running init handler" in err
+    notice = json.loads(err.splitlines()[0])  # a JSON line like the rest
+    assert (notice["level"], notice["msg"]) == ("info", "detected pid 1, running init handler")
     assert '"msg": "stopping"' in err  # the real gitsync got SIGTERM and stopped cleanly
     assert proc.returncode == 0
 
@@ -83,5 +85,5 @@ def test_init_exits_with_the_child_code(gs_env: dict[str, str], tmp_path: Path) 
     res = subprocess.run([*UNSHARE, sys.executable, "-m", "gitsync", "--one-time",
                           "--ref", "no-such-branch"], env=gs_env, cwd=tmp_path,
                          capture_output=True, text=True, timeout=30, check=False)
-    assert "INFO: detected pid 1" in res.stderr
+    assert json.loads(res.stderr.splitlines()[0])["msg"] == "detected pid 1, running init handler"
     assert res.returncode == 1

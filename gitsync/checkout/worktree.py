@@ -31,7 +31,7 @@ from typing import Protocol
 from dulwich.objects import Blob, Commit, ObjectID, Tree, TreeEntry
 from dulwich.pack import Pack
 
-from gitsync import layout, log
+from gitsync import layout, log, progress
 from gitsync.checkout import attributes
 from gitsync.checkout.attributes import Attributes, Conversion
 from gitsync.errors import (
@@ -411,8 +411,13 @@ class _Writer:
             ))
             if missing:
                 self.fetcher(missing)
+        written = 0
         try:
             for spec in specs:
+                if written == _CHECK_CANCEL_EVERY:
+                    progress.count("files", written)
+                    written = 0
+                written += 1
                 target = self.dest + b"/" + spec.rel
                 try:
                     self._ensure_dir(spec.rel.rpartition(b"/")[0])
@@ -429,6 +434,7 @@ class _Writer:
                 self._tick()
         finally:
             self._close_packs()
+        progress.count("files", written)
         return self.entries
 
     def _open_packs(self) -> list[tuple[Pack, int]]:

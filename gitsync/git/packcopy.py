@@ -24,7 +24,7 @@ from dulwich.object_store import BaseObjectStore
 from dulwich.objects import ObjectID, object_class
 from dulwich.pack import Pack, write_pack_index_v2
 
-from gitsync import layout
+from gitsync import layout, progress
 from gitsync.git import deltas, dulwich_private, packformat
 
 _CHUNK = 1 << 22
@@ -94,12 +94,14 @@ class _Writer:
         self.sha = hashlib.sha1(usedforsecurity=False)
         self.offset = 0
         self.entries: list[tuple[bytes, int, int]] = []
+        progress.note("objects", count)  # a file:// fetch reports like a network one
         self._put(b"PACK" + struct.pack(">LL", 2, count))
 
     def _put(self, data: bytes) -> None:
         self.f.write(data)
         self.sha.update(data)
         self.offset += len(data)
+        progress.count("bytes", len(data))
 
     def entry(self, sha: ObjectID, parts: Iterable[bytes]) -> int:
         at = self.offset

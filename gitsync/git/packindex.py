@@ -30,7 +30,7 @@ from dulwich.object_store import BaseObjectStore
 from dulwich.objects import object_header
 from dulwich.pack import write_pack_index_v2
 
-from gitsync import layout
+from gitsync import layout, progress
 from gitsync.errors import DeltaError, PackError
 from gitsync.git import deltas, packformat
 from gitsync.git.deltas import BIG, Content
@@ -38,6 +38,7 @@ from gitsync.git.deltas import BIG, Content
 _BLOCK = 1 << 20  # bytes read from the pack at a time
 _STEP = 8 << 10  # most compressed bytes one zlib call is given
 _TRAILER = 20
+_COUNT_EVERY = 1024  # entries scanned between two progress notes
 # git's core.bigFileThreshold (512 MiB) keeps it from ever deltifying a bigger object, so a
 # delta claiming to build one is a bomb, not a file.
 _MAX_DELTA_RESULT = 512 << 20
@@ -172,6 +173,8 @@ class _Entries:
 def _scan(r: _Reader, count: int) -> _Entries:
     e = _Entries(count)
     for i in range(count):
+        if i % _COUNT_EVERY == 0:
+            progress.note("indexed", i)
         offset = r.offset
         kind, size, header = _entry_header(r)
         crc = zlib.crc32(header)

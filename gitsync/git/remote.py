@@ -31,7 +31,7 @@ from dulwich.protocol import PEELED_TAG_SUFFIX
 from dulwich.refs import Ref
 from dulwich.repo import Repo
 
-from gitsync import layout
+from gitsync import layout, progress
 from gitsync.auth.context import AuthContext
 from gitsync.auth.credentials import CredentialStore
 from gitsync.errors import (
@@ -345,8 +345,8 @@ def _receive(client: GitClient, path: str | bytes, target: Repo,
     fd, name = layout.pack_temp(store.pack_dir, "recv", ".pack")
     try:
         with os.fdopen(fd, "wb") as f:
-            result = client.fetch_pack(path, determine_wants, target.get_graph_walker(), f.write,
-                                       depth=depth, filter_spec=filter_spec)
+            result = client.fetch_pack(path, determine_wants, target.get_graph_walker(),
+                                       _counting(f.write), depth=depth, filter_spec=filter_spec)
         if os.path.getsize(name):
             packindex.index(Path(name), Path(store.pack_dir), store)
             store.close()  # its pack list is cached: the next lookup rescans
@@ -356,3 +356,20 @@ def _receive(client: GitClient, path: str | bytes, target: Repo,
     # would make git believe in history that is not in the store.
     shallow = {sha for sha in result.new_shallow or () if sha in store}
     target.update_shallow(shallow, result.new_unshallow)
+
+
+def _counting(write: Callable[[bytes], object]) -> Callable[[bytes], int]:
+    """``write``, counting the pack's bytes, and its object count from its header, into the
+    running sync's progress."""
+    head = bytearray()
+
+    def counted(data: bytes) -> int:
+        write(data)
+        progress.count("bytes", len(data))
+        if len(head) < 12:
+            head.extend(data[:12 - len(head)])
+            if len(head) == 12 and head[:4] == b"PACK":
+                progress.note("objects", int.from_bytes(head[8:12], "big"))
+        return len(data)
+
+    return counted

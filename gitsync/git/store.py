@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import os
 from collections.abc import Iterable, Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from dulwich.errors import NotGitRepository
@@ -21,7 +22,7 @@ from dulwich.pack import Pack
 from dulwich.refs import Ref
 from dulwich.repo import Repo
 
-from gitsync import layout
+from gitsync import layout, log
 from gitsync.errors import MissingObject, ProtocolError, Refused
 from gitsync.git import packcopy
 from gitsync.git.remote import Remote, Target
@@ -36,6 +37,7 @@ _LOCK_NAMES = ("shallow.lock", "index.lock", "HEAD.lock", "config.lock", "packed
 # Files in the root that belong to gitsync itself and survive a wipe of the root.
 # Rewrite the store when it grows past this many packs, whatever its size.
 _MAX_PACKS = 24
+_SHOWN_REMOVED = 20  # names of a wiped root listed in the log line (the count is whole)
 
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -96,12 +98,15 @@ def rmtree(path: str | os.PathLike[str]) -> None:
         os.rmdir(path)
 
 
-def wipe_contents(root: Path, keep: Iterable[str] = layout.KEEP_IN_WIPE) -> None:
-    """Remove everything in ``root`` but ``keep``; never the directory itself (a mount point)."""
+def wipe_contents(root: Path, keep: Iterable[str] = layout.KEEP_IN_WIPE) -> list[str]:
+    """Remove everything in ``root`` but ``keep``; never the directory itself (a mount point).
+    Returns the names removed."""
     keep = set(keep)
+    removed: list[str] = []
     for entry in os.scandir(root):
         if entry.name in keep:
             continue
+        removed.append(entry.name)
         if entry.is_dir(follow_symlinks=False):
             rmtree(entry.path)
             if os.path.lexists(entry.path):  # e.g. a .nfs* file held open: try again later
@@ -109,6 +114,7 @@ def wipe_contents(root: Path, keep: Iterable[str] = layout.KEEP_IN_WIPE) -> None
         else:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(entry.path)
+    return removed
 
 
 def _dir_size(path: Path) -> int:
@@ -166,8 +172,13 @@ class Store:
             self._ensure_config(repo)
             return repo
         if not self.gitdir.is_dir() or self.gitdir.is_symlink():
-            # Empty, or somebody else's directory: git-sync wipes it too (never the mount point).
-            wipe_contents(self.root)
+            # Empty, or somebody else's directory: git-sync wipes it too (never the mount point),
+            # and says so: a root set to the wrong volume loses what was there.
+            removed = sorted(wipe_contents(self.root))
+            if removed:
+                log.get().info("root was not a gitsync root; removed its contents",
+                               root=str(self.root), count=len(removed),
+                               removed=removed[:_SHOWN_REMOVED])
         elif self._valid():
             self._tidy()
             try:
@@ -299,6 +310,23 @@ class Store:
 
     def has(self, sha: str) -> bool:
         return ObjectID(sha.encode()) in self.repo.object_store
+
+    def describe(self, sha: str) -> dict[str, str] | None:
+        """What an operator asks of a commit: its subject, author and author date (ISO 8601
+        with the author's offset); None when the commit cannot be read."""
+        try:
+            obj = self.repo.object_store[ObjectID(sha.encode())]
+        except (KeyError, ValueError, OSError):
+            return None
+        if not isinstance(obj, Commit):
+            return None
+        offset = timezone(timedelta(seconds=obj.author_timezone))
+        subject = obj.message.decode("utf-8", "replace").strip().split("\n", 1)[0]
+        return {
+            "subject": subject[:200],
+            "author": obj.author.decode("utf-8", "replace"),
+            "author_date": datetime.fromtimestamp(obj.author_time, offset).isoformat(),
+        }
 
     def peel(self, sha: str) -> str:
         """Follow annotated tags down to the commit."""

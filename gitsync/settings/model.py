@@ -33,7 +33,7 @@ from pydantic.fields import FieldInfo
 
 from gitsync import layout
 from gitsync.errors import ConfigError
-from gitsync.urls import ambiguous, redact_url
+from gitsync.urls import ambiguous, redact_url, without_query
 
 __all__ = [
     "APPLIED_GIT_CONFIG_KEYS",
@@ -41,6 +41,7 @@ __all__ = [
     "Notice",
     "Opt",
     "Settings",
+    "effective",
     "format_duration",
     "iter_options",
     "load_settings",
@@ -882,7 +883,24 @@ class Settings(BaseModel):
     ] = Field(False, description="Accepted for compatibility (unsupported); needs --http-bind.")
     verbose: Annotated[
         int, _o(kind="int", flags=("verbose",), short="v", env=("GITSYNC_VERBOSE",))
-    ] = Field(0, description="Log verbosity, 0 (updates only) to 9 (tracing).")
+    ] = Field(
+        0,
+        description="Log verbosity: 0 outcomes and progress, 1 each sync's phases, 2 idle polls, "
+        "3 waits, 5 library warnings, 6 protocol traces.",
+    )
+    log_format: Annotated[
+        Literal["auto", "console", "json"],
+        _o(
+            kind="choice",
+            choices=("auto", "console", "json"),
+            flags=("log-format",),
+            env=("GITSYNC_LOG_FORMAT",),
+            default_text="auto (console when stderr is a terminal, else json)",
+        ),
+    ] = Field(
+        "auto",
+        description="Log lines as JSON objects (for log collectors) or console text (for people).",
+    )
 
     # --- gitsync extras -----------------------------------------------------------------
     ready_max_staleness: Annotated[
@@ -1199,8 +1217,18 @@ class _Resolver:
         return OPTIONS[fname].info.get_default(call_default_factory=True)
 
     # -- stage 2: deprecated names feed their replacements --------------------------------
+    @staticmethod
+    def like(spelling: str, fname: str) -> str:
+        """``fname`` spelled in the form of ``spelling``: a flag for a flag, an environment
+        name for an environment name, so a notice never mixes the two."""
+        opt = OPTIONS[fname]
+        if spelling.startswith("-") and opt.opt.flags and not opt.env_only:
+            return opt.primary_flag
+        return opt.opt.env[0] if opt.opt.env else opt.primary_flag
+
     def _override(self, old: str, new: str, value: Any, shown: object | None = None) -> None:
-        fields: dict[str, object] = {"old": self.name(old), "new": self.name(new)}
+        used = self.name(old)
+        fields: dict[str, object] = {"old": used, "new": self.like(used, new)}
         if new in self.explicit:
             fields["value"] = self.shown(old, value if shown is None else shown)
             self.notices.append(Notice("deprecated setting overrides newer one", fields))
@@ -1239,7 +1267,7 @@ class _Resolver:
             )
         if self.origin.get("password") == "--password":
             self.notices.append(
-                Notice("deprecated setting used", {"old": "--password", "new": "GITSYNC_PASSWORD"})
+                Notice("deprecated setting used", {"old": "--password", "new": "--password-file"})
             )
         if "ssh" in self.explicit:
             self.notices.append(
@@ -1451,3 +1479,33 @@ def load_settings(
         where = resolver.name(loc) if loc in OPTIONS else loc
         raise ConfigError(f"invalid value for {where}: {err['msg']}") from None
     return settings, resolver.notices
+
+
+def effective(settings: Settings) -> dict[str, object]:
+    """Every effective setting, as the "starting up" line shows it (git-sync logs its flags):
+    each under its environment name (the one spelling every setting has), durations in Go
+    syntax, secrets as ``<redacted>`` when set, URLs
+    without userinfo, a webhook without its query, git config values that may carry a
+    credential (headers, proxies) redacted. Deprecated inputs appear as what they fed."""
+    out: dict[str, object] = {}
+    for oi in OPTIONS.values():
+        if oi.opt.hidden or oi.opt.replaced_by or oi.name == "git":
+            continue
+        value: Any = getattr(settings, oi.name)
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if oi.opt.secret:
+            value = "<redacted>" if value else ""
+        elif oi.opt.kind == "gitconfig":
+            value = [f"{k}:{'<redacted>' if k.lower() == 'http.extraheader' else redact_url(v)}"
+                     for k, v in value]
+        elif oi.name == "webhook_url":
+            value = without_query(value) if value else ""
+        elif isinstance(value, str):
+            value = redact_url(value)
+        elif isinstance(value, Path):
+            value = str(value)
+        elif oi.opt.kind == _DUR and isinstance(value, float):
+            value = format_duration(value)
+        out[oi.opt.env[0] if oi.opt.env else oi.display_name] = value
+    return out

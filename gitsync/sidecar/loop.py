@@ -4,6 +4,8 @@ The loop knows nothing of how a sync works. Each sync runs in a worker thread so
 main thread can abandon it at ``--sync-timeout`` and answer SIGTERM at once; an abandoned
 sync is cancelled at its next step and never publishes (the publish step checks first), and
 its connections are cut (cancel.py), so it ends within moments even while a server drips.
+While a sync runs, the loop reports its phase every few seconds (progress.py): a log line at
+v0 and ``Listener.on_progress``; a timeout says which phase it cut and how far it got.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from gitsync import files, log
+from gitsync import files, log, progress
 from gitsync.cancel import Cancel, scope
 from gitsync.errors import Cancelled, SyncTimeout, describe
+from gitsync.progress import Progress, Snapshot
 from gitsync.sidecar.sync import Outcome
 
 
@@ -44,6 +47,9 @@ class Clock:
         """Wait for ``event`` at most ``seconds``; True if it was set."""
         return event.wait(seconds)
 
+PROGRESS_EVERY = 5.0  # seconds between two progress reports of a running sync
+CLEANUP_WAIT = 2.0  # how long a timed-out sync is given to remove its temporary files
+
 
 class Listener:
     """What the server, metrics, status file and hooks plug into; every method may be left alone.
@@ -54,8 +60,13 @@ class Listener:
     def on_success(self, outcome: Outcome, first: bool, duration: float) -> None:
         """After a successful sync (``first``: the first success of this process)."""
 
-    def on_failure(self, error: str, failures: int, duration: float) -> None:
-        """After a failed sync; ``failures`` counts consecutive failures."""
+    def on_failure(self, error: str, failures: int, duration: float,
+                   cause: BaseException | None = None) -> None:
+        """After a failed sync; ``failures`` counts consecutive failures; ``cause`` is the
+        error (its class says whether retrying can help)."""
+
+    def on_progress(self, snapshot: Snapshot) -> None:
+        """Every few seconds while a sync runs (and not for one that ends sooner)."""
 
     def finish_one_time(self) -> bool:
         """One-time mode, after the success: wait for queued work; False makes the exit code 1."""
@@ -92,6 +103,7 @@ def exceeded(limit: int, failures: int) -> bool:
 class _Attempt:
     done: threading.Event = field(default_factory=threading.Event)
     cancel: Cancel = field(default_factory=Cancel)
+    progress: Progress = field(default_factory=Progress)
     outcome: Outcome | None = None
     error: BaseException | None = None
     thread: threading.Thread | None = None
@@ -111,6 +123,12 @@ class Loop:
         self.stop = threading.Event()
         self.log = log.get()
         self._previous: _Attempt | None = None
+        self._running: _Attempt | None = None
+
+    def snapshot(self) -> Snapshot | None:
+        """The running sync's phase and progress; None between syncs."""
+        attempt = self._running
+        return attempt.progress.snapshot() if attempt is not None else None
 
     # ----- signals -------------------------------------------------------------------------
 
@@ -161,7 +179,7 @@ class Loop:
                 failures += 1
                 error = describe(e)
                 for listener in self.listeners:
-                    listener.on_failure(error, failures, duration)
+                    listener.on_failure(error, failures, duration, e)
                 if exceeded(self.policy.limit(succeeded), failures):
                     self._error("too many failures, aborting", error, failures=failures)
                     return 1
@@ -184,6 +202,13 @@ class Loop:
         self.log.info("stopping", v=1)
         return 0
 
+    def finish_abandoned(self) -> None:
+        """Before the process exits: give an abandoned sync a moment to remove its temporary
+        files (a one-time run that timed out would otherwise leave its partial pack)."""
+        previous = self._previous
+        if previous is not None and previous.thread is not None:
+            previous.thread.join(CLEANUP_WAIT)
+
     def _sleep(self, seconds: float) -> None:
         self.log.info("next sync", v=3, wait=seconds)
         self.clock.wait(self.wake, seconds)
@@ -197,10 +222,11 @@ class Loop:
                 raise Cancelled("the previous, abandoned sync is still running")
             self._previous = None
         attempt = _Attempt()
+        attempt.progress.start()
 
         def work() -> None:
             try:
-                with scope(attempt.cancel):
+                with scope(attempt.cancel), progress.scope(attempt.progress):
                     attempt.outcome = self.syncer.run(first, attempt.cancel)
             except BaseException as e:
                 attempt.error = e
@@ -214,25 +240,56 @@ class Loop:
                     self.wake.set()
 
         attempt.thread = threading.Thread(target=work, name="sync", daemon=True)
-        attempt.thread.start()
-        deadline = self.clock.monotonic() + self.policy.sync_timeout
-        while not attempt.done.is_set():
-            remaining = deadline - self.clock.monotonic()
-            if self.stop.is_set():
-                attempt.cancel.set()
-                raise _Stopped
-            if remaining <= 0:
-                attempt.cancel.set()
-                self._previous = attempt
-                raise SyncTimeout(
-                    f"sync timed out after {self.policy.sync_timeout:g}s (context deadline exceeded)"
-                )
-            self.clock.wait(attempt.done, min(remaining, 0.05))
+        self._running = attempt
+        try:
+            attempt.thread.start()
+            self._wait(attempt)
+        finally:
+            self._running = None
         # ``wake`` is left as it is: a trigger or signal during a sync means one more sync.
         if attempt.error is not None:
             raise attempt.error
         assert attempt.outcome is not None
         return attempt.outcome
+
+    def _wait(self, attempt: _Attempt) -> None:
+        """Until the attempt ends, reporting its progress; cut it at the deadline or a stop."""
+        now = self.clock.monotonic()
+        deadline = now + self.policy.sync_timeout
+        report = now + PROGRESS_EVERY
+        while not attempt.done.is_set():
+            now = self.clock.monotonic()
+            if self.stop.is_set():
+                attempt.cancel.set()
+                raise _Stopped
+            if now >= deadline:
+                snap = attempt.progress.snapshot()
+                attempt.cancel.set()
+                self._previous = attempt
+                # Cut, it ends within moments; waiting for that keeps its partial pack
+                # from outliving it when this failure ends the process.
+                attempt.done.wait(CLEANUP_WAIT)
+                raise self._timeout(snap)
+            if now >= report:
+                report = now + PROGRESS_EVERY
+                self._report(attempt.progress.snapshot())
+            self.clock.wait(attempt.done, min(deadline - now, report - now, 0.05))
+
+    def _report(self, snap: Snapshot | None) -> None:
+        if snap is None:
+            return
+        self.log.info(f"{snap.phase}: {snap.summary()}", **snap.fields())
+        for listener in self.listeners:
+            listener.on_progress(snap)
+
+    def _timeout(self, snap: Snapshot | None) -> SyncTimeout:
+        limit = f"{self.policy.sync_timeout:g}s"
+        where = ""
+        if snap is not None:
+            where = f" during {snap.phase}, {snap.seconds:.0f}s into it: {snap.summary()}"
+        return SyncTimeout(f"sync timed out after {limit}{where}",
+                           hint=f"raise GITSYNC_SYNC_TIMEOUT, now {limit}, if the repository "
+                                "needs longer")
 
     def _after_success(self, outcome: Outcome, first: bool, duration: float) -> None:
         if outcome.updated or first:
@@ -265,6 +322,7 @@ def run_forever(loop: Loop, sync_signal: int | None, on_exit: Callable[[], None]
     try:
         return loop.run()
     finally:
+        loop.finish_abandoned()
         with contextlib.suppress(Exception):
             on_exit()
         sys.stderr.flush()

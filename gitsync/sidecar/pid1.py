@@ -5,15 +5,20 @@ PID 1 inherits every orphan in the container (hook scripts' background children,
 one), and the kernel delivers it no signal it has not asked for. So gitsync re-executes
 itself as a child, forwards every signal it can to that child, reaps whatever dies, and
 exits with the child's code, or 128+N when the child was killed by signal N.
+
+Its two messages are JSON lines like every other (log.py's shape: level, ts, msg), written
+by hand: the init runs before the settings, and so the logging, are known.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 NOT_FORWARDED = {signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD}
@@ -26,8 +31,7 @@ def is_init() -> bool:
 
 def run_as_init(argv: Sequence[str]) -> int:
     """Run ``python -m gitsync argv`` as the only child and stand in for init until it ends."""
-    sys.stderr.write("INFO: detected pid 1, running init handler\n")
-    sys.stderr.flush()
+    _say("info", "detected pid 1, running init handler")
     child = 0
 
     def forward(signum: int, _frame: Any) -> None:
@@ -47,11 +51,17 @@ def run_as_init(argv: Sequence[str]) -> int:
         child = os.posix_spawn(sys.executable, [sys.executable, "-m", "gitsync", *argv],
                                dict(os.environ), setsigmask=())
     except OSError as e:
-        sys.stderr.write(f"FATAL: can't start gitsync under the init handler: {e}\n")
+        _say("error", "can't start gitsync under the init handler", error=str(e))
         return WRAPPER_FAILED
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
     return _reap_until(child)
+
+
+def _say(level: str, msg: str, **fields: str) -> None:
+    ts = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    sys.stderr.write(json.dumps({"level": level, "ts": ts, "msg": msg, **fields}) + "\n")
+    sys.stderr.flush()
 
 
 def _reap_until(child: int) -> int:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gitsync import log
+from gitsync import log, progress
 from gitsync.checkout.submodules import Mode as SubmoduleMode
 from gitsync.checkout.submodules import Submodules
 from gitsync.checkout.worktree import (
@@ -56,6 +56,10 @@ class Outcome:
     timings: dict[str, float] = field(default_factory=dict)
     fetched_bytes: int = 0
     removed: list[str] = field(default_factory=list)  # stale worktrees the gc step removed
+    resolved: str | None = None  # the branch or tag --ref named (HEAD resolved), or the SHA
+    # The commit's subject, author and author date; read on an update pass only (an idle
+    # poll reads no object), so None means "as the last update said".
+    described: dict[str, str] | None = None
 
 
 @dataclass
@@ -71,6 +75,7 @@ class SyncState:
     timings: dict[str, float] = field(default_factory=dict)
     fetched_bytes: int = 0
     removed: list[str] = field(default_factory=list)
+    resolved: str | None = None
 
 
 StepFn = Callable[[SyncState, threading.Event], None]
@@ -157,13 +162,17 @@ class Syncer:
                 break
         assert state.commit is not None
         changed = state.commit != state.current or not state.linked
-        return Outcome(state.commit, changed, is_update(tuple(done)), state.current,
-                       state.timings, state.fetched_bytes, state.removed)
+        updated = is_update(tuple(done))
+        described = self.store.describe(state.commit) if updated or first else None
+        return Outcome(state.commit, changed, updated, state.current, state.timings,
+                       state.fetched_bytes, state.removed, state.resolved, described)
 
     @staticmethod
     def _timed(name: str, step: StepFn, state: SyncState, cancel: threading.Event) -> None:
         if cancel.is_set():
             raise Cancelled(f"sync abandoned before {name}")
+        if (running := progress.current()) is not None:
+            running.begin(name)
         start = time.monotonic()
         step(state, cancel)
         state.timings[name] = round(time.monotonic() - start, 4)
@@ -186,6 +195,9 @@ class Syncer:
         self.remote.refresh()
         adv = None if FULL_SHA.match(self.ref) else self.remote.advertise()
         state.target = target = resolve(self.ref, adv)
+        state.resolved = target.refname
+        if adv is not None and target.refname == "HEAD" and b"HEAD" in adv.symrefs:
+            state.resolved = adv.symrefs[b"HEAD"].decode("utf-8", "replace")
         commit = target.commit
         if commit is None and self.store.has(target.want):
             commit = self.store.peel(target.want)

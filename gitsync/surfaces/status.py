@@ -4,6 +4,13 @@ It is a loop listener. After every attempt it updates the metrics and rewrites t
 file ``<root>/.git-sync`` (atomically, so ``cat`` never sees half a document); the HTTP
 server reads the same record for ``/``, ``/readyz``, ``/livez`` and ``/status``. Keeping
 one record means the file, the endpoints and the metrics can never disagree.
+
+``conditions`` speak Kubernetes' and Flux's language (``Ready``, ``Stalled``, ``Reconciling``,
+each with status, reason, message and lastTransitionTime) so that the tools operators already
+use read them: ``Ready`` is the last attempt's outcome (not ``/readyz``, which keeps a
+published tree in service through an outage), ``Stalled`` says retrying alone cannot help
+(credentials, a missing repository or ref, refused content), ``Reconciling`` that a sync is
+running. While a sync runs, the file is rewritten at each progress report with its phase.
 """
 
 from __future__ import annotations
@@ -12,16 +19,42 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from gitsync import __version__, files, log, metrics
+from gitsync.errors import AuthFailed, ConfigError, RefNotFound, Refused, RepoNotFound
 from gitsync.log import REDACTOR
+from gitsync.progress import Snapshot
 from gitsync.sidecar import publish
 from gitsync.sidecar.loop import Listener
 from gitsync.sidecar.sync import Outcome
+
+# Failures that the next attempt will meet again unless someone changes something.
+STALLING = (AuthFailed, RepoNotFound, RefNotFound, Refused, ConfigError)
+
+
+@dataclass
+class Condition:
+    """One entry of ``conditions``, as Kubernetes' metav1.Condition."""
+
+    type: str
+    status: str  # "True", "False" or "Unknown"
+    reason: str  # CamelCase, for machines
+    message: str  # one line, for people
+    since: float  # lastTransitionTime: when ``status`` last changed
+
+    def set(self, status: str, reason: str, message: str, now: float) -> None:
+        if status != self.status:
+            self.since = now
+        self.status, self.reason, self.message = status, reason, message
+
+    def document(self) -> dict[str, str | None]:
+        return {"type": self.type, "status": self.status, "reason": self.reason,
+                "message": self.message, "lastTransitionTime": _iso(self.since)}
 
 
 @dataclass(frozen=True)
@@ -43,7 +76,7 @@ class Health:
 
 class Status(Listener):
     def __init__(self, *, repo: str, ref: str, link: Path, path: Path | None,
-                 health: Health) -> None:
+                 health: Health, progress: Callable[[], Snapshot | None] | None = None) -> None:
         self.repo = REDACTOR.text(repo)
         self.ref = ref
         self.link = link
@@ -59,11 +92,25 @@ class Status(Listener):
         self._failing_since: float | None = None
         self._from_disk: str | None = None  # a complete tree published before this process
         self._counts = {"success": 0, "noop": 0, "error": 0}
+        self._progress = progress or (lambda: None)
+        self._resolved: str | None = None
+        self._described: dict[str, str] | None = None
+        self._described_commit: str | None = None
+        now = self._started
+        self._ready = Condition("Ready", "Unknown", "Progressing", "no sync attempt finished yet", now)
+        self._stalled = Condition("Stalled", "False", "Progressing", "no sync attempt finished yet", now)
+        metrics.watch_progress(self._phase)
+
+    def _phase(self) -> tuple[str, dict[str, int]] | None:
+        snap = self._progress()
+        return None if snap is None else (snap.phase, snap.counts)
 
     def serving_from_disk(self, commit: str) -> None:
         """At start: the link publishes a complete tree, so the consumers may be served."""
         with self._lock:
             self._from_disk = commit
+            self._ready.message = (f"no sync attempt finished yet; serving commit {commit} "
+                                   "from disk")
 
     # ----- Listener --------------------------------------------------------------------------
 
@@ -77,6 +124,12 @@ class Status(Listener):
             self._failing_since = None
             self._last_error = None
             self._counts["success" if updated else "noop"] += 1
+            self._resolved = outcome.resolved
+            if outcome.described is not None:
+                self._described, self._described_commit = outcome.described, outcome.commit
+            shown = f" ({outcome.resolved})" if outcome.resolved and outcome.resolved != outcome.commit else ""
+            self._ready.set("True", "Succeeded", f"commit {outcome.commit}{shown} published", now)
+            self._stalled.set("False", "Succeeded", "the last sync succeeded", now)
         metrics.sync_succeeded(updated=updated, duration=duration, at=now, ref=self.ref,
                                commit=outcome.commit, fetched_bytes=outcome.fetched_bytes,
                                timings=outcome.timings)
@@ -85,16 +138,27 @@ class Status(Listener):
                           failures=failures, seconds=round(now - since, 1))
         self._write()
 
-    def on_failure(self, error: str, failures: int, duration: float) -> None:
+    def on_failure(self, error: str, failures: int, duration: float,
+                   cause: BaseException | None = None) -> None:
         now = time.time()
+        reason = type(cause).__name__ if cause is not None else "SyncFailed"
         with self._lock:
             self._last_attempt = now
             self._failures = failures
             if self._failing_since is None:
                 self._failing_since = now
-            self._last_error = REDACTOR.text(error)
+            self._last_error = message = REDACTOR.text(error)
             self._counts["error"] += 1
+            self._ready.set("False", reason, message, now)
+            if isinstance(cause, STALLING):
+                self._stalled.set("True", reason, message, now)
+            else:
+                self._stalled.set("False", "Retrying",
+                                  f"{failures} consecutive failures; retrying", now)
         metrics.sync_failed(duration=duration, at=now, failures=failures)
+        self._write()
+
+    def on_progress(self, snapshot: Snapshot) -> None:
         self._write()
 
     # ----- what the server asks ----------------------------------------------------------------
@@ -138,13 +202,19 @@ class Status(Listener):
             target: str | None = os.readlink(self.link)
         except OSError:
             target = None
+        snap = self._progress()
         with self._lock:
+            described = self._described if commit == self._described_commit else None
             return {
                 "version": __version__,
                 "repo": self.repo,
                 "ref": self.ref,
+                "resolved_ref": self._resolved,
                 "link": str(self.link),
                 "commit": commit,
+                "commit_subject": described["subject"] if described else None,
+                "commit_author": described["author"] if described else None,
+                "commit_author_date": described["author_date"] if described else None,
                 "link_target": target,
                 "last_success": _iso(self._last_success),
                 "last_attempt": _iso(self._last_attempt),
@@ -152,7 +222,18 @@ class Status(Listener):
                 "failing_since": _iso(self._failing_since),
                 "last_error": self._last_error,
                 "syncs": dict(self._counts),
+                "phase": snap.fields() if snap is not None else None,
+                "conditions": [self._ready.document(), self._stalled.document(),
+                               self._reconciling(snap).document()],
             }
+
+    def _reconciling(self, snap: Snapshot | None) -> Condition:
+        """Derived from the running sync, so it needs no event of its own (call locked)."""
+        if snap is not None:
+            return Condition("Reconciling", "True", "Progressing",
+                             f"{snap.phase}: {snap.summary()}", snap.started_at)
+        return Condition("Reconciling", "False", "Idle", "waiting for the next sync",
+                         self._last_attempt or self._started)
 
     def _write(self) -> None:
         if self.path is None:

@@ -21,6 +21,7 @@ import ssl
 import struct
 import subprocess
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -76,6 +77,7 @@ class GitHttpServer:
         self.error_status = 500
         self.hang_seconds = 60.0
         self.fault_after = 4096
+        self.rate: int | None = None  # bytes per second for upload-pack answers (throttle)
         self._lock = threading.Lock()
         self._requests: list[RequestRecord] = []
         self._release = threading.Event()
@@ -154,6 +156,11 @@ class GitHttpServer:
         self.hang_seconds = seconds
         self._release.clear()
         self.mode = "stall"
+
+    def throttle(self, rate: int | None) -> None:
+        """Upload-pack answers go out at ``rate`` bytes per second (None: as fast as may be):
+        a slow link, for the progress a long fetch reports."""
+        self.rate = rate
 
     def heal(self) -> None:
         """Back to normal service; stalled requests are released (connection closed)."""
@@ -376,10 +383,15 @@ class _Handler(BaseHTTPRequestHandler):
                 self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
             sent = 0
+            upload = self.command == "POST" and self.path.endswith("/git-upload-pack")
             while True:
-                data = proc.stdout.read1(65536)  # type: ignore[attr-defined]
+                rate = owner.rate if upload else None
+                step = max(1, rate // 10) if rate else 65536
+                data = proc.stdout.read1(step)  # type: ignore[attr-defined]
                 if not data:
                     break
+                if rate:
+                    time.sleep(len(data) / rate)
                 if fault is not None and sent + len(data) >= owner.fault_after:
                     data = data[: max(0, owner.fault_after - sent)]
                     if data:
