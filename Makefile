@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-test
 
-.PHONY: demo test soak lint bench docs clean
+.PHONY: demo test soak lint bench docs lock clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,13 @@ bench: $(STAMP)
 # Regenerates docs/settings.md's tables from the settings model (tools/ is not in the wheel).
 docs: $(STAMP)
 	PYTHONPATH="$(CURDIR)" $(PY) tools/settings_docs.py
+
+# Re-locks the image's runtime dependencies (requirements.lock: exact versions with hashes) from
+# pyproject.toml. Existing pins are kept; `make lock LOCK_ARGS=--upgrade` moves them.
+lock: $(STAMP)
+	$(PY) -m pip install --quiet 'pip-tools>=7.4'
+	$(PY) -m piptools compile --quiet --generate-hashes --strip-extras --no-emit-index-url \
+		--no-emit-find-links --output-file requirements.lock $(LOCK_ARGS) pyproject.toml
 
 clean:
 	rm -rf .demo-root benchmarks/.work .pytest_cache .mypy_cache .ruff_cache
