@@ -1,30 +1,36 @@
 # syntax=docker/dockerfile:1
 # gitsync: a drop-in for the git-sync v4 image (same ENTRYPOINT role, user 65533, HOME=/tmp, root
-# /git), without git or ssh. Build: docker build -t gitsync:0.1.0 .
+# /git), without git or ssh. Build: docker build -t gitsync:0.1.0 .   (docs/kubernetes.md#the-image)
 #
-# Base image: the official CPython "slim" image on Debian 12 (bookworm), pinned to a patch release.
+# Base image: the official CPython "slim" image on Debian 12 (bookworm), pinned by digest (the
+# multi-arch index of python:3.11.13-slim-bookworm), so a rebuild starts from the same bytes.
 # - gitsync is pure Python; every dependency (dulwich, paramiko with cryptography/bcrypt/pynacl,
-#   pydantic-core) ships manylinux wheels for it, so neither stage needs a compiler;
+#   pydantic-core, pysequoia) ships manylinux wheels for it, so neither stage needs a compiler;
 # - slim has no git, no ssh client, no compilers, and apt's lists are already cleaned;
 # - CPython 3.11 on Debian 12 is what the test suite and the benchmarks run on, and what
 #   tests/test_image.py reproduces this runtime stage with (under bubblewrap, without Docker).
-# For reproducible releases pin the digest too: --build-arg PYTHON_IMAGE=python:3.11.13-slim-bookworm@sha256:...
-ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
+# To move it: docker buildx imagetools inspect python:3.11.13-slim-bookworm (the "Digest:" line).
+ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm@sha256:86adf8dbadc3d6e82ee5dd2c74bec2e1c2467cdad47886280501df722372d2e1
 
-# ---- build: the wheel, its dependencies' wheels, and a virtual environment holding them ----------
+# ---- build: the locked dependencies, the gitsync wheel, and a virtual environment holding them ----
 FROM ${PYTHON_IMAGE} AS build
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE requirements.lock ./
 COPY gitsync/ gitsync/
-# The venv has no pip of its own (--without-pip): the build stage's pip installs into it.
-RUN python -m pip wheel --no-cache-dir --wheel-dir /wheels . \
-    && python -m venv --without-pip /opt/gitsync \
-    && python -m pip --python /opt/gitsync/bin/python install --no-cache-dir --no-index --find-links /wheels /wheels/gitsync-*.whl
+# The venv has no pip of its own (--without-pip): the build stage's pip installs into it. The
+# runtime dependencies come from requirements.lock only (pip-compile --generate-hashes: exact
+# versions, every file checked against its hash, wheels only; pip refuses a lock missing a
+# dependency); then the gitsync wheel alone, and pip check: the lock satisfies its requirements.
+RUN python -m venv --without-pip /opt/gitsync \
+    && python -m pip --python /opt/gitsync/bin/python install --no-cache-dir --require-hashes --only-binary=:all: -r requirements.lock \
+    && python -m pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
+    && python -m pip --python /opt/gitsync/bin/python install --no-cache-dir --no-deps --no-index /wheels/gitsync_sidecar-*.whl \
+    && python -m pip --python /opt/gitsync/bin/python check
 
 # ---- runtime: Python, gitsync and its dependencies, nothing else ---------------------------------
 FROM ${PYTHON_IMAGE}
 ARG VERSION=0.1.0
-# Where this repository is published, e.g. --build-arg SOURCE_URL=https://github.com/<org>/gitsync
+# Where this repository is published (the OCI source label), e.g. --build-arg SOURCE_URL=https://...
 ARG SOURCE_URL=""
 LABEL org.opencontainers.image.title="gitsync" \
       org.opencontainers.image.description="A pure-Python drop-in replacement for kubernetes/git-sync v4" \

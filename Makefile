@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-test
 
-.PHONY: demo test soak lint bench docs clean
+.PHONY: demo test soak lint bench docs lock clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -22,26 +22,33 @@ demo: $(STAMP)
 # Installs what the tests need (pip packages; system servers they start) and runs everything.
 test: $(STAMP)
 	./tests/system-deps.sh
-	$(PY) -m ruff check gitsync tests benchmarks
+	$(PY) -m ruff check gitsync tests benchmarks tools
 	$(PY) -m mypy gitsync
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
-# The long reliability and memory cases (hostile giants, 200 MB files, many kills); see README.
+# The long reliability and memory cases (hostile giants, 200 MB files, many kills); see docs/reliability.md.
 soak: $(STAMP)
 	./tests/system-deps.sh
 	$(PY) -m pytest -q -m soak
 
 lint: $(STAMP)
-	$(PY) -m ruff check gitsync tests benchmarks
+	$(PY) -m ruff check gitsync tests benchmarks tools
 	$(PY) -m mypy gitsync
 
 # Benchmarks against the git CLI, measured in the same run (see benchmarks/README.md).
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
 
-# Regenerates the README's settings table from the settings model.
+# Regenerates docs/settings.md's tables from the settings model (tools/ is not in the wheel).
 docs: $(STAMP)
-	$(PY) -m gitsync.settings.docs
+	PYTHONPATH="$(CURDIR)" $(PY) tools/settings_docs.py
+
+# Re-locks the image's runtime dependencies (requirements.lock: exact versions with hashes) from
+# pyproject.toml. Existing pins are kept; `make lock LOCK_ARGS=--upgrade` moves them.
+lock: $(STAMP)
+	$(PY) -m pip install --quiet 'pip-tools>=7.4'
+	$(PY) -m piptools compile --quiet --generate-hashes --strip-extras --no-emit-index-url \
+		--no-emit-find-links --output-file requirements.lock $(LOCK_ARGS) pyproject.toml
 
 clean:
 	rm -rf .demo-root benchmarks/.work .pytest_cache .mypy_cache .ruff_cache

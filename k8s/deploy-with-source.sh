@@ -24,18 +24,25 @@ Modes:
                            PersistentVolume at /srv/context-engine/source); no gitsync.
 
 Options:
-  --dry-run          print the manifests that would be applied and touch no cluster
+  --dry-run          print what would be fixed and the manifests that would be applied; only
+                     reads the cluster (the ConfigMap and the Secrets), changes nothing
   --username NAME    private HTTPS repository: sets GIT_USERNAME and wires the password file
                      from the Secret git-https-credentials (key: password) into gitsync
-  --period SECONDS   GIT_SYNC_PERIOD, seconds between syncs (default: the ConfigMap's, 60)
+  --period SECONDS   GIT_SYNC_PERIOD, seconds between syncs (default: keep the ConfigMap's,
+                     60 for a new one)
   --variant NAME     how gitsync runs in git mode: native (default; a native sidecar,
                      Kubernetes >= 1.29), classic (a sidecar container) or one-time (an init
                      container: one sync at pod start)
+  --webhook          native variant: also the trigger Service (and its Secret
+                     git-sync-trigger) so a push webhook syncs at once: overlays/git-webhook
   -h, --help         show this help
 
 It patches the ConfigMap $CONFIGMAP (SOURCE_CODE_MODE, GIT_REPO_URL, GIT_BRANCH,
 GIT_SYNC_PERIOD, GIT_USERNAME), applies everything with 'kubectl apply -k', then restarts
 deployment/mcp-memory and deployment/mcp-indexer in namespace $NAMESPACE.
+The ConfigMap's GIT_SYNC_PERIOD and GIT_USERNAME are kept unless given here. A GIT_PASSWORD
+in the ConfigMap (the guide's "kubectl patch configmap ... GIT_PASSWORD") is moved into the
+Secret git-https-credentials and removed from the ConfigMap, which both apps read.
 Environment: KUBECTL (default: kubectl).
 EOF
 }
@@ -49,10 +56,20 @@ note() {
     echo "$*" >&2
 }
 
+# A fix the deployment needs: printed before anything is applied; fatal unless --dry-run.
+problem() {
+    if $dry_run; then
+        echo "fix needed (the deployment would stop here): $*" >&2
+    else
+        die "$*"
+    fi
+}
+
 dry_run=false
 username=""
 period=""
 variant=native
+webhook=false
 positional=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -79,6 +96,7 @@ while [ $# -gt 0 ]; do
             shift
             ;;
         --variant=*) variant="${1#*=}" ;;
+        --webhook) webhook=true ;;
         --) shift; positional+=("$@"); break ;;
         -*) die "unknown option: $1 (see --help)" ;;
         *) positional+=("$1") ;;
@@ -126,6 +144,12 @@ case "$variant" in
     *) die "unknown --variant '$variant': use native, classic or one-time" ;;
 esac
 [ "$mode" = git ] || overlay=local
+if $webhook; then
+    if [ "$mode" != git ] || [ "$variant" != native ]; then
+        die "--webhook is for git mode with the native variant (a push reaches a running sidecar)"
+    fi
+    overlay=git-webhook
+fi
 if [ -n "$period" ]; then
     [ "$mode" = git ] || die "--period is for git mode"
     if ! [[ "$period" =~ ^[0-9]+$ ]] || [ "$period" -eq 0 ]; then
@@ -143,23 +167,103 @@ secret_exists() {
     "$KUBECTL" get secret "$1" -n "$NAMESPACE" -o name >/dev/null 2>&1
 }
 
-if [ "$transport" = ssh ]; then
-    if $dry_run; then
-        note "note: an SSH URL needs the Secret git-ssh-key in namespace $NAMESPACE (--dry-run does not check the cluster)"
-    elif ! secret_exists git-ssh-key; then
-        die "an SSH URL needs the Secret git-ssh-key in namespace $NAMESPACE, and it is missing. Create it with:
-  kubectl create secret generic git-ssh-key -n $NAMESPACE \\
-    --from-file=ssh-private-key=\$HOME/.ssh/context_engine_git --from-file=known_hosts=./known_hosts"
+# One key of the live ConfigMap (empty when it or the key is missing). Never used for
+# GIT_PASSWORD: that value only ever goes through a pipe, never into a variable or an argument.
+configmap_value() {
+    "$KUBECTL" get configmap "$CONFIGMAP" -n "$NAMESPACE" -o "jsonpath={.data.$1}" 2>/dev/null || true
+}
+
+configmap_has_password() {
+    [ "$("$KUBECTL" get configmap "$CONFIGMAP" -n "$NAMESPACE" -o 'jsonpath={.data.GIT_PASSWORD}' 2>/dev/null | wc -c)" -gt 0 ]
+}
+
+secret_has_key() {
+    [ "$("$KUBECTL" get secret "$1" -n "$NAMESPACE" -o "jsonpath={.data.$2}" 2>/dev/null | wc -c)" -gt 0 ]
+}
+
+# The host (and port) ssh-keyscan must ask, from an ssh:// or scp-like URL.
+keyscan_command() {
+    local rest host port=""
+    if [ "${url#ssh://}" != "$url" ]; then
+        rest="${url#ssh://}"
+        rest="${rest%%/*}"
+        rest="${rest##*@}"
+        host="${rest%%:*}"
+        [ "$host" = "$rest" ] || port="${rest#*:}"
+    else
+        rest="${url%%:*}"
+        host="${rest##*@}"
+    fi
+    if [ -n "$port" ]; then
+        echo "ssh-keyscan -p $port $host > known_hosts"
+    else
+        echo "ssh-keyscan $host > known_hosts"
+    fi
+}
+
+# What the live ConfigMap already says is kept: an apply -k would otherwise reset the period to
+# the base's 60 and GIT_USERNAME to "" (the guide patches both in by hand).
+if [ "$mode" = git ]; then
+    [ -n "$period" ] || period="$(configmap_value GIT_SYNC_PERIOD)"
+    if [ -n "$period" ] && ! [[ "$period" =~ ^[0-9]+(ms|s|m|h)?$ ]]; then
+        die "the ConfigMap's GIT_SYNC_PERIOD is not a period: '$period' (give --period SECONDS)"
+    fi
+    if [ -z "$username" ] && [ "$transport" = http ]; then
+        username="$(configmap_value GIT_USERNAME)"
+        if [ -n "$username" ] && ! [[ "$username" =~ ^[A-Za-z0-9._@+-]+$ ]]; then
+            die "the ConfigMap's GIT_USERNAME is not a username: '$username'"
+        fi
     fi
 fi
-if [ -n "$username" ]; then
-    if $dry_run; then
-        note "note: --username needs the Secret git-https-credentials (key: password) in namespace $NAMESPACE (--dry-run does not check the cluster)"
-    elif ! secret_exists git-https-credentials; then
-        die "--username needs the Secret git-https-credentials (key: password) in namespace $NAMESPACE, and it is missing. Create it with:
+
+move_password=false
+if [ "$mode" = git ] && configmap_has_password; then
+    # The guide's HTTPS set-up: a token in a ConfigMap that both apps read through envFrom.
+    if [ "$transport" != http ]; then
+        problem "the ConfigMap $CONFIGMAP holds GIT_PASSWORD, which both apps read (envFrom) and an ${transport:-local} deployment does not use. Remove it:
+  $KUBECTL patch configmap $CONFIGMAP -n $NAMESPACE --type json -p '[{\"op\":\"remove\",\"path\":\"/data/GIT_PASSWORD\"}]'"
+    elif [ -z "$username" ]; then
+        problem "the ConfigMap $CONFIGMAP holds GIT_PASSWORD but no GIT_USERNAME: give --username NAME (any name works with a GitHub token)"
+    elif secret_exists git-https-credentials; then
+        problem "the ConfigMap $CONFIGMAP holds GIT_PASSWORD, which both apps read (envFrom), and the Secret git-https-credentials exists too. Keep the password only in the Secret (check that its 'password' key is the token), then remove it from the ConfigMap:
+  $KUBECTL patch configmap $CONFIGMAP -n $NAMESPACE --type json -p '[{\"op\":\"remove\",\"path\":\"/data/GIT_PASSWORD\"}]'"
+    else
+        move_password=true
+        note "the ConfigMap $CONFIGMAP holds GIT_PASSWORD, which both apps read (envFrom): it is moved into the Secret git-https-credentials (key: password, read by gitsync alone as a file) and removed from the ConfigMap. By hand:
+  $KUBECTL get configmap $CONFIGMAP -n $NAMESPACE -o 'jsonpath={.data.GIT_PASSWORD}' \\
+    | $KUBECTL create secret generic git-https-credentials -n $NAMESPACE --from-file=password=/dev/stdin
+  $KUBECTL patch configmap $CONFIGMAP -n $NAMESPACE --type json -p '[{\"op\":\"remove\",\"path\":\"/data/GIT_PASSWORD\"}]'"
+    fi
+fi
+
+credentials=false
+if [ "$transport" = http ] && [ -n "$username" ]; then
+    credentials=true
+    if ! $move_password && ! secret_exists git-https-credentials; then
+        problem "a private HTTPS repository (username '$username') needs the Secret git-https-credentials (key: password) in namespace $NAMESPACE, and it is missing. Create it with:
   kubectl create secret generic git-https-credentials -n $NAMESPACE \\
     --from-literal=username=$username --from-file=password=./token.txt"
     fi
+fi
+
+if [ "$transport" = ssh ]; then
+    if ! secret_exists git-ssh-key; then
+        problem "an SSH URL needs the Secret git-ssh-key in namespace $NAMESPACE, and it is missing. Create it with:
+  $(keyscan_command)   # compare with the host's published fingerprints
+  kubectl create secret generic git-ssh-key -n $NAMESPACE \\
+    --from-file=ssh-private-key=\$HOME/.ssh/context_engine_git --from-file=known_hosts=./known_hosts"
+    elif ! secret_has_key git-ssh-key known_hosts; then
+        problem "the Secret git-ssh-key has no known_hosts: gitsync checks the server's host key (as git-sync does) and every sync would fail with 'unknown host key'. Add the host's keys:
+  $(keyscan_command)   # compare with the host's published fingerprints
+  kubectl create secret generic git-ssh-key -n $NAMESPACE \\
+    --from-file=ssh-private-key=\$HOME/.ssh/context_engine_git --from-file=known_hosts=./known_hosts \\
+    --dry-run=client -o yaml | kubectl apply -f -"
+    fi
+fi
+if $webhook && ! secret_exists git-sync-trigger; then
+    problem "--webhook needs the Secret git-sync-trigger (key: secret, the webhook's shared secret). Create it with:
+  head -c 32 /dev/urandom | base64 | tr -d '\\n' > trigger-secret
+  kubectl create secret generic git-sync-trigger -n $NAMESPACE --from-file=secret=./trigger-secret"
 fi
 
 # Beside the overlays: kustomize only accepts a relative path to them.
@@ -187,7 +291,7 @@ trap 'rm -rf "$work"' EXIT
         echo "        GIT_USERNAME: \"$username\""
         [ -z "$period" ] || echo "        GIT_SYNC_PERIOD: \"$period\""
     fi
-    if [ -n "$username" ]; then
+    if $credentials; then
         cat <<EOF
   - target:
       kind: Deployment
@@ -215,11 +319,18 @@ EOF
 } >"$work/kustomization.yaml"
 
 if $dry_run; then
-    note "# --dry-run: the manifests '$KUBECTL apply -k' would apply ($mode mode, overlays/$overlay); no cluster touched"
+    note "# --dry-run: the manifests '$KUBECTL apply -k' would apply ($mode mode, overlays/$overlay); nothing changed"
     "$KUBECTL" kustomize "$work"
     exit 0
 fi
 
+if $move_password; then
+    "$KUBECTL" get configmap "$CONFIGMAP" -n "$NAMESPACE" -o 'jsonpath={.data.GIT_PASSWORD}' \
+        | "$KUBECTL" create secret generic git-https-credentials -n "$NAMESPACE" --from-file=password=/dev/stdin >/dev/null
+    "$KUBECTL" patch configmap "$CONFIGMAP" -n "$NAMESPACE" --type json \
+        -p '[{"op":"remove","path":"/data/GIT_PASSWORD"}]' >/dev/null
+    note "moved GIT_PASSWORD from the ConfigMap $CONFIGMAP into the Secret git-https-credentials"
+fi
 note "applying $mode mode (overlays/$overlay) to namespace $NAMESPACE"
 "$KUBECTL" apply -k "$work"
 for deployment in "${DEPLOYMENTS[@]}"; do

@@ -1,10 +1,12 @@
-"""Command-line behaviour: pflag syntax, exit codes, help/man/version, README freshness."""
+"""Command-line behaviour: pflag syntax, exit codes, help/man/version, settings docs freshness."""
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -13,11 +15,28 @@ from hypothesis import strategies as st
 from gitsync import __version__
 from gitsync.errors import ConfigError, UsageError
 from gitsync.settings.cli import help_text, man_text, parse, run_cli, split_argv
-from gitsync.settings.docs import END, START, settings_table_markdown, update_readme
 from gitsync.settings.model import KNOWN_ENV, OPTIONS, Notice
 
 ENV = {"GITSYNC_REPO": "https://example.com/org/repo", "GITSYNC_ROOT": "/tmp/gitsync-root"}
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _settings_docs() -> ModuleType:
+    """tools/settings_docs.py: a development tool outside the package (not in the wheel)."""
+    spec = importlib.util.spec_from_file_location(
+        "settings_docs", REPO_ROOT / "tools" / "settings_docs.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_DOCS = _settings_docs()
+START: str = _DOCS.START
+END: str = _DOCS.END
+settings_table_markdown = _DOCS.settings_table_markdown
+update_settings_doc = _DOCS.update_settings_doc
 
 
 def run_fail(
@@ -354,28 +373,43 @@ def test_subprocess_entry() -> None:
     )
 
 
-# --- README ----------------------------------------------------------------------------------
+# --- docs/settings.md --------------------------------------------------------------------------
 
 
-def test_readme_table_up_to_date() -> None:
-    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+def test_settings_doc_table_up_to_date() -> None:
+    text = (REPO_ROOT / "docs" / "settings.md").read_text(encoding="utf-8")
     start, end = text.index(START), text.index(END)
-    assert settings_table_markdown() in text[start:end], "run: python -m gitsync.settings.docs"
+    assert settings_table_markdown() in text[start:end], "run: make docs"
+    assert _DOCS.SETTINGS_DOC == REPO_ROOT / "docs" / "settings.md", "make docs writes docs/"
 
 
-def test_update_readme_only_touches_markers(tmp_path: Path) -> None:
-    readme = tmp_path / "README.md"
-    readme.write_text(
+def test_update_settings_doc_only_touches_markers(tmp_path: Path) -> None:
+    doc = tmp_path / "settings.md"
+    doc.write_text(
         f"# T\n\nintro\n\n{START}\nOLD-TABLE-TEXT\n{END}\n\nouttro\n", encoding="utf-8"
     )
-    assert update_readme(readme) is True
-    text = readme.read_text(encoding="utf-8")
+    assert update_settings_doc(doc) is True
+    text = doc.read_text(encoding="utf-8")
     assert text.startswith("# T\n\nintro\n\n" + START) and text.endswith(END + "\n\nouttro\n")
     assert "OLD-TABLE-TEXT" not in text and "`--period`" in text
-    assert update_readme(readme) is False
+    assert update_settings_doc(doc) is False
     fresh = tmp_path / "new.md"
-    update_readme(fresh)
-    assert fresh.read_text(encoding="utf-8").startswith("# gitsync\n")
+    update_settings_doc(fresh)
+    assert fresh.read_text(encoding="utf-8").startswith("# Settings\n")
+
+
+def test_make_docs_regenerates_the_settings_doc(tmp_path: Path) -> None:
+    """The command `make docs` runs, on a copy: it rewrites a stale table in place."""
+    doc = tmp_path / "settings.md"
+    doc.write_text(f"# Settings\n\n{START}\nSTALE\n{END}\n", encoding="utf-8")
+    r = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "tools" / "settings_docs.py"), str(doc)],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO_ROOT)},
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == f"updated: {doc}\n"
+    assert settings_table_markdown() in doc.read_text(encoding="utf-8")
 
 
 def test_table_lists_every_setting() -> None:

@@ -1,9 +1,11 @@
 """The container image, checked without a Docker engine.
 
-* Static: hadolint passes; the Dockerfile says what issue 5 asks (multi-stage, pinned base with a
-  reason, user 65533, env defaults, /git 02775, OCI labels, HEALTHCHECK, no git/ssh installed).
-* The runtime stage reproduced: the build stage's RUN lines (read from the Dockerfile) build the
-  wheel and install it into a fresh venv; then the runtime stage's ENV, USER, WORKDIR and
+* Static: hadolint passes; the Dockerfile says what issue 5 asks (multi-stage, base pinned by
+  digest with a reason, user 65533, env defaults, /git 02775, OCI labels, HEALTHCHECK, no git/ssh
+  installed) and issue 15 (dependencies only from the hash-locked requirements.lock).
+* The runtime stage reproduced: the build stage's RUN lines (read from the Dockerfile) install
+  requirements.lock with --require-hashes, build the wheel and install it into a fresh venv, which
+  then holds exactly the lock's versions; then the runtime stage's ENV, USER, WORKDIR and
   ENTRYPOINT run gitsync under bubblewrap with a read-only root, only /git and /tmp writable, no
   git or ssh anywhere, gitsync as PID 1; a second sandbox sharing only /git (read-only, at /work,
   as the app container mounts it) reads complete trees through the link while commits land.
@@ -39,6 +41,10 @@ from support.upstream import Upstream
 
 import gitsync
 
+# The build stage downloads every locked wheel (--no-cache-dir, as in the image): minutes on a
+# loaded machine. A hang guard for the module, not a speed target.
+pytestmark = pytest.mark.timeout(900)
+
 IMAGE_VENV = "/opt/gitsync"  # where the Dockerfile puts the virtual environment
 HOST_PYTHON = Path(sys.base_prefix)  # the CPython the sandboxes run (the image's base)
 GIT_SSH_TOOLS = ("git", "ssh", "scp", "sftp", "ssh-agent", "git-upload-pack", "git-receive-pack")
@@ -72,10 +78,18 @@ def test_dockerfile_says_what_the_image_is(dockerfile: Dockerfile) -> None:
     assert len(dockerfile.stages) >= 2, "multi-stage: the wheel is built in its own stage"
     build, runtime = dockerfile.stage("build"), dockerfile.runtime
     base = dockerfile.args["PYTHON_IMAGE"]
-    assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim-\w+(@sha256:[0-9a-f]{64})?", base), base
+    assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim-\w+@sha256:[0-9a-f]{64}", base), "pinned by digest"
     assert build.base == runtime.base == base
     assert "# Base image:" in dockerfile.text, "a comment says why this base"
-    assert "wheel" in " ".join(build.all("RUN"))
+    build_runs = " ".join(build.all("RUN"))
+    assert "wheel" in build_runs
+    installs = re.findall(r"pip (?:--python \S+ )?install ([^&]*)", build_runs)
+    assert installs, build_runs
+    for args in installs:  # each install is the lock with hashes, or gitsync's wheel alone
+        assert ("--require-hashes" in args and "-r requirements.lock" in args) or (
+            "--no-deps" in args and "--no-index" in args and "gitsync_sidecar-" in args
+        ), args
+    assert "requirements.lock" in " ".join(build.all("COPY"))
 
     # Nothing installed in the runtime stage but what the build stage made.
     runtime_runs = " ".join(runtime.all("RUN"))
@@ -242,6 +256,30 @@ def image(dockerfile: Dockerfile, tmp_path_factory: pytest.TempPathFactory) -> I
         assert proc.returncode == 0, f"build stage: {cmd}\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
     assert (venv / "bin" / "gitsync").is_file()
     return Image(dockerfile, venv)
+
+
+def _locked() -> dict[str, str]:
+    pins = re.findall(r"^([A-Za-z0-9._-]+)==([^\s;\\]+)", (REPO_ROOT / "requirements.lock").read_text(), re.M)
+    return {re.sub(r"[-_.]+", "-", name).lower(): version for name, version in pins}
+
+
+def test_the_image_venv_holds_exactly_the_lock(image: Image) -> None:
+    """What the build stage installed is requirements.lock, version for version, plus gitsync."""
+    listing = subprocess.run(
+        [str(image.venv / "bin" / "python"), "-c",
+         "import importlib.metadata as m\nfor d in m.distributions(): print(d.metadata['Name'], d.version)"],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout.split("\n")  # fmt: skip
+    installed = {
+        re.sub(r"[-_.]+", "-", name).lower(): version
+        for name, version in (line.split() for line in listing if line.strip())
+    }
+    assert installed.pop("gitsync-sidecar") == gitsync.__version__
+    assert installed == _locked()
+    (package,) = image.venv.glob("lib/python*/site-packages/gitsync")
+    shipped = {p.relative_to(package).as_posix() for p in package.rglob("*.py")}
+    assert "__main__.py" in shipped and "settings/model.py" in shipped
+    assert not [p for p in shipped if "docs" in p], "the docs generator is not in the wheel"
 
 
 def sandbox(

@@ -6,12 +6,18 @@ schemas offline (kubernetes-validate ships them); every container passes the "re
 Security Standard; the gitsync containers' env resolves (ConfigMap values substituted) into valid
 gitsync settings with no unknown or deprecated name; the script is shellcheck-clean, prints what it
 would apply with --dry-run and, against a stub kubectl, applies then restarts both deployments.
+
+The user's guide followed verbatim (against the stub's cluster state): a password patched into the
+ConfigMap is moved into the Secret and out of the apps' environment, an SSH Secret without
+known_hosts stops the deployment with the ssh-keyscan command, the ConfigMap's period survives
+a redeploy, and --dry-run prints each of these fixes before the manifests, changing nothing.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +32,7 @@ from gitsync.settings.model import KNOWN_ENV, load_settings
 REPO_ROOT = Path(__file__).resolve().parent.parent
 K8S = REPO_ROOT / "k8s"
 SCRIPT = K8S / "deploy-with-source.sh"
-OVERLAYS = ("git", "git-classic", "git-one-time", "local")
+OVERLAYS = ("git", "git-classic", "git-one-time", "git-webhook", "local")
 GIT_OVERLAYS = ("git", "git-classic", "git-one-time")
 GUIDE_KEYS = {"SOURCE_CODE_MODE", "GIT_REPO_URL", "GIT_BRANCH", "GIT_SYNC_PERIOD", "GIT_USERNAME"}
 APPS = ("mcp-indexer", "mcp-memory")
@@ -61,21 +67,48 @@ def rendered() -> dict[str, list[Obj]]:
 # ------------------------------------------------------------------ the script, with a stub kubectl
 
 STUB = """#!/bin/sh
-# Records every call; `kustomize` runs the real kubectl; `apply -k DIR` renders DIR to a file.
+# Records every call. `kustomize` runs the real kubectl; `apply -k DIR` renders DIR to a file. The
+# cluster is $STUB_STATE: configmap/KEY files (no directory: no ConfigMap) and secret-NAME/KEY.
 echo "$*" >> "$KUBECTL_LOG"
-case "$1" in
-    kustomize) exec "$REAL_KUBECTL" "$@" ;;
-    get)
-        for s in $STUB_SECRETS; do
-            [ "$s" = "$3" ] && { echo "secret/$3"; exit 0; }
-        done
-        echo "Error from server (NotFound): secrets \\"$3\\" not found" >&2
-        exit 1 ;;
-    apply) exec "$REAL_KUBECTL" kustomize "$3" > "$KUBECTL_LOG.applied" ;;
-    rollout) echo "deployment.apps/${3#deployment/} restarted" ;;
+case "$1 $2" in
+    "kustomize "*) exec "$REAL_KUBECTL" "$@" ;;
+    "get secret")
+        [ -d "$STUB_STATE/secret-$3" ] || {
+            echo "Error from server (NotFound): secrets \\"$3\\" not found" >&2; exit 1; }
+        case "$7" in
+            name) echo "secret/$3" ;;
+            jsonpath=*)
+                key="${7#jsonpath=\\{.data.}"; key="${key%\\}}"
+                [ ! -f "$STUB_STATE/secret-$3/$key" ] || base64 -w0 "$STUB_STATE/secret-$3/$key" ;;
+        esac ;;
+    "get configmap")
+        [ -d "$STUB_STATE/configmap" ] || {
+            echo "Error from server (NotFound): configmaps \\"$3\\" not found" >&2; exit 1; }
+        key="${7#jsonpath=\\{.data.}"; key="${key%\\}}"
+        [ ! -f "$STUB_STATE/configmap/$key" ] || cat "$STUB_STATE/configmap/$key" ;;
+    "create secret")
+        mkdir "$STUB_STATE/secret-$4" || exit 1
+        cat > "$STUB_STATE/secret-$4/password"
+        echo "secret/$4 created" ;;
+    "patch configmap")
+        case "$*" in
+            *'"remove","path":"/data/GIT_PASSWORD"'*) rm "$STUB_STATE/configmap/GIT_PASSWORD" ;;
+            *) echo "stub kubectl: unexpected patch $*" >&2; exit 3 ;;
+        esac
+        echo "configmap/$3 patched" ;;
+    "apply -k") exec "$REAL_KUBECTL" kustomize "$3" > "$KUBECTL_LOG.applied" ;;
+    "rollout restart") echo "deployment.apps/${3#deployment/} restarted" ;;
     *) echo "stub kubectl: unexpected $*" >&2; exit 3 ;;
 esac
 """
+
+# What `secrets="name ..."` creates: each Secret with the keys the guide's commands give it.
+SECRET_KEYS = {
+    "git-ssh-key": {"ssh-private-key": "KEY", "known_hosts": "github.com ssh-ed25519 AAAA"},
+    "git-https-credentials": {"username": "bot", "password": "tok"},
+    "git-sync-trigger": {"secret": "s3cret"},
+}
+READS = ("get", "kustomize")  # the kubectl calls that change nothing
 
 
 class Deploy:
@@ -87,14 +120,28 @@ class Deploy:
         (self.bin / "kubectl").write_text(STUB)
         (self.bin / "kubectl").chmod(0o755)
         self.log = tmp / "kubectl.log"
+        self.state = tmp / "cluster"
 
-    def __call__(self, *args: str, secrets: str = "") -> subprocess.CompletedProcess[str]:
+    def __call__(
+        self, *args: str, secrets: str = "", configmap: dict[str, str] | None = None,
+        secret_keys: dict[str, dict[str, str]] | None = None,
+    ) -> subprocess.CompletedProcess[str]:  # fmt: skip
+        shutil.rmtree(self.state, ignore_errors=True)
+        self.state.mkdir()
+        if configmap is not None:
+            (self.state / "configmap").mkdir()
+            for k, v in configmap.items():
+                (self.state / "configmap" / k).write_text(v)
+        for name in secrets.split():
+            (self.state / f"secret-{name}").mkdir()
+            for k, v in ((secret_keys or {}).get(name, SECRET_KEYS[name])).items():
+                (self.state / f"secret-{name}" / k).write_text(v)
         env = {
             "PATH": f"{self.bin}:{os.environ.get('PATH', '/usr/bin:/bin')}",
             "HOME": str(self.bin.parent),
             "KUBECTL_LOG": str(self.log),
             "REAL_KUBECTL": _kubectl(),
-            "STUB_SECRETS": secrets,
+            "STUB_STATE": str(self.state),
         }
         self.log.unlink(missing_ok=True)
         return subprocess.run(
@@ -104,6 +151,10 @@ class Deploy:
 
     def calls(self) -> list[str]:
         return self.log.read_text().splitlines() if self.log.exists() else []
+
+    def changes(self) -> list[str]:
+        """The calls that would change a cluster."""
+        return [c for c in self.calls() if c.split()[0] not in READS]
 
     def applied(self) -> list[Obj]:
         return _docs(Path(f"{self.log}.applied").read_text())
@@ -121,6 +172,7 @@ DRY_RUNS: dict[str, tuple[str, ...]] = {
     "ssh": ("git", "git@github.com:your-org/your-repo.git", "release/1.x"),
     "ssh-url-classic": ("--variant", "classic", "git", "ssh://git@git.example.com:2222/r.git"),
     "one-time": ("--variant=one-time", "--period", "300", "git", "https://h.example/r.git"),
+    "webhook": ("--webhook", "git", "https://github.com/your-org/your-repo.git", "main"),
     "local": ("local",),
 }
 
@@ -132,7 +184,8 @@ def dry_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Obj]]:
         d = Deploy(tmp_path_factory.mktemp(f"dry-{name}"))
         proc = d("--dry-run", *args)
         assert proc.returncode == 0, f"{name}: {proc.stderr}"
-        assert [c.split()[0] for c in d.calls()] == ["kustomize"], "--dry-run touched a cluster"
+        assert d.calls()[-1].split()[0] == "kustomize"
+        assert d.changes() == [], "--dry-run changed a cluster"
         out[name] = _docs(proc.stdout)
     return out
 
@@ -166,6 +219,8 @@ def resolved_env(container: Obj, cm: dict[str, str]) -> dict[str, str]:
     for e in container.get("env", []):
         if "value" in e:
             env[e["name"]] = e["value"]
+        elif "secretKeyRef" in e["valueFrom"]:
+            env[e["name"]] = f"<secret {e['valueFrom']['secretKeyRef']['name']}>"
         else:
             ref = e["valueFrom"]["configMapKeyRef"]
             assert ref["name"] == "context-engine-config", e
@@ -434,7 +489,7 @@ def test_dry_run_local(dry_runs: dict[str, list[Obj]]) -> None:
 def test_apply_then_restart_both_deployments(deploy: Deploy) -> None:
     proc = deploy("git", "https://github.com/your-org/your-repo.git", "main")
     assert proc.returncode == 0, proc.stderr
-    calls = deploy.calls()
+    calls = deploy.changes()
     assert calls[0].startswith("apply -k ")
     assert calls[1:] == [
         "rollout restart deployment/mcp-memory -n context-engine",
@@ -451,7 +506,8 @@ def test_ssh_url_needs_the_ssh_secret(deploy: Deploy) -> None:
     assert not [c for c in deploy.calls() if c.startswith(("apply", "rollout"))]
     proc = deploy("git", url, secrets="git-ssh-key")
     assert proc.returncode == 0, proc.stderr
-    assert [c.split()[0] for c in deploy.calls()] == ["get", "apply", "rollout", "rollout"]
+    assert "get secret git-ssh-key -n context-engine -o name" in deploy.calls()
+    assert [c.split()[0] for c in deploy.changes()] == ["apply", "rollout", "rollout"]
 
 
 def test_private_https_needs_the_https_secret(deploy: Deploy) -> None:
@@ -483,3 +539,158 @@ def test_bad_arguments_are_refused_before_kubectl(deploy: Deploy, args: tuple[st
     assert proc.returncode != 0
     assert proc.stderr.strip(), "says why"
     assert deploy.calls() == []
+
+
+# ------------------------------------------------------------- the user's guide, verbatim
+
+GUIDE_HTTPS = ("git", "https://github.com/your-org/your-repo.git", "main")
+GUIDE_SSH = ("git", "git@github.com:your-org/your-repo.git", "main")
+TOKEN = "ghp_guideToken0123456789abcdef"
+# The guide: kubectl patch configmap context-engine-config -n context-engine --patch
+#   '{"data":{"GIT_USERNAME":"your-username","GIT_PASSWORD":"your-personal-access-token"}}'
+GUIDE_CONFIGMAP = {
+    "SOURCE_CODE_MODE": "git", "GIT_REPO_URL": "https://github.com/your-org/your-repo.git",
+    "GIT_BRANCH": "main", "GIT_SYNC_PERIOD": "60", "GIT_USERNAME": "your-username",
+    "GIT_PASSWORD": TOKEN,
+}  # fmt: skip
+
+
+def _apps_env_and_mounts(dep: Obj) -> tuple[list[Obj], list[str]]:
+    spec = dep["spec"]["template"]["spec"]
+    app = next(c for c in spec["containers"] if c["name"] == dep["metadata"]["name"])
+    return app.get("env", []) + app.get("envFrom", []), [m["name"] for m in app["volumeMounts"]]
+
+
+def test_guide_https_password_in_the_configmap_moves_into_the_secret(deploy: Deploy) -> None:
+    proc = deploy(*GUIDE_HTTPS, configmap=GUIDE_CONFIGMAP)
+    assert proc.returncode == 0, proc.stderr
+    assert "GIT_PASSWORD" in proc.stderr and "git-https-credentials" in proc.stderr
+    changes = deploy.changes()
+    assert changes[:2] == [
+        "create secret generic git-https-credentials -n context-engine --from-file=password=/dev/stdin",
+        "patch configmap context-engine-config -n context-engine --type json -p "
+        '[{"op":"remove","path":"/data/GIT_PASSWORD"}]',
+    ], "the Secret is made and the ConfigMap emptied before anything is applied"
+    assert [c.split()[0] for c in changes[2:]] == ["apply", "rollout", "rollout"]
+    assert (deploy.state / "secret-git-https-credentials" / "password").read_text() == TOKEN
+    assert not (deploy.state / "configmap" / "GIT_PASSWORD").exists()
+    # The token went through a pipe: no argument, no output, no manifest shows it.
+    assert TOKEN not in deploy.log.read_text() + proc.stdout + proc.stderr
+    applied = deploy.applied()
+    assert TOKEN not in json.dumps(applied)
+    cm = configmap(applied)
+    assert "GIT_PASSWORD" not in cm and cm["GIT_USERNAME"] == "your-username"
+    for dep in deployments(applied).values():
+        found = git_sync(dep)
+        assert found is not None
+        env = resolved_env(found[1], cm)
+        assert env["GITSYNC_USERNAME"] == "your-username"
+        assert env["GITSYNC_PASSWORD_FILE"] == "/etc/git-secret/password"
+        app_env, app_mounts = _apps_env_and_mounts(dep)
+        assert "git-https-credentials" not in json.dumps(app_env) and "git-secret" not in app_mounts
+
+
+def test_guide_https_dry_run_prints_the_fix_and_changes_nothing(deploy: Deploy) -> None:
+    proc = deploy("--dry-run", *GUIDE_HTTPS, configmap=GUIDE_CONFIGMAP)
+    assert proc.returncode == 0, proc.stderr
+    assert deploy.changes() == []
+    assert (deploy.state / "configmap" / "GIT_PASSWORD").read_text() == TOKEN
+    fix = proc.stderr.index("--from-file=password=/dev/stdin")
+    assert fix < proc.stderr.index("# --dry-run"), "the fix comes before the manifests"
+    assert '"path":"/data/GIT_PASSWORD"' in proc.stderr
+    assert TOKEN not in proc.stdout + proc.stderr + deploy.log.read_text()
+    for dep in deployments(_docs(proc.stdout)).values():
+        found = git_sync(dep)
+        assert found is not None
+        assert {"GITSYNC_USERNAME", "GITSYNC_PASSWORD_FILE"} <= {e["name"] for e in found[1]["env"]}
+
+
+def test_guide_https_password_beside_an_existing_secret_stops_with_the_command(deploy: Deploy) -> None:
+    proc = deploy(*GUIDE_HTTPS, configmap=GUIDE_CONFIGMAP, secrets="git-https-credentials")
+    assert proc.returncode == 1
+    assert "kubectl patch configmap context-engine-config -n context-engine --type json" in proc.stderr
+    assert deploy.changes() == []
+    proc = deploy(*GUIDE_HTTPS, configmap={**GUIDE_CONFIGMAP, "GIT_USERNAME": ""})
+    assert proc.returncode == 1 and "--username" in proc.stderr
+    assert deploy.changes() == []
+
+
+def test_guide_ssh_secret_without_known_hosts_stops_with_ssh_keyscan(deploy: Deploy) -> None:
+    """The guide's `kubectl create secret generic git-ssh-key --from-file=ssh-private-key=...`
+    has no known_hosts: every sync would fail on the host key, so the deployment stops first."""
+    no_hosts = {"git-ssh-key": {"ssh-private-key": "KEY"}}
+    proc = deploy(*GUIDE_SSH, secrets="git-ssh-key", secret_keys=no_hosts)
+    assert proc.returncode == 1
+    assert "ssh-keyscan github.com > known_hosts" in proc.stderr
+    assert "--from-file=known_hosts=./known_hosts" in proc.stderr
+    assert deploy.changes() == []
+
+    proc = deploy("--dry-run", *GUIDE_SSH, secrets="git-ssh-key", secret_keys=no_hosts)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.index("ssh-keyscan github.com") < proc.stderr.index("# --dry-run")
+    assert deployments(_docs(proc.stdout)) and deploy.changes() == []
+
+    url = "ssh://git@git.example.com:2222/org/r.git"
+    proc = deploy("git", url, secrets="git-ssh-key", secret_keys=no_hosts)
+    assert proc.returncode == 1 and "ssh-keyscan -p 2222 git.example.com > known_hosts" in proc.stderr
+    proc = deploy(*GUIDE_SSH, secrets="git-ssh-key")
+    assert proc.returncode == 0, proc.stderr
+    assert "ssh-keyscan" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("live", "args", "period"),
+    [({"GIT_SYNC_PERIOD": "300"}, (), "300"), ({"GIT_SYNC_PERIOD": "2m"}, (), "2m"),
+     ({"GIT_SYNC_PERIOD": "300"}, ("--period", "30"), "30"), (None, (), "60")],
+    ids=["kept", "kept-duration", "given", "new"],
+)  # fmt: skip
+def test_a_redeploy_keeps_the_configmaps_period(
+    deploy: Deploy, live: dict[str, str] | None, args: tuple[str, ...], period: str
+) -> None:
+    proc = deploy(*args, *GUIDE_HTTPS, configmap=live)
+    assert proc.returncode == 0, proc.stderr
+    assert configmap(deploy.applied())["GIT_SYNC_PERIOD"] == period
+
+
+# ------------------------------------------------------------------------------ webhooks
+
+
+def test_webhook_overlay_exposes_only_the_trigger_and_keeps_polling(
+    rendered: dict[str, list[Obj]],
+) -> None:
+    docs = rendered["git-webhook"]
+    services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
+    deps = deployments(docs)
+    assert len(services) == len(deps) == 2, "one Service per app: a push must reach both"
+    for name, svc in services.items():
+        (app,) = [a for a in APPS if name == f"{a}-git-sync"]
+        assert svc["spec"]["selector"] == {"app.kubernetes.io/name": app}
+        assert deps[app]["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"] == app
+        (port,) = svc["spec"]["ports"]
+        found = git_sync(deps[app])
+        assert found is not None
+        assert port["targetPort"] in [p["name"] for p in found[1]["ports"]]
+        env = {e["name"]: e for e in found[1]["env"]}
+        secret_file = env["GITSYNC_TRIGGER_SECRET_FILE"]["value"]
+        mount = next(m for m in found[1]["volumeMounts"] if secret_file.startswith(m["mountPath"] + "/"))
+        vol = next(v for v in deps[app]["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"])
+        assert vol["secret"]["secretName"] == "git-sync-trigger"
+        assert "GITSYNC_PERIOD" in env, "polling stays on: a Service reaches one replica"
+        _, app_mounts = _apps_env_and_mounts(deps[app])
+        assert mount["name"] not in app_mounts
+    (ingress,) = [d for d in docs if d["kind"] == "Ingress"]
+    paths = [p for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]]
+    assert {(p["path"], p["pathType"]) for p in paths} == {("/api/v1/trigger", "Exact")}
+    assert {p["backend"]["service"]["name"] for p in paths} == set(services)
+    (tmpl,) = _docs((K8S / "secrets" / "git-sync-trigger.yaml").read_text())
+    assert set(tmpl["stringData"]) == {"secret"}
+
+
+def test_script_webhook_needs_its_secret(deploy: Deploy) -> None:
+    proc = deploy("--webhook", *GUIDE_HTTPS)
+    assert proc.returncode == 1 and "kubectl create secret generic git-sync-trigger" in proc.stderr
+    proc = deploy("--webhook", *GUIDE_HTTPS, secrets="git-sync-trigger")
+    assert proc.returncode == 0, proc.stderr
+    assert any(d["kind"] == "Ingress" for d in deploy.applied())
+    proc = deploy("--webhook", "--variant", "classic", *GUIDE_HTTPS)
+    assert proc.returncode == 1 and deploy.calls() == []

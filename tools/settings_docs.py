@@ -1,7 +1,8 @@
-"""Generate the README settings table from the settings declarations.
+"""Generate docs/settings.md's tables from the settings declarations.
 
-``python -m gitsync.settings.docs`` rewrites only the text between the markers below, so the rest
-of README.md stays hand-written; a test checks the table is current.
+``make docs`` (``python tools/settings_docs.py``) rewrites only the text between the markers below,
+so the rest of the page stays hand-written; ``tests/test_cli.py`` checks the tables are current.
+It lives outside the package because it is a development tool: the wheel does not ship it.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from gitsync.settings.model import OPTIONS, OptionInfo
 
 START = "<!-- settings:start -->"
 END = "<!-- settings:end -->"
-README = Path(__file__).resolve().parent.parent / "README.md"
+SETTINGS_DOC = Path(__file__).resolve().parent.parent / "docs" / "settings.md"
 
-__all__ = ["END", "README", "START", "settings_table_markdown", "update_readme"]
+__all__ = ["END", "SETTINGS_DOC", "START", "settings_table_markdown", "update_settings_doc"]
 
 
 def _cell(text: str) -> str:
@@ -74,9 +75,9 @@ def settings_table_markdown() -> str:
     )
 
 
-def update_readme(path: Path = README) -> bool:
+def update_settings_doc(path: Path = SETTINGS_DOC) -> bool:
     """Replace the text between the markers; returns whether the file changed."""
-    text = path.read_text(encoding="utf-8") if path.exists() else f"# gitsync\n\n{START}\n{END}\n"
+    text = path.read_text(encoding="utf-8") if path.exists() else f"# Settings\n\n{START}\n{END}\n"
     start = text.find(START)
     end = text.find(END, start + len(START)) if start >= 0 else -1
     if start < 0 or end < 0:
@@ -89,5 +90,6 @@ def update_readme(path: Path = README) -> bool:
 
 
 if __name__ == "__main__":
-    changed = update_readme(Path(sys.argv[1]) if len(sys.argv) > 1 else README)
-    print(f"{'updated' if changed else 'unchanged'}: README settings table")
+    target = Path(sys.argv[1]) if len(sys.argv) > 1 else SETTINGS_DOC
+    changed = update_settings_doc(target)
+    print(f"{'updated' if changed else 'unchanged'}: {target}")
