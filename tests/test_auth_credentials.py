@@ -60,13 +60,13 @@ def test_rotation_keeps_the_client_and_its_pool(
                       "--password-file", str(pwfile)], tmp_path)
     remote.refresh()
     remote.advertise()
-    client = remote.client()[0]
+    client = remote.transport().client
     pool = client.pool_manager
     server.set_auth(("cy", new))
     pwfile.write_text(new)
     remote.refresh()
     remote.advertise()
-    assert remote.client()[0] is client and client.pool_manager is pool
+    assert remote.transport().client is client and client.pool_manager is pool
     server.set_auth(("cy", "something else"))
     with pytest.raises(RemoteError, match=r"authentication failed for 'http://127\.0\.0\.1"):
         remote.advertise()
@@ -141,6 +141,7 @@ def test_known_hosts_forms(tmp_path: Path) -> None:
 def test_ssh_url_forms_use_the_in_process_vendor(url: str, user: str, host: str,
                                                  port: int | None, path: str,
                                                  tmp_path: Path) -> None:
-    client, got_path = _remote(["--repo", url], tmp_path).client()
+    transport = _remote(["--repo", url], tmp_path).transport()
+    client, got_path = transport.client, transport.path
     assert isinstance(client, SSHGitClient) and isinstance(client.ssh_vendor, ParamikoVendor)
     assert (client.username, client.host, client.port, got_path) == (user, host, port, path)

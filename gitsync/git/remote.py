@@ -14,6 +14,7 @@ import ssl
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from dulwich.client import (
     GitClient,
@@ -147,8 +148,63 @@ def git_config(pairs: Iterable[tuple[str, str]], timeout: float | None = None) -
     return config
 
 
+class Transport(Protocol):
+    """How one URL's refs are listed and its objects reach the store (httpx's
+    ``BaseTransport`` is the model): ``LocalCopy`` for ``file://``, ``NetworkReceive`` for
+    http(s), ssh and ``git://``. ``Remote`` keeps one across syncs and turns what it raises
+    into the project's errors."""
+
+    client: GitClient
+    path: str
+
+    def advertise(self) -> Advertisement: ...
+
+    def fetch(self, target: Repo, wants: list[ObjectID], depth: int | None,
+              filter_spec: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class _DulwichClient:
+    """A dulwich client and the repository path it was made for."""
+
+    def __init__(self, client: GitClient, path: str) -> None:
+        self.client = client
+        self.path = path
+
+    def advertise(self) -> Advertisement:
+        # Protocol v0 answers in the one GET that v2 needs before its ls-refs POST:
+        # an idle poll is a single request on a kept-alive connection.
+        result = self.client.get_refs(self.path.encode(), protocol_version=0)
+        return Advertisement.from_dulwich(result.refs, result.symrefs)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class LocalCopy(_DulwichClient):
+    """``file://``: the objects the store lacks, copied pack entry by pack entry
+    (dulwich's local shallow fetch would copy whole trees; see localfetch.py)."""
+
+    def fetch(self, target: Repo, wants: list[ObjectID], depth: int | None,
+              filter_spec: str) -> None:
+        localfetch.fetch(self.path, target, wants, depth, filter_spec)
+
+
+class NetworkReceive(_DulwichClient):
+    """http(s), ssh, ``git://``: a thin pack streamed to disk and indexed (``_receive``)."""
+
+    def fetch(self, target: Repo, wants: list[ObjectID], depth: int | None,
+              filter_spec: str) -> None:
+        def determine_wants(refs: Mapping[Ref, ObjectID], depth: int | None = None) -> list[ObjectID]:
+            return wants
+
+        _receive(self.client, self.path, target, determine_wants, depth,
+                 filter_spec.encode() if filter_spec else None)
+
+
 class Remote:
-    """One upstream URL and the client that talks to it, kept across syncs.
+    """One upstream URL and the transport that talks to it, kept across syncs.
 
     Credentials are looked up per request from ``auth``, which ``refresh`` re-reads, so
     rotating them never rebuilds the client nor drops its HTTP connections.
@@ -163,23 +219,26 @@ class Remote:
         self.auth = auth or AuthContext(CredentialStore())
         self._owns_auth = owns_auth
         self._from_user = from_user  # the operator's URL, not a repository's (a submodule's)
-        self._client: GitClient | None = None
-        self._path = ""
+        self._transport: Transport | None = None
 
-    def client(self) -> tuple[GitClient, str]:
-        if self._client is None:
+    def transport(self) -> Transport:
+        if self._transport is None:
             transports.check(self.url, self.display_url, self.config, from_user=self._from_user)
             pool = (self.auth.pool(self.url, self.config)
                     if self.url.startswith(("http://", "https://")) else None)
             try:
-                self._client, self._path = get_transport_and_path(
-                    self.url, config=self.config, pool_manager=pool)
+                client, path = get_transport_and_path(self.url, config=self.config,
+                                                      pool_manager=pool)
             except (ValueError, NotGitRepository) as e:
                 raise RemoteError(f"unsupported repository URL {self.display_url}: {e}") from None
-            if isinstance(self._client, SSHGitClient) and self.auth.ssh is not None:
-                self._client.ssh_vendor = self.auth.ssh
-            wire.guard(self._client, self.display_url, self._read_timeout())
-        return self._client, self._path
+            if isinstance(client, LocalGitClient):
+                self._transport = LocalCopy(client, str(path))
+            else:
+                if isinstance(client, SSHGitClient) and self.auth.ssh is not None:
+                    client.ssh_vendor = self.auth.ssh
+                wire.guard(client, self.display_url, self._read_timeout())
+                self._transport = NetworkReceive(client, str(path))
+        return self._transport
 
     def _read_timeout(self) -> float | None:
         """``--sync-timeout``, which ``git_config`` passes as ``http.timeout``."""
@@ -203,38 +262,24 @@ class Remote:
         return Remote(url, self.config, self.auth, owns_auth=False, from_user=False)
 
     def reset(self) -> None:
-        """Forget the client, so a broken connection is not reused."""
-        if self._client is not None:
-            self._client.close()
-        self._client = None
+        """Forget the transport, so a broken connection is not reused."""
+        if self._transport is not None:
+            self._transport.close()
+        self._transport = None
 
     def advertise(self) -> Advertisement:
-        client, path = self.client()
+        transport = self.transport()
         try:
-            # Protocol v0 answers in the one GET that v2 needs before its ls-refs POST:
-            # an idle poll is a single request on a kept-alive connection.
-            result = client.get_refs(path.encode() if isinstance(path, str) else path,
-                                     protocol_version=0)
+            return transport.advertise()
         except Exception as e:
             self.reset()
             raise self._wrap(e) from None
-        return Advertisement.from_dulwich(result.refs, result.symrefs)
 
     def fetch(self, target: Repo, wants: list[str], depth: int | None, filter_spec: str = "") -> None:
         """Fetch ``wants`` into the dulwich repo ``target``; depth None means no deepen."""
-        client, path = self.client()
-        want_ids = [ObjectID(w.encode()) for w in wants]
-
-        def determine_wants(refs: Mapping[Ref, ObjectID], depth: int | None = None) -> list[ObjectID]:
-            return want_ids
-
+        transport = self.transport()
         try:
-            if isinstance(client, LocalGitClient):
-                # dulwich's local shallow fetch copies whole trees; see localfetch.py
-                localfetch.fetch(str(path), target, want_ids, depth, filter_spec)
-            else:
-                _receive(client, path, target, determine_wants, depth,
-                         filter_spec.encode() if filter_spec else None)
+            transport.fetch(target, [ObjectID(w.encode()) for w in wants], depth, filter_spec)
         except GitsyncError as e:
             if isinstance(e, RemoteError):
                 self.reset()
