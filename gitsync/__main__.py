@@ -13,7 +13,7 @@ import errno
 import gc
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,7 +25,7 @@ from gitsync.urls import redact_url
 if TYPE_CHECKING:
     from gitsync.settings.model import Notice, Settings
     from gitsync.sidecar.lock import RootLock
-    from gitsync.sidecar.loop import Loop, Policy
+    from gitsync.sidecar.loop import Listener, Loop, Policy
     from gitsync.sidecar.sync import Verifier
     from gitsync.surfaces.status import Health
     from gitsync.surfaces.trigger import Trigger
@@ -153,6 +153,25 @@ def _trigger(settings: Settings, loop: Loop) -> Trigger | None:
     return trigger
 
 
+def _relay(settings: Settings, loop: Loop, on_death: Callable[[], None]) -> list[Listener]:
+    """Relay mode (surfaces/relay.py) and its fan-out (surfaces/fanout.py), as listeners."""
+    if not settings.relay_bind:
+        return []
+    from gitsync.surfaces import fanout, relay
+    from gitsync.surfaces.trigger import SecretFile
+
+    token = settings.relay_token_file
+    config = relay.RelayConfig(settings.relay_bind, settings.relay_name, settings.ref,
+                               Path(token) if token else None)
+    listeners: list[Listener] = [relay.start(config, loop.syncer.store.gitdir,
+                                             loop.syncer.published(), on_death)]
+    if settings.relay_fanout_dns:
+        listeners.append(fanout.Fanout(settings.relay_fanout_dns,
+                                       SecretFile(Path(settings.trigger_secret_file)),
+                                       concurrency=settings.relay_fanout_concurrency))
+    return listeners
+
+
 def _version_only(args: list[str]) -> bool:
     """Arguments that only ask for the version (and perhaps help, which it wins over): the
     answer the argv parser would give, without importing it."""
@@ -169,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings, notices = _settings(args)
     from gitsync import files, log
     from gitsync.sidecar import publish
-    from gitsync.sidecar.loop import Listener, run_forever
+    from gitsync.sidecar.loop import run_forever
     from gitsync.surfaces import hooks
     from gitsync.surfaces.status import Status
 
@@ -230,6 +249,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     server = None
     server_died = False
+
+    def on_server_death() -> None:
+        nonlocal server_died
+        server_died = True
+        loop.stop.set()
+        loop.wake.set()
+
     if settings.http_bind:
         from gitsync.surfaces.server import Server
 
@@ -241,15 +267,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             lock.release()
             return 1
 
-        def on_server_death() -> None:
-            nonlocal server_died
-            server_died = True
-            loop.stop.set()
-            loop.wake.set()
-
         server.start(on_server_death)
-    elif settings.trigger_secret_file:
+    elif settings.trigger_secret_file and not settings.relay_fanout_dns:
         logger.warning("--trigger-secret-file has no effect without --http-bind")
+    try:
+        loop.listeners += _relay(settings, loop, on_server_death)
+    except ConfigError as e:
+        logger.error("can't serve the relay", bind=settings.relay_bind, error=str(e))
+        lock.release()
+        return 1
 
     def on_exit() -> None:
         if runners is not None:
