@@ -30,7 +30,9 @@ Options:
   --period SECONDS   GIT_SYNC_PERIOD, seconds between syncs (default: the ConfigMap's, 60)
   --variant NAME     how gitsync runs in git mode: native (default; a native sidecar,
                      Kubernetes >= 1.29), classic (a sidecar container) or one-time (an init
-                     container: one sync at pod start)
+                     container: one sync at pod start) or relay (native sidecars that fetch
+                     from a gitsync relay Deployment, which alone fetches from the forge and
+                     triggers them after each commit; needs the Secret git-trigger-secret)
   -h, --help         show this help
 
 It patches the ConfigMap $CONFIGMAP (SOURCE_CODE_MODE, GIT_REPO_URL, GIT_BRANCH,
@@ -123,7 +125,8 @@ case "$variant" in
     native) overlay=git; list=initContainers ;;
     classic) overlay=git-classic; list=containers ;;
     one-time) overlay=git-one-time; list=initContainers ;;
-    *) die "unknown --variant '$variant': use native, classic or one-time" ;;
+    relay) overlay=relay; list=initContainers ;;
+    *) die "unknown --variant '$variant': use native, classic, one-time or relay" ;;
 esac
 [ "$mode" = git ] || overlay=local
 if [ -n "$period" ]; then
@@ -162,6 +165,17 @@ if [ -n "$username" ]; then
     fi
 fi
 
+# Relay mode (issue 17): the relay and the sidecars share the secret that signs its triggers.
+if [ "$overlay" = relay ]; then
+    if $dry_run; then
+        note "note: --variant relay needs the Secret git-trigger-secret (key: secret) in namespace $NAMESPACE (--dry-run does not check the cluster)"
+    elif ! secret_exists git-trigger-secret; then
+        die "--variant relay needs the Secret git-trigger-secret (key: secret) in namespace $NAMESPACE, and it is missing. Create it with:
+  kubectl create secret generic git-trigger-secret -n $NAMESPACE \\
+    --from-literal=secret=\"\$(head -c 32 /dev/urandom | base64)\""
+    fi
+fi
+
 # Beside the overlays: kustomize only accepts a relative path to them.
 work="$(mktemp -d "$HERE/.deploy.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
@@ -187,7 +201,7 @@ trap 'rm -rf "$work"' EXIT
         echo "        GIT_USERNAME: \"$username\""
         [ -z "$period" ] || echo "        GIT_SYNC_PERIOD: \"$period\""
     fi
-    if [ -n "$username" ]; then
+    if [ -n "$username" ] && [ "$overlay" != relay ]; then  # relay mode: the relay's, below
         cat <<EOF
   - target:
       kind: Deployment
@@ -210,6 +224,21 @@ trap 'rm -rf "$work"' EXIT
                         key: GIT_USERNAME
                   - name: GITSYNC_PASSWORD_FILE
                     value: /etc/git-secret/password
+EOF
+    fi
+    if [ -n "$username" ] && [ "$overlay" = relay ]; then
+        # In relay mode the relay fetches from the forge: it gets the credentials too.
+        cat <<EOF
+  - target:
+      kind: Deployment
+      name: gitsync-relay
+    patch: |-
+      - op: add
+        path: /spec/template/spec/containers/0/env/-
+        value: {name: GITSYNC_USERNAME, valueFrom: {configMapKeyRef: {name: $CONFIGMAP, key: GIT_USERNAME}}}
+      - op: add
+        path: /spec/template/spec/containers/0/env/-
+        value: {name: GITSYNC_PASSWORD_FILE, value: /etc/git-secret/password}
 EOF
     fi
 } >"$work/kustomization.yaml"
