@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-test
 
-.PHONY: demo test soak lint bench docs clean
+.PHONY: demo test soak lint bench bench-relay docs clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -39,9 +39,13 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
 
+# Relay mode's fleet benchmark: N sidecars direct vs through one relay (docs/relay.md).
+bench-relay: $(STAMP)
+	$(PY) benchmarks/bench_relay.py
+
 # Regenerates the README's settings table from the settings model.
 docs: $(STAMP)
 	$(PY) -m gitsync.settings.docs
 
 clean:
-	rm -rf .demo-root benchmarks/.work .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .demo-root benchmarks/.work benchmarks/.work-relay .pytest_cache .mypy_cache .ruff_cache

@@ -919,9 +919,9 @@ class Settings(BaseModel):
               "or as the HTTP password); may be the trigger secret file; empty: no guard.")
     relay_fanout_dns: Annotated[
         str, _o(flags=("relay-fanout-dns",), env=("GITSYNC_RELAY_FANOUT_DNS",))
-    ] = Field("", description="name:port of the sidecars' headless Service: after each new "
-              "commit the relay triggers every address it resolves to; needs "
-              "--trigger-secret-file, the sidecars' shared secret.")
+    ] = Field("", description="name:port of the sidecars' headless Service (several: "
+              "comma-separated): after each new commit the relay triggers every address it "
+              "resolves to; needs --trigger-secret-file, the sidecars' shared secret.")
     relay_fanout_concurrency: Annotated[
         int, _o(kind="int", flags=("relay-fanout-concurrency",),
                 env=("GITSYNC_RELAY_FANOUT_CONCURRENCY",))
@@ -1365,9 +1365,10 @@ class _Resolver:
                             "(letters, digits, '.', '_', '-')")
         dns = g("relay_fanout_dns")
         if dns:
-            host, sep, port = dns.rpartition(":")
-            if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
-                raise self.fail("relay_fanout_dns", dns, "want name:port")
+            for item in dns.split(","):
+                host, sep, port = item.strip().rpartition(":")
+                if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+                    raise self.fail("relay_fanout_dns", dns, "want name:port[,name:port...]")
             if not g("trigger_secret_file"):
                 raise ConfigError("--relay-fanout-dns requires --trigger-secret-file: the "
                                   "sidecars' shared secret signs each notification")

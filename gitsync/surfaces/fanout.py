@@ -1,5 +1,5 @@
 """Fan-out: when the relay publishes a new commit, every sidecar is told at once
-(``--relay-fanout-dns name:port``).
+(``--relay-fanout-dns name:port[,name:port...]``).
 
 The sidecars are found as Kubernetes publishes them: a headless Service's name resolves, with
 plain DNS, to the address of every ready pod behind it; ``socket.getaddrinfo`` gives them all.
@@ -37,15 +37,19 @@ TRIGGER_PATH = "/api/v1/trigger"
 Resolver = Callable[[str, int], list[str]]
 
 
-def parse_target(value: str) -> tuple[str, int]:
-    """``name:port`` (``[v6]:port`` for a literal IPv6 address)."""
-    host, sep, port = value.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
-        raise ConfigError(f"invalid --relay-fanout-dns {value!r}: want name:port, e.g. "
-                          "sidecars.my-namespace.svc.cluster.local:8080")
-    return host, int(port)
+def parse_targets(value: str) -> list[tuple[str, int]]:
+    """``name:port`` (``[v6]:port`` for a literal IPv6 address), or several, comma-separated
+    (one headless Service per application; or addresses, which resolve to themselves)."""
+    targets = []
+    for item in value.split(","):
+        host, sep, port = item.strip().rpartition(":")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+            raise ConfigError(f"invalid --relay-fanout-dns {item!r}: want name:port, e.g. "
+                              "sidecars.my-namespace.svc.cluster.local:8080")
+        targets.append((host, int(port)))
+    return targets
 
 
 def resolve_all(host: str, port: int) -> list[str]:
@@ -70,7 +74,7 @@ class Fanout(Listener):
 
     def __init__(self, target: str, secret_file: SecretFile, *, concurrency: int = 16,
                  timeout: float = 5.0, resolve: Resolver = resolve_all) -> None:
-        self.host, self.port = parse_target(target)
+        self.targets = parse_targets(target)
         self.secret = secret_file
         self.timeout = timeout
         self.resolve = resolve
@@ -108,13 +112,16 @@ class Fanout(Listener):
 
     def _round(self, commit: str) -> None:
         start = time.monotonic()
-        try:
-            addresses = self.resolve(self.host, self.port)
-        except OSError as e:
-            self.log.warning("fan-out: can't resolve the sidecars' name", name=self.host,
-                             error=str(e))
-            metrics.relay_fanout(ok=False)
-            return
+        addresses: list[tuple[str, int]] = []
+        for host, port in self.targets:
+            try:
+                found = self.resolve(host, port)
+            except OSError as e:
+                self.log.warning("fan-out: can't resolve the sidecars' name", name=host,
+                                 error=str(e))
+                metrics.relay_fanout(ok=False)
+                continue
+            addresses += [(a, port) for a in found if (a, port) not in addresses]
         try:
             secret = self.secret.get()
         except OSError as e:
@@ -128,8 +135,9 @@ class Fanout(Listener):
         self.log.info("fan-out done", v=1, commit=commit, notified=len(addresses) - len(failed),
                       failed=len(failed), seconds=round(time.monotonic() - start, 3))
 
-    def _send(self, address: str, body: bytes, headers: dict[str, str]) -> bool:
-        conn = http.client.HTTPConnection(address, self.port, timeout=self.timeout)
+    def _send(self, target: tuple[str, int], body: bytes, headers: dict[str, str]) -> bool:
+        address, port = target
+        conn = http.client.HTTPConnection(address, port, timeout=self.timeout)
         try:
             conn.request("POST", TRIGGER_PATH, body, headers)
             status = conn.getresponse().status
@@ -141,5 +149,5 @@ class Fanout(Listener):
         metrics.relay_fanout(ok=not error)
         if error:
             self.log.warning("fan-out: a sidecar was not notified; it will catch up by polling",
-                             address=address, port=self.port, error=error)
+                             address=address, port=port, error=error)
         return not error

@@ -39,7 +39,7 @@ import socketserver
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -116,18 +116,19 @@ class _Served:
     shallow boundary, and the object walk that respects both (dulwich's ``BackendRepo``)."""
 
     def __init__(self, gitdir: Path, commit: str, ref: Ref | None) -> None:
-        self.repo = Repo(str(gitdir))
-        self.object_store = self.repo.object_store
-        self.object_format = self.repo.object_format
+        # Not ``self.repo``: dulwich's include-tag code would read the store's own refs there.
+        self._repo = Repo(str(gitdir))
+        self.object_store = self._repo.object_store
+        self.object_format = self._repo.object_format
         self.commit = ObjectID(commit.encode())
         self._refs = {Ref(b"HEAD"): self.commit}
         if ref is not None:
             self._refs[ref] = self.commit
         self.refs = _Refs({Ref(b"HEAD"): ref} if ref is not None else {})
-        self.store_shallow = frozenset(self.repo.get_shallow())
+        self.store_shallow = frozenset(self._repo.get_shallow())
 
     def close(self) -> None:
-        self.repo.close()
+        self._repo.close()
 
     def get_refs(self) -> dict[Ref, ObjectID]:
         return dict(self._refs)
@@ -375,7 +376,16 @@ class _Guard:
                           [("WWW-Authenticate", 'Basic realm="gitsync relay"')])
         if self.published() is None:
             return _reply(start_response, "503 Service Unavailable", "relay has not synced yet")
-        return self.app(environ, start_response)
+        return self._logged(self.app(environ, start_response))
+
+    def _logged(self, answer: Iterable[bytes]) -> Iterator[bytes]:
+        """The answer, with a failure in the middle of it in gitsync's log (the client sees
+        its connection end)."""
+        try:
+            yield from answer
+        except Exception as e:
+            self.log.error("relay request failed", error=describe(e))
+            raise
 
     def _authorised(self, environ: Mapping[str, Any]) -> bool:
         assert self.token is not None
