@@ -157,8 +157,11 @@ def test_gitsync_sidecars_sync_from_the_relay_at_depth_1_and_0(
                 count = int(subprocess.run(["git", "-C", str(store), "rev-list", "--count", new],
                                            check=True, capture_output=True, text=True,
                                            timeout=60).stdout)
-                # depth 1: the tip alone; depth 0: everything the relay has (its depth 2)
-                assert count == (1 if depth == 1 else 2)
+                # depth 1: the tip alone; depth 0: what it had (the relay's depth 2) and the new
+                # commit, down to the relay's first boundary, which its shallow file now names
+                assert count == (1 if depth == 1 else 3)
+                shallow = (store / ".git" / "shallow").read_text().split()
+                assert shallow == ([new] if depth == 1 else [shas[-2]])
 
 
 def test_the_relay_is_read_only_and_guarded_by_its_token(
