@@ -177,6 +177,9 @@ def test_the_relay_is_read_only_and_guarded_by_its_token(
         relay.wait_for_sha(upstream.head_sha(), timeout=START)
         base = url.rsplit("/", 1)[0]
         refs = "/repo.git/info/refs?service=git-upload-pack"
+        host, _, port = base.removeprefix("http://").partition(":")
+        silent = socket.create_connection((host, int(port)), timeout=5)
+        silent_since = time.monotonic()
 
         assert request(base, refs).status == 401
         assert request(base, refs, headers={"Authorization": "Bearer wrong"}).status == 401
@@ -217,6 +220,12 @@ def test_the_relay_is_read_only_and_guarded_by_its_token(
             assert sidecar.wait_exit(START) == 0
             assert_synced(sidecar.link, upstream.head_sha())
         assert SECRET not in relay.stderr() and SECRET not in sidecar.stderr()
+
+        # A connection that never sends its request is closed by the relay (10 s for the head).
+        silent.settimeout(max(1.0, 30 - (time.monotonic() - silent_since)))
+        with silent:
+            assert silent.recv(1) == b""
+        assert time.monotonic() - silent_since < 30
 
 
 def _sidecar(tmp_path: Path, name: str, repo: str, bind: str, period: str,
