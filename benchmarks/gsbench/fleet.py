@@ -182,6 +182,8 @@ class Result:
     per_link: list[float] = field(default_factory=list)
     rss_kb: list[int] = field(default_factory=list)
     start_s: float = 0.0
+    fleet_cpu: list[float] = field(default_factory=list)  # sidecars + relay, per commit
+    load: list[float] = field(default_factory=list)  # 1-minute load average per commit
 
     def row(self) -> dict[str, Any]:
         return {
@@ -191,9 +193,11 @@ class Result:
             "push->all links median s": round(statistics.median(self.all_links), 2),
             "push->all links max s": round(max(self.all_links), 2),
             "per link median s": round(statistics.median(self.per_link), 2),
+            "fleet CPU s/commit": round(statistics.median(self.fleet_cpu), 2),
             "RSS/sidecar median MB": round(statistics.median(self.rss_kb) / 1024, 1),
             "RSS/sidecar max MB": round(max(self.rss_kb) / 1024, 1),
             "start s": round(self.start_s, 1),
+            "load avg": round(statistics.mean(self.load), 1),
         }
 
 
@@ -245,8 +249,10 @@ def run_mode(args: argparse.Namespace, work: Path, up: Upstream, server: ByteCou
         print(f"  {mode} N={n}: forge idle {res.idle_cpu_per_min:.3f} CPU-s/min",
               file=sys.stderr)
 
+        fleet = [p.popen.pid for p in procs] + ([relay.popen.pid] if relay else [])
         for k in range(args.commits):
             c0 = tree_cpu_seconds(server.proc.pid)
+            f0 = sum(tree_cpu_seconds(pid) for pid in fleet)
             sha = up.commit()
             t0 = time.monotonic()
             if relay is not None:
@@ -255,14 +261,20 @@ def run_mode(args: argparse.Namespace, work: Path, up: Upstream, server: ByteCou
             time.sleep(args.settle)
             window = time.monotonic() - t0
             res.commit_cpu.append(tree_cpu_seconds(server.proc.pid) - c0 - idle_rate * window)
+            res.fleet_cpu.append(sum(tree_cpu_seconds(pid) for pid in fleet) - f0)
+            res.load.append(os.getloadavg()[0])
             res.all_links.append(max(times))
             res.per_link.extend(times)
             print(f"  {mode} N={n}: commit {k + 1}: all links in {max(times):.2f}s, "
-                  f"forge {res.commit_cpu[-1]:.3f} CPU-s", file=sys.stderr)
+                  f"forge {res.commit_cpu[-1]:.3f} CPU-s, fleet {res.fleet_cpu[-1]:.2f} CPU-s, "
+                  f"load {res.load[-1]:.1f}", file=sys.stderr)
         res.rss_kb = [_status_kb(p.popen.pid, "VmRSS") for p in procs]
         return res
     finally:
-        for p in [*procs, *([relay] if relay else [])]:
+        everyone = [*procs, *([relay] if relay else [])]
+        for p in everyone:  # all at once: stopping a hundred one by one takes minutes
+            killpg(p.popen, 15)
+        for p in everyone:
             p.stop()
 
 
