@@ -120,6 +120,7 @@ def test_git_clones_from_the_relay_as_from_git_http_backend_serving_the_same_sha
         deadline = time.monotonic() + 30
         clone = tmp_path / "relay-0"
         while time.monotonic() < deadline:
+            # (a fetch racing the relay's publish gets the commit before: it asked for that)
             git("fetch", "-q", "--depth", "1", "origin", "main", cwd=clone, home=home)
             if git("rev-parse", "FETCH_HEAD", cwd=clone, home=home).stdout.strip() == new:
                 break
@@ -323,9 +324,9 @@ def test_a_push_reaches_sidecars_through_the_relay_and_they_ride_out_its_outage(
             s.wait_for_sha(c2, timeout=15)  # relay period and sidecar period are 60 s
             text = request(endpoint(relay), "/metrics").body
             assert (metric(text, "gitsync_relay_fanout_total", status="success") or 0) >= 1
+            p.wait_for_sha(c2, timeout=START)
 
         # The relay is gone: the polling sidecar keeps its tree and keeps trying.
-        p.wait_for_sha(c2, timeout=15)
         c3 = upstream.commit({"file": "three\n"})
         failures = p.count("error syncing repo, will retry")
         p.wait_for(lambda: p.count("error syncing repo, will retry") > failures + 1, 20,

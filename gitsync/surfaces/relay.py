@@ -77,6 +77,7 @@ REQUEST_TIMEOUT = 10.0  # seconds from the accept to a complete request head
 BODY_TIMEOUT = 30.0  # seconds from the accept to the whole request body
 IO_TIMEOUT = 30.0  # seconds any one read or write may wait for the client
 MAX_BODY = 8 << 20  # bytes of a request body, after gunzip (haves: 50 bytes each)
+_PREVIOUS = 4  # commits served before the current one whose fetch is still answered
 _HAVE_TREES = 16  # the client's have commits whose trees are left out of a pack
 _SERVICE = "git-upload-pack"
 
@@ -115,7 +116,8 @@ class _Served:
     """One request's view of the store: the published commit as the only ref, the store's
     shallow boundary, and the object walk that respects both (dulwich's ``BackendRepo``)."""
 
-    def __init__(self, gitdir: Path, commit: str, ref: Ref | None) -> None:
+    def __init__(self, gitdir: Path, commit: str, ref: Ref | None,
+                 previous: Iterable[str] = ()) -> None:
         # Not ``self.repo``: dulwich's include-tag code would read the store's own refs there.
         self._repo = Repo(str(gitdir))
         self.object_store = self._repo.object_store
@@ -126,6 +128,11 @@ class _Served:
             self._refs[ref] = self.commit
         self.refs = _Refs({Ref(b"HEAD"): ref} if ref is not None else {})
         self.store_shallow = frozenset(self._repo.get_shallow())
+        # Over HTTP the advertisement and the fetch are two requests: a commit published
+        # between them leaves the client wanting the one before, which it may still have.
+        self.previous = {Ref(b"refs/gitsync/previous/%d" % i): ObjectID(sha.encode())
+                         for i, sha in enumerate(previous)
+                         if ObjectID(sha.encode()) in self.object_store}
 
     def close(self) -> None:
         self._repo.close()
@@ -247,7 +254,7 @@ class _Walker(_ProtocolGraphWalker):
 
     def determine_wants(self, heads: Mapping[Ref, ObjectID], depth: int | None = None) -> list[ObjectID]:
         if not self.advertise_refs:
-            return super().determine_wants(heads, depth)
+            return super().determine_wants({**self.served.previous, **heads}, depth)
         caps = list(self.handler.capabilities()) + symref_capabilities(self.get_symrefs().items())
         for i, (ref, sha) in enumerate(sorted(heads.items())):
             self.proto.write_pkt_line(format_ref_line(ref, sha, caps if i == 0 else None))
@@ -319,11 +326,14 @@ class _UploadPack(UploadPackHandler):
 class _Backend(Backend):
     """The one repository, at ``/<name>.git`` or ``/<name>``, as the published commit."""
 
-    def __init__(self, gitdir: Path, name: str, ref: Ref | None, published: Callable[[], str | None]) -> None:
+    def __init__(self, gitdir: Path, name: str, ref: Ref | None,
+                 published: Callable[[], str | None],
+                 previous: Callable[[], list[str]] = list) -> None:
         self.gitdir = gitdir
         self.paths = {f"/{name}", f"/{name}.git"}
         self.ref = ref
         self.published = published
+        self.previous = previous
 
     def open_repository(self, path: str | bytes) -> Any:
         # dulwich passes the advertisement's path as str, the POST's as bytes
@@ -331,7 +341,7 @@ class _Backend(Backend):
         commit = self.published()
         if name not in self.paths or commit is None:
             raise NotGitRepository(path)
-        return _Served(self.gitdir, commit, self.ref)
+        return _Served(self.gitdir, commit, self.ref, self.previous())
 
 
 # ----- HTTP -------------------------------------------------------------------------------------
@@ -516,9 +526,10 @@ class Relay(Listener):
         host, port, family = parse_bind(config.bind)
         self.log = log.get().bind(logger="relay")
         self._commit = published
+        self._previous: list[str] = []  # the last few commits served before this one
         self._lock = threading.Lock()
         ref = served_ref(config.ref)
-        backend = _Backend(gitdir, config.name, ref, self.published)
+        backend = _Backend(gitdir, config.name, ref, self.published, self.previous)
         git_app = HTTPGitApplication(backend)
         git_app.handlers = {_SERVICE.encode(): _UploadPack}  # receive-pack: 403 in dulwich too
         token = SecretFile(config.token_file) if config.token_file else None
@@ -542,9 +553,16 @@ class Relay(Listener):
         with self._lock:
             return self._commit
 
+    def previous(self) -> list[str]:
+        with self._lock:
+            return list(self._previous)
+
     def on_success(self, outcome: Outcome, first: bool, duration: float) -> None:
         with self._lock:
-            changed, self._commit = self._commit != outcome.commit, outcome.commit
+            changed, old = self._commit != outcome.commit, self._commit
+            if changed and old is not None:
+                self._previous = [old, *self._previous][:_PREVIOUS]
+            self._commit = outcome.commit
         if changed:
             self.log.info("relay serves a new commit", v=1, commit=outcome.commit)
 
