@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-test
 
-.PHONY: demo test soak lint bench docs lock clean
+.PHONY: demo test soak lint bench bench-relay docs lock clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
 
+# Relay mode's fleet benchmark: N sidecars direct vs through one relay (docs/relay.md).
+bench-relay: $(STAMP)
+	$(PY) benchmarks/bench_relay.py
+
 # Regenerates docs/settings.md's tables from the settings model (tools/ is not in the wheel).
 docs: $(STAMP)
 	PYTHONPATH="$(CURDIR)" $(PY) tools/settings_docs.py
@@ -51,4 +55,4 @@ lock: $(STAMP)
 		--no-emit-find-links --output-file requirements.lock $(LOCK_ARGS) pyproject.toml
 
 clean:
-	rm -rf .demo-root benchmarks/.work .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .demo-root benchmarks/.work benchmarks/.work-relay .pytest_cache .mypy_cache .ruff_cache

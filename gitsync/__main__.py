@@ -140,6 +140,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     server = None
     server_died = False
+
+    def on_server_death() -> None:
+        nonlocal server_died
+        server_died = True
+        loop.stop.set()
+        loop.wake.set()
+
     if settings.http_bind:
         from gitsync.surfaces.server import Server
 
@@ -151,19 +158,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             lock.release()
             return 1
 
-        def on_server_death() -> None:
-            nonlocal server_died
-            server_died = True
-            loop.stop.set()
-            loop.wake.set()
-
         server.start(on_server_death)
-    elif settings.trigger_secret_file:
+    elif settings.trigger_secret_file and not settings.relay_fanout_dns:
         logger.warning("--trigger-secret-file has no effect without --http-bind")
+    if parts.relay is not None:
+        try:
+            parts.relay.start(on_server_death)
+        except ConfigError as e:
+            logger.error("can't serve the relay", bind=settings.relay_bind, error=str(e))
+            lock.release()
+            return 1
 
     def on_exit() -> None:
         if parts.hooks is not None:
             parts.hooks.close()
+        if parts.relay is not None:
+            parts.relay.close()
         syncer.store.close()
         lock.release()
 

@@ -32,9 +32,10 @@ if TYPE_CHECKING:
     from gitsync.git.remote import Remote
     from gitsync.settings.model import Settings
     from gitsync.sidecar.lock import RootLock
-    from gitsync.sidecar.loop import Loop, Policy
+    from gitsync.sidecar.loop import Listener, Loop, Policy
     from gitsync.sidecar.sync import Syncer, Verifier
     from gitsync.surfaces.hooks import Hooks
+    from gitsync.surfaces.relay import Relay
     from gitsync.surfaces.status import Health, Status
     from gitsync.surfaces.trigger import Trigger
 
@@ -208,6 +209,27 @@ def trigger(settings: Settings, wake: threading.Event) -> Trigger | None:
     return made
 
 
+def relay(settings: Settings, gitdir: Path, published: str | None) -> tuple[Relay | None, list[Listener]]:
+    """Relay mode (surfaces/relay.py) and its fan-out (surfaces/fanout.py): the relay, which
+    the caller starts once the root is locked, and both as the loop's listeners."""
+    if not settings.relay_bind:
+        return None, []
+    from gitsync.surfaces import fanout
+    from gitsync.surfaces.relay import Relay, RelayConfig
+    from gitsync.surfaces.trigger import SecretFile
+
+    token = settings.relay_token_file
+    config = RelayConfig(settings.relay_bind, settings.relay_name, settings.ref,
+                         Path(token) if token else None)
+    made = Relay(config, gitdir, published)
+    listeners: list[Listener] = [made]
+    if settings.relay_fanout_dns:
+        listeners.append(fanout.Fanout(settings.relay_fanout_dns,
+                                       SecretFile(Path(settings.trigger_secret_file)),
+                                       concurrency=settings.relay_fanout_concurrency))
+    return made, listeners
+
+
 @dataclass
 class App:
     """What one gitsync process runs: built here, started and stopped by ``__main__``."""
@@ -217,6 +239,7 @@ class App:
     lock: RootLock
     status: Status
     hooks: Hooks | None
+    relay: Relay | None
 
 
 def build(settings: Settings, root: Path, verifier: Verifier | None = None) -> App:
@@ -225,7 +248,7 @@ def build(settings: Settings, root: Path, verifier: Verifier | None = None) -> A
     from gitsync.checkout import sparse
     from gitsync.git.store import Store
     from gitsync.sidecar.lock import RootLock
-    from gitsync.sidecar.loop import Listener, Loop
+    from gitsync.sidecar.loop import Loop
     from gitsync.sidecar.sync import Syncer
     from gitsync.surfaces.status import Status
 
@@ -245,6 +268,9 @@ def build(settings: Settings, root: Path, verifier: Verifier | None = None) -> A
                     path=under(root, settings.status_file), health=health(settings, rules),
                     progress=lambda: loop.snapshot())
     listeners: list[Listener] = [status] if runners is None else [status, runners]
+    relayed, relay_listeners = relay(settings, syncer.store.gitdir, syncer.published())
+    listeners += relay_listeners
     loop = Loop(syncer, rules, error_file=under(root, settings.error_file),
                 touch_file=under(root, settings.touch_file), listeners=listeners)
-    return App(loop=loop, syncer=syncer, lock=RootLock(root), status=status, hooks=runners)
+    return App(loop=loop, syncer=syncer, lock=RootLock(root), status=status, hooks=runners,
+               relay=relayed)

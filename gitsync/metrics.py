@@ -88,6 +88,11 @@ class _Metrics:
             "Duration of each step of a sync (inspect, discover, fetch, verify, checkout, publish)",
             ["phase"], registry=REGISTRY,
         )
+        self.relay_fanout = Counter(
+            "gitsync_relay_fanout_total",
+            "Sidecars the relay notified of a new commit, partitioned by state (success, error)",
+            ["status"], registry=REGISTRY,
+        )
         REGISTRY.register(_ProgressCollector())
 
 
@@ -162,6 +167,12 @@ def hook_run(name: str, ok: bool) -> None:
     """Count one hook attempt; ``name`` is exechook, webhook or pre-publish-exechook."""
     if _METRICS is not None:
         _METRICS.hook_runs.labels(name=name, status=_status(ok)).inc()
+
+
+def relay_fanout(ok: bool) -> None:
+    """Count one trigger the relay sent a sidecar (fanout.py)."""
+    if _METRICS is not None:
+        _METRICS.relay_fanout.labels(status=_status(ok)).inc()
 
 
 def _status(ok: bool) -> str:

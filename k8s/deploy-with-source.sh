@@ -32,7 +32,9 @@ Options:
                      60 for a new one)
   --variant NAME     how gitsync runs in git mode: native (default; a native sidecar,
                      Kubernetes >= 1.29), classic (a sidecar container) or one-time (an init
-                     container: one sync at pod start)
+                     container: one sync at pod start) or relay (native sidecars that fetch
+                     from a gitsync relay Deployment, which alone fetches from the forge and
+                     triggers them after each commit; needs the Secret git-sync-trigger)
   --webhook          native variant: also the trigger Service (and its Secret
                      git-sync-trigger) so a push webhook syncs at once: overlays/git-webhook
   -h, --help         show this help
@@ -141,7 +143,8 @@ case "$variant" in
     native) overlay=git; list=initContainers ;;
     classic) overlay=git-classic; list=containers ;;
     one-time) overlay=git-one-time; list=initContainers ;;
-    *) die "unknown --variant '$variant': use native, classic or one-time" ;;
+    relay) overlay=relay; list=initContainers ;;
+    *) die "unknown --variant '$variant': use native, classic, one-time or relay" ;;
 esac
 [ "$mode" = git ] || overlay=local
 if $webhook; then
@@ -265,6 +268,16 @@ if $webhook && ! secret_exists git-sync-trigger; then
   head -c 32 /dev/urandom | base64 | tr -d '\\n' > trigger-secret
   kubectl create secret generic git-sync-trigger -n $NAMESPACE --from-file=secret=./trigger-secret"
 fi
+# Relay mode (issue 17): the relay and the sidecars share the secret that signs its triggers.
+if [ "$overlay" = relay ]; then
+    if $dry_run; then
+        note "note: --variant relay needs the Secret git-sync-trigger (key: secret) in namespace $NAMESPACE (--dry-run does not check the cluster)"
+    elif ! secret_exists git-sync-trigger; then
+        die "--variant relay needs the Secret git-sync-trigger (key: secret) in namespace $NAMESPACE, and it is missing. Create it with:
+  kubectl create secret generic git-sync-trigger -n $NAMESPACE \\
+    --from-literal=secret=\"\$(head -c 32 /dev/urandom | base64)\""
+    fi
+fi
 
 # Beside the overlays: kustomize only accepts a relative path to them.
 work="$(mktemp -d "$HERE/.deploy.XXXXXX")"
@@ -291,7 +304,7 @@ trap 'rm -rf "$work"' EXIT
         echo "        GIT_USERNAME: \"$username\""
         [ -z "$period" ] || echo "        GIT_SYNC_PERIOD: \"$period\""
     fi
-    if $credentials; then
+    if $credentials && [ "$overlay" != relay ]; then  # relay mode: the relay's, below
         cat <<EOF
   - target:
       kind: Deployment
@@ -314,6 +327,21 @@ trap 'rm -rf "$work"' EXIT
                         key: GIT_USERNAME
                   - name: GITSYNC_PASSWORD_FILE
                     value: /etc/git-secret/password
+EOF
+    fi
+    if $credentials && [ "$overlay" = relay ]; then
+        # In relay mode the relay fetches from the forge: it gets the credentials too.
+        cat <<EOF
+  - target:
+      kind: Deployment
+      name: gitsync-relay
+    patch: |-
+      - op: add
+        path: /spec/template/spec/containers/0/env/-
+        value: {name: GITSYNC_USERNAME, valueFrom: {configMapKeyRef: {name: $CONFIGMAP, key: GIT_USERNAME}}}
+      - op: add
+        path: /spec/template/spec/containers/0/env/-
+        value: {name: GITSYNC_PASSWORD_FILE, value: /etc/git-secret/password}
 EOF
     fi
 } >"$work/kustomization.yaml"

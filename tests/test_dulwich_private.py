@@ -73,3 +73,10 @@ def test_client_hooks_are_called() -> None:
         dulwich_private.wrap_connect(client, wrap)
         client._connect(b"git-upload-pack", "/x")
     assert seen == ["http", "connect", "connect"]
+
+
+def test_the_relay_walker_hooks_exist() -> None:
+    """The relay overrides these two; a rename would silently serve whole histories."""
+    walker = dulwich_private.ProtocolGraphWalker
+    assert callable(getattr(walker, "_handle_shallow_request", None))
+    assert callable(getattr(walker, "determine_wants", None))

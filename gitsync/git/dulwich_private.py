@@ -2,8 +2,8 @@
 
 Each exists because dulwich has no public way to do what it does: read a pack's file by
 offset without mapping it whole, find a loose object's file, let go of a pack's mapped pages,
-and wrap the point where a client opens a connection (the advertisement cap, no dumb HTTP,
-``git://`` timeouts). ``tests/test_dulwich_private.py`` checks each against the installed
+wrap the point where a client opens a connection (the advertisement cap, no dumb HTTP,
+``git://`` timeouts), and answer a shallow request as ``git upload-pack`` does (the relay). ``tests/test_dulwich_private.py`` checks each against the installed
 dulwich, so an upgrade that renames one fails there, by name, and not as a slow or
 unbounded sync.
 """
@@ -19,6 +19,11 @@ from dulwich.client import AbstractHttpGitClient, TraditionalGitClient
 from dulwich.object_store import BaseObjectStore
 from dulwich.objects import ObjectID
 from dulwich.pack import Pack
+from dulwich.server import _ProtocolGraphWalker
+
+# The relay (surfaces/relay.py) serves a shallow store as ``git upload-pack`` does by
+# overriding this walker's ``_handle_shallow_request`` and ``determine_wants``.
+ProtocolGraphWalker = _ProtocolGraphWalker
 
 HttpRequest = Callable[..., tuple[Any, Callable[[int], bytes]]]
 Connect = Callable[..., Any]

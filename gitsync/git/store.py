@@ -377,12 +377,17 @@ class Store:
         return True
 
     def boundary(self, commit: str, depth: int) -> set[bytes]:
-        """The commits that must be marked shallow for ``commit`` at ``depth``."""
-        if depth == 0:
+        """The commits that must be marked shallow for ``commit`` at ``depth``: the last
+        generation's, and any whose parents the server did not have to send (it was shallow
+        itself, as a relay is: even ``depth`` 0 then gets the server's boundary). A depth-0
+        store with no shallow file got everything from a complete server: nothing to walk."""
+        if depth == 0 and not self.repo.get_shallow():
             return set()
+        store = self.repo.object_store
         return {
             sha for sha, dist, obj in self._generations(commit, depth)
-            if obj is not None and dist == depth - 1 and obj.parents
+            if obj is not None and obj.parents and (
+                dist == depth - 1 or any(p not in store for p in obj.parents))
         }
 
     def fetch(self, remote: Remote, target: Target, depth: int, filter_spec: str = "") -> str:

@@ -925,6 +925,25 @@ class Settings(BaseModel):
     trigger_min_interval: Annotated[
         float, _o(kind=_DUR, flags=("trigger-min-interval",), env=("GITSYNC_TRIGGER_MIN_INTERVAL",))
     ] = Field(1.0, description="Minimum time between triggered syncs.")
+    relay_bind: Annotated[str, _o(flags=("relay-bind",), env=("GITSYNC_RELAY_BIND",))] = Field(
+        "", description="host:port on which to serve the synced commit read-only over git's smart "
+        "HTTP protocol (relay mode: sidecars fetch from here); off when empty.")
+    relay_name: Annotated[str, _o(flags=("relay-name",), env=("GITSYNC_RELAY_NAME",))] = Field(
+        "", description="The relay's repository path: http://<relay>/<name>.git; empty: the "
+        "last path element of --repo, without .git.")
+    relay_token_file: Annotated[
+        str, _o(flags=("relay-token-file",), env=("GITSYNC_RELAY_TOKEN_FILE",))
+    ] = Field("", description="File with the token clients of the relay must present (Bearer, "
+              "or as the HTTP password); may be the trigger secret file; empty: no guard.")
+    relay_fanout_dns: Annotated[
+        str, _o(flags=("relay-fanout-dns",), env=("GITSYNC_RELAY_FANOUT_DNS",))
+    ] = Field("", description="name:port of the sidecars' headless Service (several: "
+              "comma-separated): after each new commit the relay triggers every address it "
+              "resolves to; needs --trigger-secret-file, the sidecars' shared secret.")
+    relay_fanout_concurrency: Annotated[
+        int, _o(kind="int", flags=("relay-fanout-concurrency",),
+                env=("GITSYNC_RELAY_FANOUT_CONCURRENCY",))
+    ] = Field(16, description="Sidecars the relay notifies at the same time.")
     verify_mode: Annotated[
         Literal["none", "head", "tag", "tag-and-head"],
         _o(
@@ -1347,6 +1366,7 @@ class _Resolver:
         for name in ("http_metrics", "http_pprof"):
             if g(name) and not g("http_bind"):
                 raise ConfigError(f"{self.name(name)} requires --http-bind (or GITSYNC_HTTP_BIND)")
+        self._relay()
         if g("http_pprof"):
             self.notices.append(
                 Notice("--http-pprof is not supported by gitsync and is ignored", {})
@@ -1358,6 +1378,31 @@ class _Resolver:
         if "init_max_failures" not in self.explicit:
             self.values["init_max_failures"] = None
         self._git_config()
+
+    def _relay(self) -> None:
+        g = self.get
+        for name in ("relay_name", "relay_token_file", "relay_fanout_dns"):
+            if g(name) and not g("relay_bind"):
+                raise ConfigError(f"{self.name(name)} requires --relay-bind (or GITSYNC_RELAY_BIND)")
+        if not g("relay_bind"):
+            return
+        if not g("relay_name"):
+            self.values["relay_name"] = default_link(self.values["repo"]).removesuffix(".git")
+        if not re.fullmatch(r"[A-Za-z0-9._-]+", g("relay_name")) or g("relay_name") in (".", ".."):
+            raise self.fail("relay_name", g("relay_name"), "must be one path element "
+                            "(letters, digits, '.', '_', '-')")
+        dns = g("relay_fanout_dns")
+        if dns:
+            for item in dns.split(","):
+                host, sep, port = item.strip().rpartition(":")
+                if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+                    raise self.fail("relay_fanout_dns", dns, "want name:port[,name:port...]")
+            if not g("trigger_secret_file"):
+                raise ConfigError("--relay-fanout-dns requires --trigger-secret-file: the "
+                                  "sidecars' shared secret signs each notification")
+        if g("relay_fanout_concurrency") < 1:
+            raise self.fail("relay_fanout_concurrency", str(g("relay_fanout_concurrency")),
+                            "must be at least 1")
 
     def _repo_userinfo(self) -> None:
         repo: str = self.values["repo"]

@@ -33,7 +33,7 @@ from gitsync.log import REDACTOR
 MAX_BODY = 1 << 20  # 1 MiB: a push event is far smaller; anything bigger is refused unread
 
 
-class _Secret:
+class SecretFile:
     """The secret file's content, re-read when its identity, size or mtime changes."""
 
     def __init__(self, path: Path) -> None:
@@ -142,7 +142,7 @@ class Trigger:
 
     def __init__(self, secret_file: Path, ref: str, min_interval: float,
                  wake: threading.Event) -> None:
-        self.secret = _Secret(secret_file)
+        self.secret = SecretFile(secret_file)
         self.ref = ref
         self.min_interval = min_interval
         self.wake = wake

@@ -1,0 +1,341 @@
+"""Relay mode (issue 17): a gitsync serving its shallow store over smart HTTP to the git CLI
+and to gitsync sidecars, the fan-out of triggers to every address of a name, and the fallback
+when the relay is down.
+
+The shallow cases are differential: the same shallow repository (depth 2 of the same
+upstream) is served once by the relay and once by ``git http-backend``; the git CLI clones
+both at several depths and must see the same commits, boundary and trees.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support.gitsync_proc import GitSync, assert_synced, base_env, running, start, worktree_entries
+from support.httpcheck import endpoint, metric, request
+from support.servers.git_http import GitHttpServer
+from support.upstream import Upstream, git_env
+
+from gitsync import metrics
+from gitsync.surfaces.fanout import Fanout, resolve_all, sign
+from gitsync.surfaces.trigger import SecretFile
+
+# Generous: each case starts several processes, and start-up is slow on a loaded machine.
+pytestmark = pytest.mark.timeout(300)
+START = 60.0  # seconds for a process to start and publish its first commit
+
+SECRET = "fleet-secret-42"
+
+
+def relay_url(gs: GitSync, name: str = "repo", timeout: float = START) -> str:
+    def found() -> str | None:
+        for rec in gs.logs():
+            if rec.get("msg") == "serving the store read-only (relay)":
+                return f"http://{rec['endpoint']}/{name}.git"
+        return None
+
+    return str(gs.wait_for(found, timeout, "the relay serving"))
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def git(*args: str, cwd: Path | None = None, check: bool = True,
+        home: Path) -> subprocess.CompletedProcess[str]:
+    env = {**git_env(home), "GIT_TERMINAL_PROMPT": "0"}
+    return subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=60, check=check)
+
+
+def clone_facts(url: str, dest: Path, depth: int, home: Path, *extra: str) -> dict[str, object]:
+    """What a user sees of a clone: its commits, boundary, tree, branch; fsck must pass."""
+    args = ["clone", "-q", *extra, *(["--depth", str(depth)] if depth else []), url, str(dest)]
+    git(*args, home=home)
+    git("fsck", "--no-progress", cwd=dest, home=home)
+    shallow = dest / ".git" / "shallow"
+    return {
+        "head": git("rev-parse", "HEAD", cwd=dest, home=home).stdout.strip(),
+        "branch": git("symbolic-ref", "-q", "HEAD", cwd=dest, home=home, check=False).stdout.strip(),
+        "commits": git("rev-list", "HEAD", cwd=dest, home=home).stdout.split(),
+        "shallow": sorted(shallow.read_text().split()) if shallow.exists() else [],
+        "tree": git("ls-tree", "-r", "HEAD", cwd=dest, home=home).stdout,
+    }
+
+
+def five_commits(upstream: Upstream) -> list[str]:
+    shas = []
+    for i in range(5):
+        shas.append(upstream.commit({f"f{i}": f"{i}\n", "dir/x": f"x{i}\n", "dir/sub/y": "y\n"}))
+    return shas
+
+
+@pytest.fixture
+def relay_env(tmp_path: Path, upstream: Upstream) -> dict[str, str]:
+    return base_env(tmp_path / "relay-home", GITSYNC_REPO=upstream.file_url,
+                    GITSYNC_ROOT=str(tmp_path / "relay-root"), GITSYNC_LINK="link",
+                    GITSYNC_REF="main", GITSYNC_DEPTH="2", GITSYNC_RELAY_NAME="repo")
+
+
+def test_git_clones_from_the_relay_as_from_git_http_backend_serving_the_same_shallow_repo(
+    upstream: Upstream, relay_env: dict[str, str], git_http: GitHttpServer, tmp_path: Path
+) -> None:
+    shas = five_commits(upstream)
+    reference = upstream.bare.parent / "shallow.git"
+    home = tmp_path / "git-home"
+    home.mkdir()
+    git("clone", "-q", "--bare", "--depth", "2", "--branch", "main", upstream.file_url,
+        str(reference), home=home)
+    with running(relay_env, ["--relay-bind", "127.0.0.1:0", "--period", "500ms"]) as relay:
+        url = relay_url(relay)
+        relay.wait_for_sha(shas[-1], timeout=START)
+        for depth in (1, 0, 5):
+            ours = clone_facts(url, tmp_path / f"relay-{depth}", depth, home)
+            theirs = clone_facts(git_http.url_for(reference), tmp_path / f"ref-{depth}", depth, home)
+            assert ours == theirs, f"depth {depth}"
+            assert ours["head"] == shas[-1]
+            assert ours["branch"] == "refs/heads/main"
+            assert len(ours["commits"]) == min(depth or 2, 2)  # type: ignore[arg-type]
+
+        # Deepening a depth-1 clone to the relay's own boundary, as from git http-backend.
+        for name in ("relay-1", "ref-1"):
+            git("fetch", "-q", "--depth", "3", "origin", cwd=tmp_path / name, home=home)
+            git("fsck", "--no-progress", cwd=tmp_path / name, home=home)
+        assert (tmp_path / "relay-1/.git/shallow").read_text() == (
+            tmp_path / "ref-1/.git/shallow").read_text() == shas[-2] + "\n"
+
+        # An update reaches an existing clone (its haves' trees left out of the pack), and the
+        # clone stays complete.
+        new = upstream.commit({"f0": "changed\n"})
+        assert request(url.rsplit("/", 1)[0], "/").status == 404  # nothing else is served
+        deadline = time.monotonic() + 30
+        clone = tmp_path / "relay-0"
+        while time.monotonic() < deadline:
+            # (a fetch racing the relay's publish gets the commit before: it asked for that)
+            git("fetch", "-q", "--depth", "1", "origin", "main", cwd=clone, home=home)
+            if git("rev-parse", "FETCH_HEAD", cwd=clone, home=home).stdout.strip() == new:
+                break
+            time.sleep(0.5)
+        assert git("rev-parse", "FETCH_HEAD", cwd=clone, home=home).stdout.strip() == new
+        git("fsck", "--no-progress", cwd=clone, home=home)
+
+
+def test_gitsync_sidecars_sync_from_the_relay_at_depth_1_and_0(
+    upstream: Upstream, relay_env: dict[str, str], tmp_path: Path
+) -> None:
+    shas = five_commits(upstream)
+    with running({**relay_env, "GITSYNC_PERIOD": "500ms"}, ["--relay-bind", "127.0.0.1:0"]) as relay:
+        url = relay_url(relay)
+        relay.wait_for_sha(shas[-1], timeout=START)
+        sidecars = {}
+        with contextlib.ExitStack() as stack:
+            for depth in (1, 0):
+                env = base_env(tmp_path / f"home-{depth}", GITSYNC_REPO=url, GITSYNC_REF="main",
+                               GITSYNC_ROOT=str(tmp_path / f"root-{depth}"), GITSYNC_LINK="link",
+                               GITSYNC_DEPTH=str(depth), GITSYNC_PERIOD="500ms")
+                sidecars[depth] = stack.enter_context(running(env))
+            for gs in sidecars.values():
+                gs.wait_for_sha(shas[-1], timeout=START)
+                wt = assert_synced(gs.link, shas[-1], {"f4": "4\n", "dir/x": "x4\n"})
+                assert worktree_entries(wt) == upstream.ls_tree(shas[-1])
+            new = upstream.commit({"f1": "changed\n", "dir/sub/y": None})
+            for depth, gs in sidecars.items():
+                gs.wait_for_sha(new, timeout=30)
+                wt = assert_synced(gs.link, new, {"f1": "changed\n"})
+                assert worktree_entries(wt) == upstream.ls_tree(new)
+                store = tmp_path / f"root-{depth}"
+                subprocess.run(["git", "-C", str(store), "fsck", "--no-progress"], check=True,
+                               capture_output=True, timeout=60)
+                count = int(subprocess.run(["git", "-C", str(store), "rev-list", "--count", new],
+                                           check=True, capture_output=True, text=True,
+                                           timeout=60).stdout)
+                # depth 1: the tip alone; depth 0: what it had (the relay's depth 2) and the new
+                # commit, down to the relay's first boundary, which its shallow file now names
+                assert count == (1 if depth == 1 else 3)
+                shallow = (store / ".git" / "shallow").read_text().split()
+                assert shallow == ([new] if depth == 1 else [shas[-2]])
+
+
+def test_the_relay_is_read_only_and_guarded_by_its_token(
+    upstream: Upstream, relay_env: dict[str, str], tmp_path: Path
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(f"{SECRET}\n")
+    home = tmp_path / "git-home"
+    home.mkdir()
+    env = {**relay_env, "GITSYNC_RELAY_TOKEN_FILE": str(token_file)}
+    with running(env, ["--relay-bind", "127.0.0.1:0", "--period", "60s"]) as relay:
+        url = relay_url(relay)
+        relay.wait_for_sha(upstream.head_sha(), timeout=START)
+        base = url.rsplit("/", 1)[0]
+        refs = "/repo.git/info/refs?service=git-upload-pack"
+        host, _, port = base.removeprefix("http://").partition(":")
+        silent = socket.create_connection((host, int(port)), timeout=5)
+        silent_since = time.monotonic()
+
+        assert request(base, refs).status == 401
+        assert request(base, refs, headers={"Authorization": "Bearer wrong"}).status == 401
+        bearer = {"Authorization": f"Bearer {SECRET}"}
+        answer = request(base, refs, headers=bearer)
+        assert answer.status == 200 and upstream.head_sha() in answer.body
+        basic = base64.b64encode(f"anyone:{SECRET}".encode()).decode()
+        assert request(base, refs, headers={"Authorization": f"Basic {basic}"}).status == 200
+
+        # Nothing writable, nothing but upload-pack, one repository.
+        for path, method in (("/repo.git/info/refs?service=git-receive-pack", "GET"),
+                             ("/repo.git/git-receive-pack", "POST")):
+            assert request(base, path, method, b"", bearer).status == 403
+        for path in ("/repo.git/HEAD", "/repo.git/info/refs", "/repo.git/objects/info/packs",
+                     "/other.git/info/refs?service=git-upload-pack"):
+            assert request(base, path, headers=bearer).status == 404
+
+        # The git CLI: refused without the token, served with it, and its push refused.
+        assert git("clone", "-q", url, str(tmp_path / "no"), home=home, check=False).returncode != 0
+        dest = tmp_path / "yes"
+        git("-c", f"http.extraHeader=Authorization: Bearer {SECRET}", "clone", "-q", "--depth", "1",
+            url, str(dest), home=home)
+        (dest / "new").write_text("x\n")
+        git("add", "new", cwd=dest, home=home)
+        git("commit", "-qm", "x", cwd=dest, home=home)
+        pushed = git("-c", f"http.extraHeader=Authorization: Bearer {SECRET}", "push", "origin",
+                     "HEAD:refs/heads/main", cwd=dest, home=home, check=False)
+        assert pushed.returncode != 0 and "403" in pushed.stderr
+
+        # A sidecar presents the token as its password.
+        password = tmp_path / "password"
+        password.write_text(SECRET)
+        sidecar_env = base_env(tmp_path / "sidecar-home", GITSYNC_REPO=url, GITSYNC_REF="main",
+                               GITSYNC_ROOT=str(tmp_path / "sidecar"), GITSYNC_LINK="link",
+                               GITSYNC_USERNAME="sidecar", GITSYNC_PASSWORD_FILE=str(password),
+                               GITSYNC_ONE_TIME="true", GITSYNC_DEPTH="1")
+        with running(sidecar_env) as sidecar:
+            assert sidecar.wait_exit(START) == 0
+            assert_synced(sidecar.link, upstream.head_sha())
+        assert SECRET not in relay.stderr() and SECRET not in sidecar.stderr()
+
+        # A connection that never sends its request is closed by the relay (10 s for the head).
+        silent.settimeout(max(1.0, 30 - (time.monotonic() - silent_since)))
+        with silent:
+            assert silent.recv(1) == b""
+        assert time.monotonic() - silent_since < 30
+
+
+def _sidecar(tmp_path: Path, name: str, repo: str, bind: str, period: str,
+             secret_file: Path) -> dict[str, str]:
+    return base_env(tmp_path / f"home-{name}", GITSYNC_REPO=repo, GITSYNC_REF="main",
+                    GITSYNC_ROOT=str(tmp_path / f"root-{name}"), GITSYNC_LINK="link",
+                    GITSYNC_DEPTH="1", GITSYNC_PERIOD=period, GITSYNC_HTTP_BIND=bind,
+                    GITSYNC_TRIGGER_SECRET_FILE=str(secret_file),
+                    GITSYNC_TRIGGER_MIN_INTERVAL="0s", GITSYNC_MAX_FAILURES="-1")
+
+
+def test_fanout_notifies_every_address_a_name_resolves_to(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    """Three sidecars on 127.0.0.2-4 (one port, as pods behind a headless Service) and a
+    fourth address where nothing listens; the name resolves through the hook tests are given."""
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(f"{SECRET}\n")
+    port = free_port("127.0.0.2")
+    addresses = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+    metrics.enable()
+    before = metrics.exposition().decode()
+    ok0 = metric(before, "gitsync_relay_fanout_total", status="success") or 0
+    err0 = metric(before, "gitsync_relay_fanout_total", status="error") or 0
+    asked: list[tuple[str, int]] = []
+
+    def resolve(host: str, p: int) -> list[str]:
+        asked.append((host, p))
+        return [*addresses, "127.0.0.5"]
+
+    with contextlib.ExitStack() as stack:
+        sidecars = [stack.enter_context(running(_sidecar(
+            tmp_path, a, upstream.file_url, f"{a}:{port}", "60s", secret_file))) for a in addresses]
+        for gs in sidecars:
+            endpoint(gs, START)
+            gs.wait_for_sha(upstream.head_sha(), timeout=START)
+        fanout = Fanout(f"sidecars.example.svc:{port}", SecretFile(secret_file),
+                        concurrency=2, timeout=3, resolve=resolve)
+        new = upstream.commit({"file": "fanned out\n"})
+        started = time.monotonic()
+        fanout.notify(new)
+        for gs in sidecars:
+            gs.wait_for_sha(new, timeout=15)  # their period is 60 s: only the trigger explains it
+        assert time.monotonic() - started < 15
+        deadline = time.monotonic() + 10
+        while fanout.rounds < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert asked == [("sidecars.example.svc", port)]
+    after = metrics.exposition().decode()
+    assert metric(after, "gitsync_relay_fanout_total", status="success") == ok0 + 3
+    assert metric(after, "gitsync_relay_fanout_total", status="error") == err0 + 1
+
+
+def test_resolve_all_and_the_signature_sidecars_check() -> None:
+    assert "127.0.0.1" in resolve_all("localhost", 8080)
+    assert resolve_all("127.0.0.3", 1) == ["127.0.0.3"]
+    from gitsync.surfaces.trigger import authorised
+
+    body = b'{"relay": "gitsync"}'
+    assert authorised(SECRET.encode(), {"x-hub-signature-256": sign(SECRET.encode(), body)}, body)
+    assert not authorised(SECRET.encode(), {"x-hub-signature-256": sign(b"other", body)}, body)
+
+
+@contextlib.contextmanager
+def _relay(env: dict[str, str], port: int, secret_file: Path, sidecar_port: int) -> Iterator[GitSync]:
+    gs = start(env, ["--relay-bind", f"127.0.0.1:{port}", "--http-bind", "127.0.0.1:0",
+                     "--http-metrics", "--trigger-secret-file", str(secret_file),
+                     "--relay-fanout-dns", f"localhost:{sidecar_port}", "--period", "60s"])
+    try:
+        yield gs
+    finally:
+        gs.stop()
+
+
+def test_a_push_reaches_sidecars_through_the_relay_and_they_ride_out_its_outage(
+    upstream: Upstream, relay_env: dict[str, str], tmp_path: Path
+) -> None:
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(f"{SECRET}\n")
+    relay_port, sidecar_port = free_port(), free_port()
+    url = f"http://127.0.0.1:{relay_port}/repo.git"
+    triggered = _sidecar(tmp_path, "triggered", url, f"127.0.0.1:{sidecar_port}", "60s", secret_file)
+    polling = _sidecar(tmp_path, "polling", url, "", "1s", secret_file)
+    del polling["GITSYNC_HTTP_BIND"], polling["GITSYNC_TRIGGER_SECRET_FILE"]
+    body = b'{"ref": "refs/heads/main"}'
+    signed = {"X-Hub-Signature-256": sign(SECRET.encode(), body)}
+
+    with running(triggered) as s, running(polling) as p:
+        with _relay(relay_env, relay_port, secret_file, sidecar_port) as relay:
+            relay_url(relay)
+            for gs in (s, p):
+                gs.wait_for_sha(upstream.head_sha(), timeout=START)
+            c2 = upstream.commit({"file": "two\n"})
+            assert request(endpoint(relay), "/api/v1/trigger", "POST", body, signed).status == 202
+            s.wait_for_sha(c2, timeout=15)  # relay period and sidecar period are 60 s
+            text = request(endpoint(relay), "/metrics").body
+            assert (metric(text, "gitsync_relay_fanout_total", status="success") or 0) >= 1
+            p.wait_for_sha(c2, timeout=START)
+
+        # The relay is gone: the polling sidecar keeps its tree and keeps trying.
+        c3 = upstream.commit({"file": "three\n"})
+        failures = p.count("error syncing repo, will retry")
+        p.wait_for(lambda: p.count("error syncing repo, will retry") > failures + 1, 20,
+                   "failed polls while the relay is down")
+        assert_synced(p.link, c2, {"file": "two\n"})
+        assert_synced(s.link, c2, {"file": "two\n"})
+
+        # Back (same root: it serves c2 from disk, then fetches c3): both converge.
+        with _relay(relay_env, relay_port, secret_file, sidecar_port) as relay:
+            p.wait_for_sha(c3, timeout=START)
+            s.wait_for_sha(c3, timeout=START)  # the restarted relay's fan-out, not its period
+            assert_synced(p.link, c3, {"file": "three\n"})
