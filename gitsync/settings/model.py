@@ -4,7 +4,7 @@ Every setting is declared once, below, as an annotated field of :class:`Settings
 type and default come from the annotation and ``Field``, its help text from the field
 description, and everything git-sync-specific (flag names, env names with legacy aliases,
 value syntax) from the :class:`Opt` marker in the annotation.  The argv parser, ``--help``,
-``--man`` and the README table are all generated from these declarations.
+``--man`` and docs/settings.md are all generated from these declarations.
 
 Resolution (precedence, deprecated mappings, cross-field validation) happens in
 :func:`load_settings`, before the model is built, so that the model is fully resolved,
@@ -455,7 +455,7 @@ def _parse_credentials(text: str) -> list[Credential]:
 
 
 # --------------------------------------------------------------------------------------
-# The model.  Field order is the order of --help and of the README table.
+# The model.  Field order is the order of --help and of docs/settings.md.
 
 _DUR = "duration"
 
