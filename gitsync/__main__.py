@@ -167,12 +167,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"gitsync {__version__}")
         return 0
     settings, notices = _settings(args)
-    from gitsync import files, log
+    from gitsync import files, log, memory
     from gitsync.sidecar import publish
     from gitsync.sidecar.loop import Listener, run_forever
     from gitsync.surfaces import hooks
     from gitsync.surfaces.status import Status
 
+    memory.tune_allocator()  # before any thread starts
     log.configure(settings.verbose)
     logger = log.get()
     if settings.password.get_secret_value():

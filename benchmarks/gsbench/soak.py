@@ -343,6 +343,7 @@ class Soak:
             (self.work / d).mkdir(exist_ok=True)
         extra = {"GITSYNC_HTTP_BIND": f"127.0.0.1:{self.gs_port}", "GITSYNC_HTTP_METRICS": "true",
                  "GITSYNC_MAX_FAILURES": "-1", "GITSYNC_SYNC_TIMEOUT": "120s"}  # fmt: skip
+        extra.update(kv.split("=", 1) for kv in a.env)
         self.gs = LoopingGitsync(gs, self.server.url_for(self.pusher.bare), self.work / "root",
                                  PERIOD, self.work / "gitsync.log", **extra)  # fmt: skip
         self.log(f"gitsync pid {self.gs.pid}; waiting for the first sync")
@@ -576,6 +577,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--gitsync-src", help="the checkout gitsync runs from (default: this one)")
     ap.add_argument("--probe", action="store_true",
                     help="run gitsync under gsbench.soakprobe (mallinfo2 every 5 s)")
+    ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                    help="an environment variable for gitsync (e.g. GLIBC_TUNABLES=...)")
     ap.add_argument("--tracemalloc", action="store_true", help="with --probe: tracemalloc too")
     a = ap.parse_args(argv)
     if a.work.exists():

@@ -56,6 +56,60 @@ def malloc_info_xml() -> str:
     return text
 
 
+def pymalloc_stats() -> dict[str, int]:
+    """The totals of ``sys._debugmallocstats()`` (pymalloc's arenas, which glibc never sees).
+    It prints to the C stderr, so fd 2 is pointed at a file for the call; whatever another
+    thread logs in that moment is written back after it."""
+    import tempfile
+
+    with tempfile.TemporaryFile() as f:
+        saved = os.dup(2)
+        try:
+            os.dup2(f.fileno(), 2)
+            sys._debugmallocstats()  # type: ignore[attr-defined]
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        f.seek(0)
+        text = f.read().decode(errors="replace")
+    start = text.find("Small block threshold")
+    if start > 0:
+        os.write(2, text[:start].encode())
+    out: dict[str, int] = {}
+    for key, name in (("# arenas allocated current", "py_arenas"),
+                      ("# bytes in allocated blocks", "py_used"),
+                      ("# bytes in available blocks", "py_free_blocks"),
+                      ("pools available", "py_free_pools")):  # fmt: skip
+        m = re.search(re.escape(key) + r"\s*=\s*([\d,]+)", text)
+        if m:
+            out[name] = int(m.group(1).replace(",", ""))
+    return out
+
+
+def mmap_threshold() -> int:
+    """The smallest of 128 KiB, 256 KiB ... 32 MiB that malloc serves by mmap: glibc raises its
+    threshold to the size of each mmapped block freed (up to 32 MiB), after which blocks below
+    it come from the arenas and their freed pages stay resident."""
+    _LIBC.malloc.restype = ctypes.c_void_p
+    _LIBC.malloc.argtypes = [ctypes.c_size_t]
+    size = 128 << 10
+    while size <= 32 << 20:
+        before = _LIBC.mallinfo2().hblks
+        ptr = _LIBC.malloc(size)
+        mapped = _LIBC.mallinfo2().hblks > before
+        _LIBC.free(ptr)
+        if mapped:
+            return size
+        size *= 2
+    return 0
+
+
+def heaps() -> list[int]:
+    """Each arena's bytes from the system (``malloc_info``), main arena first."""
+    return [int(x) for x in re.findall(
+        r'<heap nr="\d+">.*?<system type="current" size="(\d+)"/>', malloc_info_xml(), re.S)]
+
+
 def _rss_kb() -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -66,9 +120,12 @@ def _rss_kb() -> int:
 def sample() -> dict[str, Any]:
     mi = _LIBC.mallinfo2()
     doc: dict[str, Any] = {f[0]: getattr(mi, f[0]) for f in _Mallinfo2._fields_}
-    doc["arenas"] = len(re.findall(r"<heap nr=", malloc_info_xml()))
+    doc["heaps"] = heaps()
+    doc["arenas"] = len(doc["heaps"])
+    doc["mmap_threshold"] = mmap_threshold()
     doc["rss_kb"] = _rss_kb()
     doc["pyblocks"] = sys.getallocatedblocks()
+    doc.update(pymalloc_stats())
     if tracemalloc.is_tracing():
         doc["traced"], doc["traced_peak"] = tracemalloc.get_traced_memory()
     return doc
