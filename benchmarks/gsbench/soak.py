@@ -486,6 +486,7 @@ class _Gitsync(Gitsync):
     def env(self, repo_url: str, root: Path, **extra: str) -> dict[str, str]:
         env = super().env(repo_url, root, **extra)
         env["PYTHONPATH"] = str(self.src)
+        env["PYTHONSAFEPATH"] = "1"  # not the working directory (this checkout) before it
         if self.probe is not None:
             env["PYTHONPATH"] += os.pathsep + str(Path(__file__).resolve().parent.parent)
         return env

@@ -8,12 +8,17 @@ appends a JSON line to OUT every ``SOAK_PROBE_INTERVAL`` seconds (default 5):
   and by thread arenas' heaps), ``uordblks`` (in use), ``fordblks`` (free, still mapped),
   ``keepcost`` (trimmable top), ``hblkhd`` (blocks mmapped on their own), ``arenas`` (how many:
   counted in ``malloc_info``'s XML);
-- ``sys.getallocatedblocks()`` (live pymalloc blocks) and the RSS from /proc/self/status;
+- ``heaps``: each arena's bytes from the system (``malloc_info``), the main arena first;
+- pymalloc's arenas and bytes in use (``sys._debugmallocstats``), ``sys.getallocatedblocks()``
+  and the RSS from /proc/self/status;
 - with ``--tracemalloc``: traced current/peak bytes, and every ``SOAK_PROBE_DIFF`` seconds
   (default 300) the 15 source lines whose traced size grew most since the first snapshot.
 
 The soak compares these with the RSS the harness reads from outside: RSS growing while
 ``uordblks`` and the traced bytes stay flat is memory the allocator holds, not live objects.
+glibc's thresholds are not probed from here: a malloc/free of a test size moves the dynamic
+mmap threshold it would measure. Read them from outside instead, without moving them:
+``gdb -p PID -batch -ex 'p mp_' -ex 'p narenas'`` (glibc's debug symbols are on this machine).
 """
 
 from __future__ import annotations
@@ -66,7 +71,7 @@ def pymalloc_stats() -> dict[str, int]:
         saved = os.dup(2)
         try:
             os.dup2(f.fileno(), 2)
-            sys._debugmallocstats()  # type: ignore[attr-defined]
+            sys._debugmallocstats()
         finally:
             os.dup2(saved, 2)
             os.close(saved)
@@ -84,24 +89,6 @@ def pymalloc_stats() -> dict[str, int]:
         if m:
             out[name] = int(m.group(1).replace(",", ""))
     return out
-
-
-def mmap_threshold() -> int:
-    """The smallest of 128 KiB, 256 KiB ... 32 MiB that malloc serves by mmap: glibc raises its
-    threshold to the size of each mmapped block freed (up to 32 MiB), after which blocks below
-    it come from the arenas and their freed pages stay resident."""
-    _LIBC.malloc.restype = ctypes.c_void_p
-    _LIBC.malloc.argtypes = [ctypes.c_size_t]
-    size = 128 << 10
-    while size <= 32 << 20:
-        before = _LIBC.mallinfo2().hblks
-        ptr = _LIBC.malloc(size)
-        mapped = _LIBC.mallinfo2().hblks > before
-        _LIBC.free(ptr)
-        if mapped:
-            return size
-        size *= 2
-    return 0
 
 
 def heaps() -> list[int]:
@@ -122,7 +109,6 @@ def sample() -> dict[str, Any]:
     doc: dict[str, Any] = {f[0]: getattr(mi, f[0]) for f in _Mallinfo2._fields_}
     doc["heaps"] = heaps()
     doc["arenas"] = len(doc["heaps"])
-    doc["mmap_threshold"] = mmap_threshold()
     doc["rss_kb"] = _rss_kb()
     doc["pyblocks"] = sys.getallocatedblocks()
     doc.update(pymalloc_stats())
