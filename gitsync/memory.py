@@ -1,23 +1,26 @@
 """The C heap of a process that runs for months: glibc's malloc set up at start, and freed
 memory given back after each sync.
 
-What the soak benchmark (``make soak-bench``, docs/soak.md) measured with glibc's defaults:
+What the soak benchmark (``make soak-bench``, docs/soak.md) measured with glibc's defaults
+(glibc's state read with gdb, ``p mp_``, while gitsync ran):
 
 - **The mmap threshold climbs.** Each time a block glibc had mmapped is freed, it raises its
   mmap threshold to that block's size (up to 32 MiB) and its trim threshold to twice that.
-  The first sync of a repository with a 20 MB file frees blocks of 256 KiB, 512 KiB ... 16 MiB,
-  and the threshold ends at 32 MiB: from then on every buffer below 32 MiB comes from the
-  arenas, and an arena keeps the pages it grew by.
-- **Every sync runs on a new thread, and threads get arenas of their own** (up to 8 per core).
+  The threshold was 1 MiB after the first sync; a 20 MiB block freed during the updates (the
+  20 MB file held whole for a moment) took it to 20,975,616 bytes and the trim threshold to
+  41,951,232: from then on every buffer below 20 MiB comes from the arenas, and an arena
+  keeps the pages it grew by.
+- **Every sync runs on a new thread, and threads get arenas of their own** (7 arenas).
   ``malloc_trim`` releases the free pages of every arena's bins, but not the free top of a
-  thread's arena, which glibc only shrinks past the (now 64 MiB) trim threshold. Two thread
-  arenas held 9 and 16 MB that way while live C allocations were 8 MB; RSS stepped from 51 to
-  58 MB after the first update that touched the big file and stayed there.
+  thread's arena, which glibc only shrinks past the (now 40 MiB) trim threshold: one thread
+  arena held 9.2 MB, 8.9 MB of it free top. In a 30-minute soak, glibc's heap went from 10.3
+  to 17.6 MB at one update with 8.1 MB in use before and after, and RSS at rest from 49.7 to
+  58.7 MB, never returned (after this change: 47.6 to 49.8 MB).
 
 So: one arena (the sidecar's threads take turns under the GIL anyway; the main arena is the one
-``malloc_trim`` can shrink whole), and a fixed mmap threshold of 256 KiB, which also fixes the
-trim threshold at glibc's 128 KiB default: a big transient buffer is mapped on its own and
-unmapped when freed, whatever came before it. An operator's own ``MALLOC_*`` variables or
+``malloc_trim`` can shrink whole), and a fixed mmap threshold of 256 KiB, which also stops the
+trim threshold moving (it stays where start-up left it, 408 KiB): a big transient buffer is
+mapped on its own and unmapped when freed, whatever came before it. An operator's own ``MALLOC_*`` variables or
 ``glibc.malloc`` tunables win: gitsync then leaves the allocator alone.
 """
 
