@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-test
 
-.PHONY: demo test soak lint bench bench-relay docs lock clean
+.PHONY: demo test soak soak-bench lint bench bench-relay docs lock clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,12 @@ lint: $(STAMP)
 # Benchmarks against the git CLI, measured in the same run (see benchmarks/README.md).
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
+
+# One gitsync driven like a busy repository for SOAK_MINUTES (default 30): memory, descriptors,
+# disk, link checks, latency; writes benchmarks/soak/results.{json,md} (see docs/soak.md).
+SOAK_MINUTES ?= 30
+soak-bench: $(STAMP)
+	$(PY) benchmarks/soak.py --minutes $(SOAK_MINUTES)
 
 # Relay mode's fleet benchmark: N sidecars direct vs through one relay (docs/relay.md).
 bench-relay: $(STAMP)

@@ -87,10 +87,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"gitsync {__version__}")
         return 0
     settings, notices = _settings(args)
-    from gitsync import app, files, log
+    from gitsync import app, files, log, memory
     from gitsync.sidecar import publish
     from gitsync.sidecar.loop import run_forever
 
+    memory.tune_allocator()  # before any thread starts
     log.configure(settings.verbose, fmt=settings.log_format)
     logger = log.get()
     if settings.password.get_secret_value():

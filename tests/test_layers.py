@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "gitsync"
 # Lowest first. A module may import from its own layer and the layers before it.
 LAYERS: list[set[str]] = [
     {"gitsync", "gitsync.errors", "gitsync.layout", "gitsync.urls", "gitsync.log",
-     "gitsync.metrics", "gitsync.files", "gitsync.cancel", "gitsync.progress"},
+     "gitsync.metrics", "gitsync.files", "gitsync.cancel", "gitsync.progress", "gitsync.memory"},
     {"gitsync.auth", "gitsync.signatures"},
     {"gitsync.git"},
     {"gitsync.checkout"},

@@ -62,10 +62,10 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, port: int = 0) -> None:
         self.root = root
         self.records = _Records()
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(("127.0.0.1", port), _Handler)
 
 
 def _classify(method: str, path: str, body: bytes, encoding: str) -> str:
@@ -218,12 +218,12 @@ def _read_cgi_headers(out: IO[bytes]) -> tuple[int, str, list[tuple[str, str]]]:
 class ByteCountingServer:
     """The harness's handle on the server process: URLs, marks and byte counts."""
 
-    def __init__(self, python: str, root: Path, log: Path) -> None:
+    def __init__(self, python: str, root: Path, log: Path, port: int = 0) -> None:
         self.root = root.resolve()
-        self._log = log.open("wb")
+        self._log = log.open("ab")
         env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
         self.proc = subprocess.Popen(
-            [python, "-m", "gsbench.httpserve", str(self.root)],
+            [python, "-m", "gsbench.httpserve", str(self.root), str(port)],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._log, env=env,
             start_new_session=True,
         )  # fmt: skip
@@ -272,7 +272,8 @@ class ByteCountingServer:
 
 
 def main(argv: list[str]) -> int:
-    server = _Server(Path(argv[0]).resolve())
+    """``ROOT [PORT]``: a fixed port lets a stopped server come back where clients expect it."""
+    server = _Server(Path(argv[0]).resolve(), int(argv[1]) if len(argv) > 1 else 0)
     print(f"PORT {server.server_address[1]}", flush=True)
     server.serve_forever(poll_interval=0.1)
     return 0

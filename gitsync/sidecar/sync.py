@@ -8,8 +8,6 @@ looks inside; the syncer never schedules anything.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import gc
 import os
 import threading
@@ -18,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gitsync import log, progress
+from gitsync import log, memory, progress
 from gitsync.checkout.submodules import Mode as SubmoduleMode
 from gitsync.checkout.submodules import Submodules
 from gitsync.checkout.worktree import (
@@ -33,13 +31,6 @@ from gitsync.git.store import Store
 from gitsync.layout import Layout
 from gitsync.sidecar import publish
 from gitsync.sidecar.plan import Observed, Step, is_update, plan
-
-
-def _malloc_trim() -> None:
-    """Give freed heap back to the OS (glibc keeps it otherwise, and RSS stays at the peak)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
 
 # Checks a fetched target before it is published; raises to refuse it (see verify.py).
 Verifier = Callable[[Store, Target, str], None]
@@ -304,7 +295,7 @@ class Syncer:
         if self.submodules is not None:
             self.submodules.close()
         gc.collect()
-        _malloc_trim()
+        memory.give_back()
 
     def published(self) -> str | None:
         """The commit the link publishes when its worktree is complete, else None: a tree a
