@@ -75,6 +75,7 @@ def build(settings: Settings, root: Path, verifier: Verifier | None = None) -> t
         init_max_failures=settings.init_max_failures,
         one_time=settings.one_time,
         sha_ref=bool(FULL_SHA.match(settings.ref)),
+        jitter=settings.jitter,
     )
     loop = Loop(syncer, policy, error_file=_under(root, settings.error_file),
                 touch_file=_under(root, settings.touch_file))
@@ -128,7 +129,7 @@ def _config_error_file(args: list[str]) -> Path | None:
 def _health(settings: Settings, policy: Policy) -> Health:
     from gitsync.surfaces.status import Health
 
-    wait = max(policy.period, policy.init_period or 0.0)
+    wait = max(policy.period, policy.init_period or 0.0) * (1 + policy.jitter)
     return Health(
         max_staleness=None if policy.sha_ref else settings.ready_max_staleness or None,
         max_failures=settings.ready_max_failures,

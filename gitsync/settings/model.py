@@ -518,6 +518,10 @@ class Settings(BaseModel):
         None,
         description="Wait between attempts until the first successful sync; at least 10ms when set.",
     )
+    jitter: Annotated[float, _o(kind="float", flags=("jitter",), env=("GITSYNC_JITTER",))] = Field(
+        0.0,
+        description="Spread the waits of a fleet: each wait is drawn from --period * [1 - J, 1 + J], J between 0 and 1; the first sync is never delayed (gitsync extra).",
+    )
     sync_timeout: Annotated[
         float,
         _o(
@@ -1280,6 +1284,8 @@ class _Resolver:
         for name in ("period", "sync_timeout"):
             if g(name) < 0.01:
                 raise self.fail(name, format_duration(g(name)), "must be at least 10ms")
+        if not 0 <= g("jitter") <= 1:
+            raise self.fail("jitter", str(g("jitter")), "must be between 0 and 1")
         if g("init_period") == 0:
             self.values["init_period"] = None
         if g("init_period") is not None and g("init_period") < 0.01:
