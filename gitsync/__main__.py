@@ -23,6 +23,7 @@ from gitsync.sidecar import pid1
 from gitsync.urls import redact_url
 
 if TYPE_CHECKING:
+    from gitsync.git.semver import Range
     from gitsync.settings.model import Notice, Settings
     from gitsync.sidecar.lock import RootLock
     from gitsync.sidecar.loop import Loop, Policy
@@ -49,7 +50,23 @@ def _verifier(settings: Settings) -> Verifier | None:
     return verify.from_settings(settings)
 
 
-def build(settings: Settings, root: Path, verifier: Verifier | None = None) -> tuple[Loop, RootLock]:
+def _semver(settings: Settings) -> Range | None:
+    """The --ref-semver range, parsed before the root is touched; its library is imported
+    only then."""
+    if not settings.ref_semver:
+        return None
+    from gitsync.git.semver import Range
+
+    return Range(settings.ref_semver)
+
+
+def _ref(settings: Settings) -> str:
+    """The ref as logs, the status and metrics name it: the range, when one is followed."""
+    return settings.ref_semver or settings.ref
+
+
+def build(settings: Settings, root: Path, verifier: Verifier | None = None,
+          semver: Range | None = None) -> tuple[Loop, RootLock]:
     from gitsync.checkout import sparse
     from gitsync.git.remote import FULL_SHA
     from gitsync.git.remote import from_settings as remote_from_settings
@@ -62,11 +79,12 @@ def build(settings: Settings, root: Path, verifier: Verifier | None = None) -> t
     assert link is not None
     remote = remote_from_settings(settings)
     store = Store(root, redact_url(settings.repo))
-    syncer = Syncer(remote=remote, store=store, root=root, link=link, ref=settings.ref,
+    syncer = Syncer(remote=remote, store=store, root=root, link=link, ref=_ref(settings),
                     depth=settings.depth, filter_spec=settings.filter,
                     verifier=verifier, submodules=settings.submodules,
                     sparse=lambda: sparse.load(settings.sparse_checkout_file, settings.sparse_paths),
-                    gc=settings.git_gc, stale_worktree_timeout=settings.stale_worktree_timeout)
+                    gc=settings.git_gc, stale_worktree_timeout=settings.stale_worktree_timeout,
+                    semver=semver)
     policy = Policy(
         period=settings.period,
         init_period=settings.init_period,
@@ -74,7 +92,7 @@ def build(settings: Settings, root: Path, verifier: Verifier | None = None) -> t
         max_failures=settings.max_failures,
         init_max_failures=settings.init_max_failures,
         one_time=settings.one_time,
-        sha_ref=bool(FULL_SHA.match(settings.ref)),
+        sha_ref=not semver and bool(FULL_SHA.match(settings.ref)),
         jitter=settings.jitter,
     )
     loop = Loop(syncer, policy, error_file=_under(root, settings.error_file),
@@ -142,9 +160,10 @@ def _trigger(settings: Settings, loop: Loop) -> Trigger | None:
     if not settings.trigger_secret_file:
         return None
     from gitsync import log
-    from gitsync.surfaces.trigger import Trigger
+    from gitsync.surfaces.trigger import SEMVER_TAGS, Trigger
 
-    trigger = Trigger(Path(settings.trigger_secret_file), settings.ref,
+    ref = SEMVER_TAGS if settings.ref_semver else settings.ref
+    trigger = Trigger(Path(settings.trigger_secret_file), ref,
                       settings.trigger_min_interval, loop.wake)
     try:
         trigger.secret.get()  # registers the secret with the redactor before any request
@@ -182,6 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.warning(notice.event, **notice.fields)
     try:  # the keys are part of the config: a bad one exits before the root is touched
         verifier = _verifier(settings)
+        semver = _semver(settings)
     except ConfigError as e:
         print(f"gitsync: {e}", file=sys.stderr)
         files.write_config_error(_config_error_file(args), str(e))
@@ -197,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     if root != settings.root:
         logger.info("normalized root path", v=0, root=str(settings.root), result=str(root))
-    loop, lock = build(settings, root, verifier)
+    loop, lock = build(settings, root, verifier, semver)
     try:
         lock.acquire()
     except RootLocked as e:
@@ -209,14 +229,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{e.strerror or e}: {lock.path}", hint=_permission_hint(e))))
         return 1
     logger.info("starting up", version=__version__, pid=os.getpid(), uid=os.getuid(),
-                gid=os.getgid(), repo=redact_url(settings.repo), ref=settings.ref,
+                gid=os.getgid(), repo=redact_url(settings.repo), ref=_ref(settings),
                 root=str(root), link=str(loop.syncer.link), depth=settings.depth,
                 period=settings.period)
 
     status_path = _under(root, settings.status_file)
     files.remove_leftovers(loop.error_file, status_path)
     publish.remove_leftover(loop.syncer.link)
-    status = Status(repo=settings.repo, ref=settings.ref, link=loop.syncer.link,
+    status = Status(repo=settings.repo, ref=_ref(settings), link=loop.syncer.link,
                     path=status_path, health=_health(settings, loop.policy))
     if (on_disk := loop.syncer.published()) is not None:
         status.serving_from_disk(on_disk)

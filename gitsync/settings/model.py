@@ -481,6 +481,10 @@ class Settings(BaseModel):
         "HEAD",
         description='The branch, tag or full commit hash to check out; "HEAD" means the remote\'s default branch.',
     )
+    ref_semver: Annotated[str, _o(flags=("ref-semver",), env=("GITSYNC_REF_SEMVER",))] = Field(
+        "",
+        description="Instead of --ref: sync the newest tag whose name (an optional v, then a semantic version) is in this npm-style range, e.g. '>=1.4 <2', '^1.4', '~1.4.2', '1.x'; pre-releases only when the range names one (gitsync extra).",
+    )
     root: Annotated[Path, _o(flags=("root",), env=("GITSYNC_ROOT", "GIT_SYNC_ROOT"))] = Field(
         description="The directory holding all state; must not exist, be empty, or be emptiable. Required (the image sets /git)."
     )
@@ -1275,6 +1279,11 @@ class _Resolver:
             raise self.fail("root", root, str(e)) from None
         if not g("ref"):
             raise self.fail("ref", "", "must not be empty")
+        if g("ref_semver") and "ref" in self.explicit:
+            raise ConfigError(
+                f"{self.name('ref_semver')}={quote(g('ref_semver'))} and "
+                f"{self.name('ref')}={quote(g('ref'))} are both set: use only one"
+            )
         if not g("link"):
             self.values["link"] = default_link(self.values["repo"])
         if (why := layout.collision(self.values["root"], g("link"))) is not None:

@@ -224,6 +224,7 @@ class Loop:
         if outcome.updated or first:
             self.log.info("updated successfully", ref=self.syncer.ref, remote=outcome.commit,
                           local=outcome.previous, changed=outcome.changed,
+                          **({"tag": outcome.tag} if outcome.tag else {}),
                           **{f"{k}_s": v for k, v in outcome.timings.items()})
         if outcome.changed or first:
             try:

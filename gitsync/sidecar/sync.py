@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gitsync import log
 from gitsync.checkout.submodules import Mode as SubmoduleMode
@@ -33,6 +34,9 @@ from gitsync.git.remote import FULL_SHA, Remote, Target, resolve
 from gitsync.git.store import Store
 from gitsync.sidecar import publish
 from gitsync.sidecar.plan import Observed, Step, is_update, plan
+
+if TYPE_CHECKING:
+    from gitsync.git.semver import Range
 
 
 def _malloc_trim() -> None:
@@ -56,6 +60,7 @@ class Outcome:
     timings: dict[str, float] = field(default_factory=dict)
     fetched_bytes: int = 0
     removed: list[str] = field(default_factory=list)  # stale worktrees the gc step removed
+    tag: str | None = None  # the tag --ref-semver chose
 
 
 @dataclass
@@ -71,6 +76,7 @@ class SyncState:
     timings: dict[str, float] = field(default_factory=dict)
     fetched_bytes: int = 0
     removed: list[str] = field(default_factory=list)
+    tag: str | None = None
 
 
 StepFn = Callable[[SyncState, threading.Event], None]
@@ -84,7 +90,7 @@ class Syncer:
                  before_publish: Callable[[str], None] | None = None,
                  submodules: SubmoduleMode = "off",
                  sparse: Callable[[], Sparse | None] | None = None, gc: str = "always",
-                 stale_worktree_timeout: float = 0.0) -> None:
+                 stale_worktree_timeout: float = 0.0, semver: Range | None = None) -> None:
         self.remote = remote
         self.store = store
         self.root = root
@@ -96,6 +102,8 @@ class Syncer:
         self.sparse = sparse
         self.gc = gc  # --git-gc: when the store is rewritten to its live objects
         self.stale_worktree_timeout = stale_worktree_timeout
+        self.semver = semver  # --ref-semver: the tag is chosen from each advertisement
+        self._chosen: str | None = None  # the tag chosen last, to log a change once
         fetcher = (lambda shas: store.fetch_missing(remote, shas)) if filter_spec else None
         self.worktrees = Materializer(store, root, submodules=self.submodules, fetcher=fetcher)
         self.verifier = verifier
@@ -157,7 +165,7 @@ class Syncer:
         assert state.commit is not None
         changed = state.commit != state.current or not state.linked
         return Outcome(state.commit, changed, is_update(tuple(done)), state.current,
-                       state.timings, state.fetched_bytes, state.removed)
+                       state.timings, state.fetched_bytes, state.removed, state.tag)
 
     @staticmethod
     def _timed(name: str, step: StepFn, state: SyncState, cancel: threading.Event) -> None:
@@ -184,7 +192,16 @@ class Syncer:
     def _discover(self, state: SyncState, _cancel: threading.Event) -> None:
         self.remote.refresh()
         adv = None if FULL_SHA.match(self.ref) else self.remote.advertise()
-        state.target = target = resolve(self.ref, adv)
+        ref = self.ref
+        if self.semver is not None:
+            assert adv is not None
+            chosen = self.semver.choose(list(adv.refs))
+            state.tag, ref = chosen.tag, chosen.refname
+            if chosen.tag != self._chosen:
+                self.log.info("semver range resolved", range=self.semver.text, tag=chosen.tag,
+                              previous=self._chosen)
+                self._chosen = chosen.tag
+        state.target = target = resolve(ref, adv)
         commit = target.commit
         if commit is None and self.store.has(target.want):
             commit = self.store.peel(target.want)
@@ -218,7 +235,8 @@ class Syncer:
         state.commit = self.store.fetch(self.remote, state.target, self.depth, self.filter_spec)
         state.fetched_bytes = max(0, self.store.pack_bytes() - before)
         if state.commit != state.current or not state.healthy:
-            self.log.info("update required", ref=self.ref, local=state.current, remote=state.commit)
+            self.log.info("update required", ref=self.ref, local=state.current, remote=state.commit,
+                          **({"tag": state.tag} if state.tag else {}))
 
     def _verify(self, state: SyncState, _cancel: threading.Event) -> None:
         """Signature checks on what is about to be published (a failure keeps the old link)."""

@@ -58,6 +58,7 @@ class Status(Listener):
         self._last_error: str | None = None
         self._failing_since: float | None = None
         self._from_disk: str | None = None  # a complete tree published before this process
+        self._tag: str | None = None  # the tag --ref-semver chose for the published commit
         self._counts = {"success": 0, "noop": 0, "error": 0}
 
     def serving_from_disk(self, commit: str) -> None:
@@ -77,9 +78,10 @@ class Status(Listener):
             self._failing_since = None
             self._last_error = None
             self._counts["success" if updated else "noop"] += 1
+            self._tag = outcome.tag
         metrics.sync_succeeded(updated=updated, duration=duration, at=now, ref=self.ref,
                                commit=outcome.commit, fetched_bytes=outcome.fetched_bytes,
-                               timings=outcome.timings)
+                               timings=outcome.timings, tag=outcome.tag)
         if failures and since is not None:
             self.log.info(f"recovered after {failures} failures, {now - since:.0f} s",
                           failures=failures, seconds=round(now - since, 1))
@@ -139,7 +141,7 @@ class Status(Listener):
         except OSError:
             target = None
         with self._lock:
-            return {
+            doc: dict[str, Any] = {
                 "version": __version__,
                 "repo": self.repo,
                 "ref": self.ref,
@@ -153,6 +155,9 @@ class Status(Listener):
                 "last_error": self._last_error,
                 "syncs": dict(self._counts),
             }
+            if self._tag is not None:  # --ref-semver only: the tag the commit was chosen by
+                doc["tag"] = self._tag
+            return doc
 
     def _write(self) -> None:
         if self.path is None:
