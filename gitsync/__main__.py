@@ -84,7 +84,7 @@ def build(settings: Settings, root: Path, verifier: Verifier | None = None,
                     verifier=verifier, submodules=settings.submodules,
                     sparse=lambda: sparse.load(settings.sparse_checkout_file, settings.sparse_paths),
                     gc=settings.git_gc, stale_worktree_timeout=settings.stale_worktree_timeout,
-                    semver=semver)
+                    semver=semver, publish_mode=settings.publish_mode)
     policy = Policy(
         period=settings.period,
         init_period=settings.init_period,

@@ -499,6 +499,18 @@ class Settings(BaseModel):
         "",
         description="Path of the symlink that points at the current checkout; relative paths are under --root.",
     )
+    publish_mode: Annotated[
+        Literal["symlink", "copy", "in-place"],
+        _o(
+            kind="choice",
+            choices=("symlink", "copy", "in-place"),
+            flags=("publish-mode",),
+            env=("GITSYNC_PUBLISH_MODE",),
+        ),
+    ] = Field(
+        "symlink",
+        description="How the tree is published at --link: symlink (swapped atomically), copy (a plain directory renamed into place; --one-time only) or in-place (a plain directory updated file by file) (gitsync extra).",
+    )
     period: Annotated[
         float,
         _o(
@@ -1288,6 +1300,8 @@ class _Resolver:
             self.values["link"] = default_link(self.values["repo"])
         if (why := layout.collision(self.values["root"], g("link"))) is not None:
             raise self.fail("link", g("link"), f"{why}; choose another name")
+        if g("publish_mode") == "copy" and not g("one_time"):
+            raise self.fail("publish_mode", "copy", "needs --one-time (use in-place for a loop)")
         if g("depth") < 0:
             raise self.fail("depth", str(g("depth")), "must not be negative")
         for name in ("period", "sync_timeout"):

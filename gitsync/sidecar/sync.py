@@ -32,7 +32,7 @@ from gitsync.checkout.worktree import (
 from gitsync.errors import Cancelled, GitsyncError, ObjectUnreadable, StoreDamage, describe
 from gitsync.git.remote import FULL_SHA, Remote, Target, resolve
 from gitsync.git.store import Store
-from gitsync.sidecar import publish
+from gitsync.sidecar import mirror, publish
 from gitsync.sidecar.plan import Observed, Step, is_update, plan
 
 if TYPE_CHECKING:
@@ -90,7 +90,8 @@ class Syncer:
                  before_publish: Callable[[str], None] | None = None,
                  submodules: SubmoduleMode = "off",
                  sparse: Callable[[], Sparse | None] | None = None, gc: str = "always",
-                 stale_worktree_timeout: float = 0.0, semver: Range | None = None) -> None:
+                 stale_worktree_timeout: float = 0.0, semver: Range | None = None,
+                 publish_mode: str = "symlink") -> None:
         self.remote = remote
         self.store = store
         self.root = root
@@ -115,9 +116,11 @@ class Syncer:
             Step.CHECKOUT: self._checkout,
             Step.HOOK: self._hook,
             Step.RECORD: self._record,
-            Step.PUBLISH: self._publish,
+            Step.PUBLISH: {"symlink": self._publish, "copy": self._copy,
+                           "in-place": self._update_in_place}[publish_mode],
             Step.GC: self._gc,
         }
+        self.publish_mode = publish_mode
         self.log = log.get()
 
     def run(self, first: bool, cancel: threading.Event) -> Outcome:
@@ -184,7 +187,7 @@ class Syncer:
         _ = self.store.repo
         sha, path = publish.current(self.link)
         state.current = sha
-        state.linked = sha is not None and path == worktree_path(self.root, sha)
+        state.linked = sha is not None and path == self._published_path(sha)
         state.healthy = state.linked and sha is not None and self.worktrees.healthy(sha)
         if sha is not None and not state.healthy:
             self.log.info("current worktree is missing or damaged, rebuilding", v=1, hash=sha)
@@ -264,6 +267,18 @@ class Syncer:
             # git-sync v3 kept worktrees at <root>/<sha>: upgraded in place, the old one goes.
             remove_tree(old)
 
+    def _copy(self, state: SyncState, cancel: threading.Event) -> None:
+        """--publish-mode copy: the link path becomes a complete copy, renamed into place."""
+        assert state.commit is not None
+        mirror.copy_into_place(worktree_path(self.root, state.commit), self.link, state.commit,
+                               cancel)
+
+    def _update_in_place(self, state: SyncState, cancel: threading.Event) -> None:
+        """--publish-mode in-place: the directory at the link path updated file by file."""
+        assert state.commit is not None
+        mirror.update_in_place(worktree_path(self.root, state.commit), self.link, state.commit,
+                               cancel)
+
     def _gc(self, state: SyncState, cancel: threading.Event) -> None:
         """Stale worktrees, their admin, the store's size bound. A failure here is logged
         and never fails the sync (git-sync's rule): the commit is published already."""
@@ -315,9 +330,14 @@ class Syncer:
         """The commit the link publishes when its worktree is complete, else None: a tree a
         restarted process can serve before it reaches the remote."""
         sha, path = publish.current(self.link)
-        if sha is None or path != worktree_path(self.root, sha) or not self.worktrees.healthy(sha):
+        if sha is None or path != self._published_path(sha) or not self.worktrees.healthy(sha):
             return None
         return sha
+
+    def _published_path(self, sha: str) -> Path:
+        """Where the link path leads when ``sha`` is published: its worktree, or (a plain
+        directory) the link path itself."""
+        return worktree_path(self.root, sha) if self.publish_mode == "symlink" else self.link
 
     def kept_commits(self) -> list[str]:
         base = self.root / ".worktrees"
