@@ -83,6 +83,8 @@ def _content(n: int, name: str) -> str:
 def _whole(text: str) -> bool:
     head, _, rest = text.partition(":")
     _, _, rest = rest.partition(":")
+    if not head.isdigit():  # cut before its number ends (or empty)
+        return False
     n = int(head)
     return rest == "x" * (64 * 1024 + n) + f":{n}\n"
 
@@ -99,26 +101,46 @@ def test_a_reader_never_sees_a_partial_file_during_50_in_place_updates(
     problems: list[str] = []
     stop = threading.Event()
 
+    def read_all(fd: int) -> bytes:
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+        return b"".join(chunks)
+
     def read() -> None:
-        while not stop.is_set():
-            if os.path.realpath(link) != str(link) and link.exists():
-                problems.append("the link path resolves elsewhere")
-            for dirpath, _dirs, filenames in os.walk(link):
-                for f in filenames:
-                    p = Path(dirpath, f)
-                    seen.append(f)
-                    try:
-                        text = p.read_text()
-                    except FileNotFoundError:
-                        continue  # removed between the walk and the read
-                    if f == "file":
-                        continue  # the fixture's own file
-                    if not _whole(text):
-                        problems.append(f"partial {p}: {len(text)} bytes")
-            stop.wait(0.002)  # leave the CPU to the updates now and then
+        # Files read in one walk stay open until the next: a file replaced by rename keeps
+        # its old content behind an open handle (what Airflow holds); one rewritten in place
+        # would change under it, which a reader could catch half-written.
+        held: list[tuple[int, bytes, Path]] = []
+        try:
+            while not stop.is_set():
+                if os.path.realpath(link) != str(link) and link.exists():
+                    problems.append("the link path resolves elsewhere")
+                fresh: list[tuple[int, bytes, Path]] = []
+                for dirpath, _dirs, filenames in os.walk(link):
+                    for f in filenames:
+                        p = Path(dirpath, f)
+                        seen.append(f)
+                        try:
+                            fd = os.open(p, os.O_RDONLY)
+                        except FileNotFoundError:
+                            continue  # removed between the walk and the open
+                        data = read_all(fd)
+                        fresh.append((fd, data, p))
+                        if f != "file" and not _whole(data.decode()):  # "file": the fixture's
+                            problems.append(f"partial {p}: {len(data)} bytes")
+                for fd, data, p in held:
+                    if os.pread(fd, len(data) + 1, 0) != data:
+                        problems.append(f"{p} changed under an open handle")
+                    os.close(fd)
+                held = fresh
+                stop.wait(0.002)  # leave the CPU to the updates now and then
+        finally:
+            for fd, _, _ in held:
+                os.close(fd)
 
     with running(env) as gs:
-        gs.wait_for(lambda: marker(link) is not None, timeout=30, desc="first publish")
+        gs.wait_for(lambda: marker(link) is not None, timeout=90, desc="first publish")
         reader = threading.Thread(target=read, daemon=True)
         reader.start()
         try:

@@ -12,11 +12,15 @@ import os
 import re
 import time
 from pathlib import Path
+from typing import Literal
 
 from gitsync.checkout.worktree import exchange, remove_tree, worktrees_dir
 from gitsync.sidecar import mirror
 
 _SHA_DIR = re.compile(r"^[0-9a-f]{40}$")
+
+# --publish-mode: the link swapped (this module), or a plain directory (mirror.py).
+Mode = Literal["symlink", "copy", "in-place"]
 
 
 def current(link: Path) -> tuple[str | None, Path | None]:

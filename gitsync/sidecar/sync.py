@@ -91,7 +91,7 @@ class Syncer:
                  submodules: SubmoduleMode = "off",
                  sparse: Callable[[], Sparse | None] | None = None, gc: str = "always",
                  stale_worktree_timeout: float = 0.0, semver: Range | None = None,
-                 publish_mode: str = "symlink") -> None:
+                 publish_mode: publish.Mode = "symlink") -> None:
         self.remote = remote
         self.store = store
         self.root = root
