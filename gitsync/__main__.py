@@ -100,6 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.warning(notice.event, **notice.fields)
     try:  # the keys are part of the config: a bad one exits before the root is touched
         verifier = app.verifier(settings)
+        semver = app.semver(settings)
     except ConfigError as e:
         print(f"gitsync: {e}", file=sys.stderr)
         files.write_config_error(_config_error_file(args), str(e))
@@ -115,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     if root != settings.root:
         logger.info("normalized root path", v=0, root=str(settings.root), result=str(root))
-    parts = app.build(settings, root, verifier)
+    parts = app.build(settings, root, verifier, semver)
     loop, syncer, lock, status = parts.loop, parts.syncer, parts.lock, parts.status
     try:
         lock.acquire()

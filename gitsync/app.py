@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from gitsync.auth.context import AuthContext
     from gitsync.auth.credentials import Source
     from gitsync.git.remote import Remote
+    from gitsync.git.semver import Range
     from gitsync.settings.model import Settings
     from gitsync.sidecar.lock import RootLock
     from gitsync.sidecar.loop import Listener, Loop, Policy
@@ -145,6 +146,21 @@ def verifier(settings: Settings) -> Verifier | None:
     return Verifier(settings.verify_mode, keys_dir)
 
 
+def semver(settings: Settings) -> Range | None:
+    """The --ref-semver range, parsed before the root is touched; its library is imported
+    only then."""
+    if not settings.ref_semver:
+        return None
+    from gitsync.git.semver import Range
+
+    return Range(settings.ref_semver)
+
+
+def followed(settings: Settings) -> str:
+    """The ref as logs, the status and metrics name it: the range, when one is followed."""
+    return settings.ref_semver or settings.ref
+
+
 def policy(settings: Settings) -> Policy:
     from gitsync.git.remote import FULL_SHA
     from gitsync.sidecar.loop import Policy
@@ -156,14 +172,15 @@ def policy(settings: Settings) -> Policy:
         max_failures=settings.max_failures,
         init_max_failures=settings.init_max_failures,
         one_time=settings.one_time,
-        sha_ref=bool(FULL_SHA.match(settings.ref)),
+        sha_ref=not settings.ref_semver and bool(FULL_SHA.match(settings.ref)),
+        jitter=settings.jitter,
     )
 
 
 def health(settings: Settings, policy: Policy) -> Health:
     from gitsync.surfaces.status import Health
 
-    wait = max(policy.period, policy.init_period or 0.0)
+    wait = max(policy.period, policy.init_period or 0.0) * (1 + policy.jitter)
     return Health(
         max_staleness=None if policy.sha_ref else settings.ready_max_staleness or None,
         max_failures=settings.ready_max_failures,
@@ -197,9 +214,10 @@ def hooks(settings: Settings, root: Path) -> Hooks | None:
 def trigger(settings: Settings, wake: threading.Event) -> Trigger | None:
     if not settings.trigger_secret_file:
         return None
-    from gitsync.surfaces.trigger import Trigger
+    from gitsync.surfaces.trigger import SEMVER_TAGS, Trigger
 
-    made = Trigger(Path(settings.trigger_secret_file), settings.ref,
+    ref = SEMVER_TAGS if settings.ref_semver else settings.ref
+    made = Trigger(Path(settings.trigger_secret_file), ref,
                    settings.trigger_min_interval, wake)
     try:
         made.secret.get()  # registers the secret with the redactor before any request
@@ -242,7 +260,8 @@ class App:
     relay: Relay | None
 
 
-def build(settings: Settings, root: Path, verifier: Verifier | None = None) -> App:
+def build(settings: Settings, root: Path, verifier: Verifier | None = None,
+          semver: Range | None = None) -> App:
     """Every component of the sidecar, wired. Nothing here touches the root: the lock is
     taken, and leftovers are removed, by the caller once it may."""
     from gitsync.checkout import sparse
@@ -256,15 +275,16 @@ def build(settings: Settings, root: Path, verifier: Verifier | None = None) -> A
     assert link is not None
     runners = hooks(settings, root)
     syncer = Syncer(remote=remote(settings), store=Store(root, redact_url(settings.repo)),
-                    root=root, link=link, ref=settings.ref,
+                    root=root, link=link, ref=followed(settings),
                     depth=settings.depth, filter_spec=settings.filter,
                     verifier=verifier, submodules=settings.submodules,
                     sparse=lambda: sparse.load(settings.sparse_checkout_file, settings.sparse_paths),
                     gc=settings.git_gc, stale_worktree_timeout=settings.stale_worktree_timeout,
-                    before_publish=runners.before_publish if runners is not None else None)
+                    before_publish=runners.before_publish if runners is not None else None,
+                    semver=semver, publish_mode=settings.publish_mode)
     rules = policy(settings)
     # The status shows the running sync's progress, which the loop it listens to keeps.
-    status = Status(repo=settings.repo, ref=settings.ref, link=link,
+    status = Status(repo=settings.repo, ref=followed(settings), link=link,
                     path=under(root, settings.status_file), health=health(settings, rules),
                     progress=lambda: loop.snapshot())
     listeners: list[Listener] = [status] if runners is None else [status, runners]

@@ -210,6 +210,11 @@ class LocalError(GitsyncError):
     """The disk under the root refused a write or a read (full, read-only, permissions)."""
 
 
+class LinkOccupied(LocalError):
+    """The link path holds a directory gitsync did not publish (no marker beside it): a
+    user's data is never replaced or mirrored over."""
+
+
 class Cancelled(GitsyncError):
     """The sync was abandoned; it publishes nothing."""
 

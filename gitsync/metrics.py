@@ -180,7 +180,7 @@ def _status(ok: bool) -> str:
 
 
 def sync_succeeded(*, updated: bool, duration: float, at: float, ref: str, commit: str,
-                   fetched_bytes: int, timings: Mapping[str, float]) -> None:
+                   fetched_bytes: int, timings: Mapping[str, float], tag: str | None = None) -> None:
     """Record a successful sync, counted as git-sync counts it.
 
     ``updated`` (an update pass: the commit changed, or the first success of the process)
@@ -198,7 +198,8 @@ def sync_succeeded(*, updated: bool, duration: float, at: float, ref: str, commi
     m.last_success.set(at)
     m.last_attempt.set(at)
     m.consecutive_failures.set(0)
-    m.synced.info({"ref": ref, "commit": commit})
+    # The tag label only with --ref-semver: git-sync's users see the series they always saw.
+    m.synced.info({"ref": ref, "commit": commit, **({"tag": tag} if tag else {})})
     m.fetched_bytes.inc(fetched_bytes)
     for phase, seconds in timings.items():
         m.phase_duration.labels(phase=phase).observe(seconds)

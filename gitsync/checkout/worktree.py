@@ -290,7 +290,7 @@ class Materializer:
                            submodules=self.submodules, fetcher=self.fetcher, trees=trees)
             if os.path.lexists(final):
                 # Rebuilding a damaged worktree the link points at: swap, never leave a gap.
-                _exchange(tmp, final)
+                exchange(tmp, final)
             else:
                 os.rename(tmp, final)
         finally:
@@ -347,7 +347,7 @@ def prune_admin(gitdir: Path) -> None:
 _RENAME_EXCHANGE = 2
 
 
-def _exchange(a: Path, b: Path) -> None:
+def exchange(a: Path, b: Path) -> None:
     """Swap two directories atomically (renameat2 RENAME_EXCHANGE), or as near as possible."""
     libc = ctypes.CDLL(None, use_errno=True)
     renameat2 = getattr(libc, "renameat2", None)

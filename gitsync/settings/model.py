@@ -482,6 +482,10 @@ class Settings(BaseModel):
         "HEAD",
         description='The branch, tag or full commit hash to check out; "HEAD" means the remote\'s default branch.',
     )
+    ref_semver: Annotated[str, _o(flags=("ref-semver",), env=("GITSYNC_REF_SEMVER",))] = Field(
+        "",
+        description="Instead of --ref: sync the newest tag whose name (an optional v, then a semantic version) is in this npm-style range, e.g. '>=1.4 <2', '^1.4', '~1.4.2', '1.x'; pre-releases only when the range names one (gitsync extra).",
+    )
     root: Annotated[Path, _o(flags=("root",), env=("GITSYNC_ROOT", "GIT_SYNC_ROOT"))] = Field(
         description="The directory holding all state; must not exist, be empty, or be emptiable. Required (the image sets /git)."
     )
@@ -495,6 +499,18 @@ class Settings(BaseModel):
     ] = Field(
         "",
         description="Path of the symlink that points at the current checkout; relative paths are under --root.",
+    )
+    publish_mode: Annotated[
+        Literal["symlink", "copy", "in-place"],
+        _o(
+            kind="choice",
+            choices=("symlink", "copy", "in-place"),
+            flags=("publish-mode",),
+            env=("GITSYNC_PUBLISH_MODE",),
+        ),
+    ] = Field(
+        "symlink",
+        description="How the tree is published at --link: symlink (swapped atomically), copy (a plain directory renamed into place; --one-time only) or in-place (a plain directory updated file by file) (gitsync extra).",
     )
     period: Annotated[
         float,
@@ -518,6 +534,10 @@ class Settings(BaseModel):
     ] = Field(
         None,
         description="Wait between attempts until the first successful sync; at least 10ms when set.",
+    )
+    jitter: Annotated[float, _o(kind="float", flags=("jitter",), env=("GITSYNC_JITTER",))] = Field(
+        0.0,
+        description="Spread the waits of a fleet: each wait is drawn from --period * [1 - J, 1 + J], J between 0 and 1; the first sync is never delayed (gitsync extra).",
     )
     sync_timeout: Annotated[
         float,
@@ -1318,15 +1338,24 @@ class _Resolver:
             raise self.fail("root", root, str(e)) from None
         if not g("ref"):
             raise self.fail("ref", "", "must not be empty")
+        if g("ref_semver") and "ref" in self.explicit:
+            raise ConfigError(
+                f"{self.name('ref_semver')}={quote(g('ref_semver'))} and "
+                f"{self.name('ref')}={quote(g('ref'))} are both set: use only one"
+            )
         if not g("link"):
             self.values["link"] = default_link(self.values["repo"])
         if (why := layout.collision(self.values["root"], g("link"))) is not None:
             raise self.fail("link", g("link"), f"{why}; choose another name")
+        if g("publish_mode") == "copy" and not g("one_time"):
+            raise self.fail("publish_mode", "copy", "needs --one-time (use in-place for a loop)")
         if g("depth") < 0:
             raise self.fail("depth", str(g("depth")), "must not be negative")
         for name in ("period", "sync_timeout"):
             if g(name) < 0.01:
                 raise self.fail(name, format_duration(g(name)), "must be at least 10ms")
+        if not 0 <= g("jitter") <= 1:
+            raise self.fail("jitter", str(g("jitter")), "must be between 0 and 1")
         if g("init_period") == 0:
             self.values["init_period"] = None
         if g("init_period") is not None and g("init_period") < 0.01:

@@ -11,6 +11,7 @@ v0 and ``Listener.on_progress``; a timeout says which phase it cut and how far i
 from __future__ import annotations
 
 import contextlib
+import random
 import signal
 import sys
 import threading
@@ -82,6 +83,11 @@ class Policy:
     init_max_failures: int | None
     one_time: bool
     sha_ref: bool
+    # --jitter: each wait is drawn uniformly from period * [1 - jitter, 1 + jitter], so a
+    # fleet started together drifts apart while each pod still polls at the period on average.
+    jitter: float = 0.0
+    # The uniform [0, 1) source the jitter draws from; a test passes a seeded one.
+    uniform: Callable[[], float] = field(default=random.random, repr=False)
 
     def limit(self, succeeded: bool) -> int:
         if not succeeded and self.init_max_failures is not None:
@@ -89,9 +95,12 @@ class Policy:
         return self.max_failures
 
     def wait(self, succeeded: bool) -> float:
-        if not succeeded and self.init_period:
-            return self.init_period
-        return self.period
+        """The wait before the next attempt. Only waits are spread, never the first sync:
+        a pod that just started should serve its consumers as soon as it can."""
+        base = self.init_period if not succeeded and self.init_period else self.period
+        if not self.jitter:
+            return base
+        return max(0.01, base * (1.0 + self.jitter * (2.0 * self.uniform() - 1.0)))
 
 
 def exceeded(limit: int, failures: int) -> bool:
@@ -295,6 +304,7 @@ class Loop:
         if outcome.updated or first:
             self.log.info("updated successfully", ref=self.syncer.ref, remote=outcome.commit,
                           local=outcome.previous, changed=outcome.changed,
+                          **({"tag": outcome.tag} if outcome.tag else {}),
                           **{f"{k}_s": v for k, v in outcome.timings.items()})
         if outcome.changed or first:
             try:

@@ -12,17 +12,27 @@ import os
 import re
 import time
 from pathlib import Path
+from typing import Literal
 
+from gitsync.checkout.worktree import exchange, remove_tree
 from gitsync.layout import Layout
+from gitsync.sidecar import mirror
 
 _SHA_DIR = re.compile(r"^[0-9a-f]{40}$")
 
+# --publish-mode: the link swapped (this module), or a plain directory (mirror.py).
+Mode = Literal["symlink", "copy", "in-place"]
+
 
 def current(link: Path) -> tuple[str | None, Path | None]:
-    """The commit the link publishes and the directory it points at, if any."""
+    """The commit the link publishes and the directory it points at, if any. A plain
+    directory at the link path (``--publish-mode copy`` or ``in-place``) publishes the commit
+    its marker records, and is its own directory."""
     try:
         target = os.readlink(link)
     except OSError:
+        if os.path.isdir(link) and not os.path.islink(link):
+            return mirror.read_marker(link), link
         return None, None
     path = Path(os.path.normpath(link.parent / target))
     name = path.name
@@ -34,9 +44,11 @@ def _tmp_link(link: Path) -> Path:
 
 
 def remove_leftover(link: Path) -> None:
-    """The temporary link a process killed mid-swap left (the next swap would replace it)."""
+    """The temporary link a process killed mid-swap left (the next swap would replace it),
+    and the staging directory of an interrupted copy or in-place update."""
     with contextlib.suppress(OSError):
         os.unlink(_tmp_link(link))
+    mirror.remove_leftovers(link)
 
 
 def swap(link: Path, worktree: Path) -> Path | None:
@@ -48,7 +60,14 @@ def swap(link: Path, worktree: Path) -> Path | None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(tmp)
     os.symlink(target, tmp)
-    os.replace(tmp, link)
+    if os.path.isdir(link) and not os.path.islink(link):
+        # A directory another publish mode left: exchanged for the link, then removed.
+        mirror.check_owned(link)
+        exchange(tmp, link)
+        remove_tree(tmp)
+        mirror.marker(link).unlink(missing_ok=True)
+    else:
+        os.replace(tmp, link)
     if old is not None and old != worktree and old.exists():
         # Start the old worktree's stale timer now (it is mtime based, to survive restarts).
         with contextlib.suppress(OSError):

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gitsync import log, memory, progress
 from gitsync.checkout.submodules import Mode as SubmoduleMode
@@ -29,8 +30,12 @@ from gitsync.errors import Cancelled, GitsyncError, ObjectUnreadable, StoreDamag
 from gitsync.git.remote import FULL_SHA, Remote, Target, resolve
 from gitsync.git.store import Store
 from gitsync.layout import Layout
-from gitsync.sidecar import publish
+from gitsync.sidecar import mirror, publish
 from gitsync.sidecar.plan import Observed, Step, is_update, plan
+
+if TYPE_CHECKING:
+    from gitsync.git.semver import Range
+
 
 # Checks a fetched target before it is published; raises to refuse it (see verify.py).
 Verifier = Callable[[Store, Target, str], None]
@@ -51,6 +56,7 @@ class Outcome:
     # The commit's subject, author and author date; read on an update pass only (an idle
     # poll reads no object), so None means "as the last update said".
     described: dict[str, str] | None = None
+    tag: str | None = None  # the tag --ref-semver chose
 
 
 @dataclass
@@ -67,6 +73,7 @@ class SyncState:
     fetched_bytes: int = 0
     removed: list[str] = field(default_factory=list)
     resolved: str | None = None
+    tag: str | None = None
 
 
 StepFn = Callable[[SyncState, threading.Event], None]
@@ -80,7 +87,8 @@ class Syncer:
                  before_publish: Callable[[str], None] | None = None,
                  submodules: SubmoduleMode = "off",
                  sparse: Callable[[], Sparse | None] | None = None, gc: str = "always",
-                 stale_worktree_timeout: float = 0.0) -> None:
+                 stale_worktree_timeout: float = 0.0, semver: Range | None = None,
+                 publish_mode: publish.Mode = "symlink") -> None:
         self.remote = remote
         self.store = store
         self.root = root
@@ -93,6 +101,8 @@ class Syncer:
         self.sparse = sparse
         self.gc = gc  # --git-gc: when the store is rewritten to its live objects
         self.stale_worktree_timeout = stale_worktree_timeout
+        self.semver = semver  # --ref-semver: the tag is chosen from each advertisement
+        self._chosen: str | None = None  # the tag chosen last, to log a change once
         fetcher = (lambda shas: store.fetch_missing(remote, shas)) if filter_spec else None
         self.worktrees = Materializer(store, root, submodules=self.submodules, fetcher=fetcher)
         self.verifier = verifier
@@ -104,9 +114,11 @@ class Syncer:
             Step.CHECKOUT: self._checkout,
             Step.HOOK: self._hook,
             Step.RECORD: self._record,
-            Step.PUBLISH: self._publish,
+            Step.PUBLISH: {"symlink": self._publish, "copy": self._copy,
+                           "in-place": self._update_in_place}[publish_mode],
             Step.GC: self._gc,
         }
+        self.publish_mode = publish_mode
         self.log = log.get()
 
     def run(self, first: bool, cancel: threading.Event) -> Outcome:
@@ -156,7 +168,8 @@ class Syncer:
         updated = is_update(tuple(done))
         described = self.store.describe(state.commit) if updated or first else None
         return Outcome(state.commit, changed, updated, state.current, state.timings,
-                       state.fetched_bytes, state.removed, state.resolved, described)
+                       state.fetched_bytes, state.removed, state.resolved, described,
+                       state.tag)
 
     @staticmethod
     def _timed(name: str, step: StepFn, state: SyncState, cancel: threading.Event) -> None:
@@ -177,7 +190,7 @@ class Syncer:
         _ = self.store.repo
         sha, path = publish.current(self.link)
         state.current = sha
-        state.linked = sha is not None and path == self.layout.worktree(sha)
+        state.linked = sha is not None and path == self._published_path(sha)
         state.healthy = state.linked and sha is not None and self.worktrees.healthy(sha)
         if sha is not None and not state.healthy:
             self.log.info("current worktree is missing or damaged, rebuilding", v=1, hash=sha)
@@ -185,7 +198,16 @@ class Syncer:
     def _discover(self, state: SyncState, _cancel: threading.Event) -> None:
         self.remote.refresh()
         adv = None if FULL_SHA.match(self.ref) else self.remote.advertise()
-        state.target = target = resolve(self.ref, adv)
+        ref = self.ref
+        if self.semver is not None:
+            assert adv is not None
+            chosen = self.semver.choose(list(adv.refs))
+            state.tag, ref = chosen.tag, chosen.refname
+            if chosen.tag != self._chosen:
+                self.log.info("semver range resolved", range=self.semver.text, tag=chosen.tag,
+                              previous=self._chosen)
+                self._chosen = chosen.tag
+        state.target = target = resolve(ref, adv)
         state.resolved = target.refname
         if adv is not None and target.refname == "HEAD" and b"HEAD" in adv.symrefs:
             state.resolved = adv.symrefs[b"HEAD"].decode("utf-8", "replace")
@@ -222,7 +244,8 @@ class Syncer:
         state.commit = self.store.fetch(self.remote, state.target, self.depth, self.filter_spec)
         state.fetched_bytes = max(0, self.store.pack_bytes() - before)
         if state.commit != state.current or not state.healthy:
-            self.log.info("update required", ref=self.ref, local=state.current, remote=state.commit)
+            self.log.info("update required", ref=self.ref, local=state.current, remote=state.commit,
+                          **({"tag": state.tag} if state.tag else {}))
 
     def _verify(self, state: SyncState, _cancel: threading.Event) -> None:
         """Signature checks on what is about to be published (a failure keeps the old link)."""
@@ -249,6 +272,18 @@ class Syncer:
         if old is not None and old.parent == self.root and FULL_SHA.match(old.name):
             # git-sync v3 kept worktrees at <root>/<sha>: upgraded in place, the old one goes.
             remove_tree(old)
+
+    def _copy(self, state: SyncState, cancel: threading.Event) -> None:
+        """--publish-mode copy: the link path becomes a complete copy, renamed into place."""
+        assert state.commit is not None
+        mirror.copy_into_place(self.layout.worktree(state.commit), self.link, state.commit,
+                               cancel)
+
+    def _update_in_place(self, state: SyncState, cancel: threading.Event) -> None:
+        """--publish-mode in-place: the directory at the link path updated file by file."""
+        assert state.commit is not None
+        mirror.update_in_place(self.layout.worktree(state.commit), self.link, state.commit,
+                               cancel)
 
     def _gc(self, state: SyncState, cancel: threading.Event) -> None:
         """Stale worktrees, their admin, the store's size bound. A failure here is logged
@@ -301,9 +336,14 @@ class Syncer:
         """The commit the link publishes when its worktree is complete, else None: a tree a
         restarted process can serve before it reaches the remote."""
         sha, path = publish.current(self.link)
-        if sha is None or path != self.layout.worktree(sha) or not self.worktrees.healthy(sha):
+        if sha is None or path != self._published_path(sha) or not self.worktrees.healthy(sha):
             return None
         return sha
+
+    def _published_path(self, sha: str) -> Path:
+        """Where the link path leads when ``sha`` is published: its worktree, or (a plain
+        directory) the link path itself."""
+        return self.layout.worktree(sha) if self.publish_mode == "symlink" else self.link
 
     def kept_commits(self) -> list[str]:
         base = self.layout.worktrees

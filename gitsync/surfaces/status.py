@@ -91,6 +91,7 @@ class Status(Listener):
         self._last_error: str | None = None
         self._failing_since: float | None = None
         self._from_disk: str | None = None  # a complete tree published before this process
+        self._tag: str | None = None  # the tag --ref-semver chose for the published commit
         self._counts = {"success": 0, "noop": 0, "error": 0}
         self._progress = progress or (lambda: None)
         self._resolved: str | None = None
@@ -130,9 +131,10 @@ class Status(Listener):
             shown = f" ({outcome.resolved})" if outcome.resolved and outcome.resolved != outcome.commit else ""
             self._ready.set("True", "Succeeded", f"commit {outcome.commit}{shown} published", now)
             self._stalled.set("False", "Succeeded", "the last sync succeeded", now)
+            self._tag = outcome.tag
         metrics.sync_succeeded(updated=updated, duration=duration, at=now, ref=self.ref,
                                commit=outcome.commit, fetched_bytes=outcome.fetched_bytes,
-                               timings=outcome.timings)
+                               timings=outcome.timings, tag=outcome.tag)
         if failures and since is not None:
             self.log.info(f"recovered after {failures} failures, {now - since:.0f} s",
                           failures=failures, seconds=round(now - since, 1))
@@ -205,7 +207,7 @@ class Status(Listener):
         snap = self._progress()
         with self._lock:
             described = self._described if commit == self._described_commit else None
-            return {
+            doc: dict[str, Any] = {
                 "version": __version__,
                 "repo": self.repo,
                 "ref": self.ref,
@@ -226,6 +228,9 @@ class Status(Listener):
                 "conditions": [self._ready.document(), self._stalled.document(),
                                self._reconciling(snap).document()],
             }
+            if self._tag is not None:  # --ref-semver only: the tag the commit was chosen by
+                doc["tag"] = self._tag
+            return doc
 
     def _reconciling(self, snap: Snapshot | None) -> Condition:
         """Derived from the running sync, so it needs no event of its own (call locked)."""

@@ -128,10 +128,16 @@ def _bitbucket_refs(payload: dict[str, Any]) -> list[str]:
     return refs
 
 
+# What --ref-semver follows, as the trigger sees it: any tag may enter the range.
+SEMVER_TAGS = "refs/tags/*"
+
+
 def concerns(ref: str, pushed: str, default_branch: str | None) -> bool:
     """Whether a push to ``pushed`` can change what ``--ref`` resolves to."""
     if ref == "HEAD":
         return default_branch is None or pushed == f"refs/heads/{default_branch}"
+    if ref == SEMVER_TAGS:
+        return pushed.startswith("refs/tags/")
     if ref.startswith("refs/"):
         return pushed == ref
     return pushed in (f"refs/heads/{ref}", f"refs/tags/{ref}")
