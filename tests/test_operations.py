@@ -301,3 +301,43 @@ def test_the_bridge_drops_a_peeked_line_read_twice_and_pack_data() -> None:
         assert [json.loads(line)["msg"] for line in out.getvalue().splitlines()] == ["connecting"]
     finally:
         log.configure(0, stream=io.StringIO(), fmt="json")
+
+
+def test_checkout_and_a_local_fetch_count_what_they_did(upstream: Upstream, tmp_path: Path) -> None:
+    """The counters a progress line reads, per phase, for a file:// sync of 1,201 files."""
+    import threading
+
+    from support.upstream import many_files
+
+    from gitsync import progress
+    from gitsync.git.remote import Remote
+    from gitsync.git.store import Store
+    from gitsync.sidecar.sync import Syncer
+
+    class Recording(progress.Progress):
+        """Keeps each phase's last counters when the next phase begins."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen: dict[str, dict[str, int]] = {}
+
+        def begin(self, phase: str) -> None:
+            snap = self.snapshot()
+            if snap is not None:
+                self.seen[snap.phase] = snap.counts
+            super().begin(phase)
+
+    upstream.commit(many_files(1200), "many")
+    root = tmp_path / "root"
+    root.mkdir()
+    syncer = Syncer(remote=Remote(upstream.file_url), store=Store(root, upstream.file_url),
+                    root=root, link=root / "link", ref="HEAD", depth=1)
+    recording = Recording()
+    with progress.scope(recording):
+        syncer.run(True, threading.Event())
+    assert recording.seen["checkout"]["files"] == 1201
+    fetched = recording.seen["fetch"]
+    assert fetched["objects"] >= 1201 + 41 + 1  # blobs, trees, the commit
+    assert fetched["bytes"] > 1200 * 20
+    assert progress.current() is None  # outside a sync, counting is a no-op
+    progress.count("files", 1)
