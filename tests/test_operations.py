@@ -341,3 +341,21 @@ def test_checkout_and_a_local_fetch_count_what_they_did(upstream: Upstream, tmp_
     assert fetched["bytes"] > 1200 * 20
     assert progress.current() is None  # outside a sync, counting is a no-op
     progress.count("files", 1)
+
+
+def test_v1_shows_each_phase_of_an_update_and_v2_the_polls(
+    upstream: Upstream, gs_env: dict[str, str]
+) -> None:
+    env = {**gs_env, "GITSYNC_ONE_TIME": "true"}
+    one = run_once({**env, "GITSYNC_VERBOSE": "1"}, timeout=60)
+    assert one.returncode == 0, one.stderr
+    records = [json.loads(line) for line in one.stderr.splitlines()]
+    done = {r["phase"]: r for r in records if str(r["msg"]).endswith(" done") or " done: " in r["msg"]}
+    assert {"fetch", "checkout", "publish"} <= set(done) and not {"inspect", "discover"} & set(done)
+    assert done["checkout"]["files"] == 1 and done["checkout"]["v"] == 1
+    assert done["fetch"]["bytes"] > 0 and done["fetch"]["msg"].startswith("fetch done: ")
+    two = run_once({**env, "GITSYNC_VERBOSE": "2"}, timeout=60)
+    assert two.returncode == 0, two.stderr
+    assert "discover done" in [json.loads(line)["msg"] for line in two.stderr.splitlines()]
+    zero = run_once(env, timeout=60)
+    assert not [m for m in zero.stderr.splitlines() if " done" in json.loads(m)["msg"]]
