@@ -1,18 +1,26 @@
-"""The names gitsync owns under ``--root``, spelled once.
+"""Every path gitsync owns under ``--root``, spelled once: other modules ask ``Layout``.
 
 ::
 
     <root>/
-      .git/                 the store (worktree admin under .git/worktrees/<sha>)
-      .worktrees/<sha>/     one complete tree per published commit
-      .git-sync             the status file (git-sync's default name)
-      .gitsync.lock         one process per root
-      <link>                the symlink the consumers read (anything but the above)
+      .git/                       the store
+        objects/pack/tmp_*        a pack, index or big object being written
+        worktrees/<sha>/          a worktree's admin files (HEAD, index, gitdir, commondir)
+      .worktrees/<sha>/           one complete tree per published commit
+      .worktrees/.tmp-<sha>-<pid> a tree being written (renamed to <sha> when complete)
+      .git-sync                   the status file (git-sync's default name)
+      .gitsync.lock               one process per root
+      <link>                      the symlink the consumers read (anything but the above)
+
+A submodule's store (``.git/modules/<name>``) keeps its worktrees' admin files the same way,
+hence ``admin`` and ``admins`` take the store's directory rather than the root.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 STORE = ".git"
@@ -20,6 +28,57 @@ WORKTREES = ".worktrees"
 STATUS = ".git-sync"
 LOCK = ".gitsync.lock"
 RESERVED = (STORE, WORKTREES, STATUS, LOCK)
+KEEP_IN_WIPE = frozenset({LOCK, STATUS})  # what wiping a foreign root leaves in place
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The paths under one root."""
+
+    root: Path
+
+    @property
+    def store(self) -> Path:
+        return self.root / STORE
+
+    @property
+    def worktrees(self) -> Path:
+        return self.root / WORKTREES
+
+    @property
+    def lock(self) -> Path:
+        return self.root / LOCK
+
+    def worktree(self, sha: str) -> Path:
+        return self.worktrees / sha
+
+    def building(self, sha: str) -> Path:
+        """Where ``sha``'s tree is written before it is renamed into place."""
+        return self.worktrees / f".tmp-{sha}-{os.getpid()}"
+
+
+def admins(gitdir: Path) -> Path:
+    """The directory of a store's worktree admin directories (git's ``$GIT_DIR/worktrees``)."""
+    return gitdir / "worktrees"
+
+
+def admin(gitdir: Path, name: str) -> Path:
+    return admins(gitdir) / name
+
+
+PACK_TEMP = "tmp_"  # a file being written in a pack directory; what start-up finds is removed
+
+
+def pack_temp(pack_dir: str | os.PathLike[str], what: str, suffix: str = "") -> tuple[int, str]:
+    """A new temporary file in a pack directory (the same file system as the packs it
+    becomes, so the final rename is atomic): ``(fd, name)``, as ``tempfile.mkstemp``."""
+    return tempfile.mkstemp(prefix=f"{PACK_TEMP}{what}_", suffix=suffix, dir=pack_dir)
+
+
+def gitdir_line(worktree: Path, admin_dir: Path) -> str:
+    """The ``.git`` file of a worktree: where its admin directory is, relative to it, so the
+    root can be mounted anywhere."""
+    return f"gitdir: {os.path.relpath(admin_dir, worktree)}"
 
 
 def collision(root: Path, link: str) -> str | None:

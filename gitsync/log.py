@@ -27,11 +27,11 @@ import logging
 import re
 import sys
 from collections.abc import Iterable
-from typing import Any, Literal, TextIO
+from typing import Any, Literal, TextIO, cast
 
 import structlog
 import structlog.dev
-from structlog.typing import EventDict, WrappedLogger
+from structlog.typing import EventDict, FilteringBoundLogger, WrappedLogger
 
 _USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^/@:\s]*):[^/@\s]*@")
 # An http(s) URL with a user but no password: the "user" is often a token (https://TOKEN@host).
@@ -210,6 +210,7 @@ def _isatty(stream: TextIO) -> bool:
         return False
 
 
-def get(name: str = "") -> Any:
-    return structlog.get_logger(name)
+def get(name: str = "") -> FilteringBoundLogger:
+    """structlog's default logger class (a filtering bound logger), typed as such."""
+    return cast("FilteringBoundLogger", structlog.get_logger(name))
 

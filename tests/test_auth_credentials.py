@@ -16,10 +16,11 @@ from dulwich.client import SSHGitClient
 from support.servers.sshd import SSH_KEYGEN
 from support.upstream import Upstream
 
+from gitsync import app
 from gitsync.auth.http import CookieFile, proxy_for
 from gitsync.auth.ssh import ParamikoVendor, read_known_hosts
 from gitsync.errors import RemoteError
-from gitsync.git.remote import Remote, from_settings, git_config
+from gitsync.git.remote import Remote, git_config
 from gitsync.settings import cli
 
 pytestmark = pytest.mark.timeout(30)
@@ -27,7 +28,7 @@ pytestmark = pytest.mark.timeout(30)
 
 def _remote(argv: list[str], tmp_path: Path) -> Remote:
     settings, _ = cli.parse(["--root", str(tmp_path / "root"), *argv], {})
-    return from_settings(settings)
+    return app.remote(settings)
 
 
 def test_derived_remote_uses_the_credential_for_its_url(

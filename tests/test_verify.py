@@ -20,7 +20,7 @@ from support.gitsync_proc import GitSync, assert_synced, parse_logs, run_once, r
 from support.signers import GpgSigner, SshSigner, sign_with, tamper
 from support.upstream import Upstream
 
-from gitsync import metrics
+from gitsync import app, metrics
 from gitsync.errors import ConfigError
 from gitsync.git.remote import Target
 from gitsync.settings.model import load_settings
@@ -214,8 +214,8 @@ def test_keyring_reads_flux_layout(keys_dir: Path, ssh_other: SshSigner, gpg_key
     ring = load(keys_dir)
     assert [c.fingerprint.upper() for c in ring.certs] == [gpg_key.fingerprint]
     assert [s.principals for s in ring.ssh] == ["ops@example.com", ""]
-    assert verify.from_settings(_settings(keys_dir)) is not None
-    assert verify.from_settings(_settings(keys_dir, "none")) is None
+    assert app.verifier(_settings(keys_dir)) is not None
+    assert app.verifier(_settings(keys_dir, "none")) is None
 
 
 @pytest.mark.parametrize(
@@ -240,15 +240,15 @@ def test_bad_key_file_is_a_config_error_naming_it(
         load(keys_dir)
     assert str(path) in str(err.value)
     with pytest.raises(ConfigError, match=message):
-        verify.from_settings(_settings(keys_dir))
+        app.verifier(_settings(keys_dir))
 
 
 def test_no_keys_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=f"{tmp_path / 'absent'}"):
-        verify.from_settings(_settings(tmp_path / "absent"))
+        app.verifier(_settings(tmp_path / "absent"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match="holds no key"):
-        verify.from_settings(_settings(tmp_path / "empty"))
+        app.verifier(_settings(tmp_path / "empty"))
 
 
 # ----- what is checked and what is recorded --------------------------------------------------
@@ -285,13 +285,12 @@ def test_results_are_recorded_for_status_and_metrics(
     upstream: Upstream, keys_dir: Path, ssh_key: SshSigner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen: list[verify.Result] = []
-    monkeypatch.setattr(verify, "on_result", seen.append)
     sign_with(upstream, ssh_key)
     good = upstream.commit({"file": "good\n"}, "good")
     sign_with(upstream, None)
     bad = upstream.commit({"file": "bad\n"}, "unsigned")
     store: Any = SimpleNamespace(repo=Repo(str(upstream.bare)))
-    check = verify.Verifier("head", keys_dir)
+    check = verify.Verifier("head", keys_dir, on_result=seen.append)
 
     def count(result: str) -> float:
         return metrics.REGISTRY.get_sample_value("gitsync_verify_total", {"result": result}) or 0.0
@@ -304,7 +303,7 @@ def test_results_are_recorded_for_status_and_metrics(
     assert [r.result for r in seen] == ["success", "error"]
     assert seen[0].checks == (verify.Check("commit", good, "ssh", ssh_key.fingerprint),)
     assert seen[1].checks[-1].sha == bad and seen[1].error.startswith(f"commit {bad}")
-    assert verify.LAST_RESULT is seen[1]
+    assert check.last is seen[1]
 
 
 # ----- end to end --------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from typing import Literal
 from dulwich.config import ConfigFile
 from dulwich.objects import Blob, Commit, ObjectID
 
-from gitsync import log
+from gitsync import layout, log
 from gitsync.checkout.worktree import Checkout, Previous, write_checkout
 from gitsync.errors import UnsafeTree
 from gitsync.git.gitindex import IndexEntry, read_index
@@ -145,10 +145,10 @@ class Submodules:
         store = self._store(co.store, sub.name, url)
         remote = self._remote(url)
         commit = store.fetch(remote, Target(sub.path.decode(), sha, sha, ""), self.depth)
-        admin = store.gitdir / "worktrees" / top
-        live = [p.name for p in (store.gitdir / "worktrees").glob("*") if p.name != top]
-        heads = [(store.gitdir / "worktrees" / n / "HEAD").read_text().strip()
-                 for n in live if (store.gitdir / "worktrees" / n / "HEAD").is_file()]
+        admin = layout.admin(store.gitdir, top)
+        live = [p.name for p in layout.admins(store.gitdir).glob("*") if p.name != top]
+        heads = [(layout.admin(store.gitdir, n) / "HEAD").read_text().strip()
+                 for n in live if (layout.admin(store.gitdir, n) / "HEAD").is_file()]
         store.record(commit, heads, self.depth)
         rel = sub.path.decode("utf-8", "surrogateescape")
         sub_co = Checkout(store, commit, co.dest / rel, co.final / rel, admin,
@@ -162,6 +162,6 @@ class Submodules:
         if prev is None or not previous_top:
             return None
         try:
-            return Previous(prev.path / rel, read_index(store.gitdir / "worktrees" / previous_top / "index"))
+            return Previous(prev.path / rel, read_index(layout.admin(store.gitdir, previous_top) / "index"))
         except (OSError, ValueError):
             return None

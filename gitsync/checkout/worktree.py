@@ -31,7 +31,7 @@ from typing import Protocol
 from dulwich.objects import Blob, Commit, ObjectID, Tree, TreeEntry
 from dulwich.pack import Pack
 
-from gitsync import log, progress
+from gitsync import layout, log, progress
 from gitsync.checkout import attributes
 from gitsync.checkout.attributes import Attributes, Conversion
 from gitsync.errors import (
@@ -42,11 +42,12 @@ from gitsync.errors import (
     ObjectUnreadable,
     UnsafeTree,
 )
-from gitsync.git import gitindex, packformat
+from gitsync.git import dulwich_private, gitindex, packformat
 from gitsync.git.gitindex import IndexEntry, write_index
 from gitsync.git.store import Store, rmtree
 from gitsync.git.trees import read as read_tree
 from gitsync.git.trees import show_path
+from gitsync.layout import Layout
 
 MAX_TREE_DEPTH = 4096
 _CHECK_CANCEL_EVERY = 256
@@ -61,14 +62,6 @@ _IGNORABLE = dict.fromkeys(
     [0x200C, 0x200D, 0x200E, 0x200F, 0x202A, 0x202B, 0x202C, 0x202D, 0x202E,
      0x206A, 0x206B, 0x206C, 0x206D, 0x206E, 0x206F, 0xFEFF]
 )
-
-
-def worktrees_dir(root: Path) -> Path:
-    return root / ".worktrees"
-
-
-def worktree_path(root: Path, sha: str) -> Path:
-    return worktrees_dir(root) / sha
 
 
 def _is_dotgit(name: bytes) -> bool:
@@ -179,7 +172,7 @@ def write_checkout(co: Checkout, cancel: threading.Event, *, top: str, previous_
         if trees is not None:
             writer.trees = trees
         entries = writer.write(obj.tree)
-        (co.dest / ".git").write_text(f"gitdir: {os.path.relpath(co.admin, co.final)}\n")
+        (co.dest / ".git").write_text(layout.gitdir_line(co.final, co.admin) + "\n")
         _write_admin(co, entries)
         gitlinks = [e for e in entries if e.mode == _MODE_GITLINK and not e.skip_worktree]
         if submodules is not None and gitlinks:
@@ -234,6 +227,7 @@ class Materializer:
                  submodules: SubmoduleWriter | None = None, fetcher: Fetcher | None = None) -> None:
         self.store = store
         self.root = root
+        self.layout = Layout(root)
         self.sparse = sparse
         self.submodules = submodules
         self.fetcher = fetcher
@@ -243,13 +237,13 @@ class Materializer:
     # ----- inspection ----------------------------------------------------------------------
 
     def admin_dir(self, sha: str) -> Path:
-        return self.store.gitdir / "worktrees" / sha
+        return layout.admin(self.store.gitdir, sha)
 
     def healthy(self, sha: str) -> bool:
         """The worktree exists and still says it is ``sha`` (nobody committed in it)."""
-        path = worktree_path(self.root, sha)
+        path = self.layout.worktree(sha)
         try:
-            if (path / ".git").read_text().strip() != f"gitdir: ../../.git/worktrees/{sha}":
+            if (path / ".git").read_text().strip() != layout.gitdir_line(path, self.admin_dir(sha)):
                 return False
             if (self.admin_dir(sha) / "HEAD").read_text().strip() != sha:
                 return False
@@ -260,7 +254,7 @@ class Materializer:
     def _previous(self, sha: str | None) -> Previous | None:
         if not sha:
             return None
-        path = worktree_path(self.root, sha)
+        path = self.layout.worktree(sha)
         if not path.is_dir():
             return None
         try:
@@ -283,9 +277,9 @@ class Materializer:
                              f"{': ' + os.fsdecode(e.filename) if e.filename else ''}") from None
 
     def _build(self, commit: str, previous: str | None, cancel: threading.Event) -> Path:
-        final = worktree_path(self.root, commit)
-        worktrees_dir(self.root).mkdir(parents=True, exist_ok=True)
-        tmp = worktrees_dir(self.root) / f".tmp-{commit}-{os.getpid()}"
+        final = self.layout.worktree(commit)
+        self.layout.worktrees.mkdir(parents=True, exist_ok=True)
+        tmp = self.layout.building(commit)
         remove_tree(tmp)
         prev = self._previous(previous) if previous != commit else None
         os.mkdir(tmp)
@@ -309,7 +303,7 @@ class Materializer:
     def remove(self, sha: str) -> bool:
         """Remove the worktree of ``sha`` and its admin; False when some of it would not go
         (a consumer made it read-only or immutable): kept whole for the next cleanup."""
-        path = worktree_path(self.root, sha)
+        path = self.layout.worktree(sha)
         remove_tree(path)
         if os.path.lexists(path):
             return False
@@ -338,10 +332,10 @@ def _unpack_trees(packed: bytes) -> dict[bytes, bytes]:
 
 def prune_admin(gitdir: Path) -> None:
     """git worktree prune, for the store and its submodule stores: admin dirs whose worktree is gone."""
-    for admin in [gitdir / "worktrees", *(gitdir / "modules").glob("**/worktrees")]:
-        if not admin.is_dir():
+    for admins in [layout.admins(gitdir), *(gitdir / "modules").glob("**/worktrees")]:
+        if not admins.is_dir():
             continue
-        for entry in admin.iterdir():
+        for entry in admins.iterdir():
             try:
                 target = Path((entry / "gitdir").read_text().strip())
             except OSError:
@@ -448,7 +442,7 @@ class _Writer:
             self._packs = []
             for pack in getattr(self.objects, "packs", ()):
                 with contextlib.suppress(OSError):
-                    self._packs.append((pack, os.open(f"{pack._basename}.pack", os.O_RDONLY | os.O_CLOEXEC)))
+                    self._packs.append((pack, os.open(dulwich_private.pack_path(pack), os.O_RDONLY | os.O_CLOEXEC)))
         return self._packs
 
     def _close_packs(self) -> None:
@@ -572,8 +566,8 @@ class _Writer:
         150 MB limit). The pages stay in the page cache; only the mapping lets go of them.
         """
         for pack in getattr(self.objects, "packs", ()):
-            contents = getattr(getattr(pack, "_data", None), "_contents", None)
-            if isinstance(contents, mmap.mmap):
+            contents = dulwich_private.pack_map(pack)
+            if contents is not None:
                 with contextlib.suppress(OSError, ValueError):
                     contents.madvise(mmap.MADV_DONTNEED)
 

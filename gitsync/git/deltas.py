@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,8 +22,9 @@ from dulwich.object_store import BaseObjectStore
 from dulwich.objects import ObjectID, RawObjectID, object_class, object_header
 from dulwich.pack import Pack, apply_delta
 
+from gitsync import layout
 from gitsync.errors import DeltaError
-from gitsync.git import packformat
+from gitsync.git import dulwich_private, packformat
 
 # Objects at least this big never live whole in memory. worktree.py streams blobs from this
 # size too, and packindex stores every delta result this big whole: both rely on it.
@@ -93,7 +93,7 @@ class Builder:
         self.fd: int | None = None
         self.path: Path | None = None
         if keep and (force_file or size >= BIG):
-            fd, name = tempfile.mkstemp(prefix="tmp_obj_", dir=tmp_dir)
+            fd, name = layout.pack_temp(tmp_dir, "obj")
             self.fd, self.path = fd, Path(name)
 
     def add(self, data: bytes) -> None:
@@ -368,7 +368,7 @@ class StoreReader:
             except KeyError:
                 continue
             if n not in self.fds:
-                self.fds[n] = os.open(f"{pack._basename}.pack", os.O_RDONLY | os.O_CLOEXEC)
+                self.fds[n] = os.open(dulwich_private.pack_path(pack), os.O_RDONLY | os.O_CLOEXEC)
             return self.fds[n], offset
         return None
 
@@ -426,11 +426,11 @@ class StoreReader:
         return base
 
     def _loose(self, sha: bytes) -> Content | None:
-        get_path = getattr(self.store, "_get_shafile_path", None)
-        if get_path is None:
+        path = dulwich_private.loose_path(self.store, ObjectID(sha.hex().encode()))
+        if path is None:
             return None
         try:
-            fd = os.open(get_path(ObjectID(sha.hex().encode())), os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             return None
         try:

@@ -15,7 +15,6 @@ import binascii
 import hashlib
 import os
 import struct
-import tempfile
 import zlib
 from collections.abc import Iterable
 from pathlib import Path
@@ -25,8 +24,8 @@ from dulwich.object_store import BaseObjectStore
 from dulwich.objects import ObjectID, object_class
 from dulwich.pack import Pack, write_pack_index_v2
 
-from gitsync import progress
-from gitsync.git import deltas, packformat
+from gitsync import layout, progress
+from gitsync.git import deltas, dulwich_private, packformat
 
 _CHUNK = 1 << 22
 _INFLATE_STEP = 8 << 10
@@ -54,10 +53,10 @@ def _chunks(fd: int, offset: int, length: int) -> Iterable[bytes]:
 
 
 def _loose_path(source: BaseObjectStore, sha: ObjectID) -> Path | None:
-    get_path = getattr(source, "_get_shafile_path", None)
-    if get_path is None:
+    name = dulwich_private.loose_path(source, sha)
+    if name is None:
         return None
-    path = Path(get_path(sha))
+    path = Path(name)
     return path if path.is_file() else None
 
 
@@ -146,7 +145,7 @@ def copy(source: BaseObjectStore, target_pack_dir: Path, ids: list[ObjectID]) ->
             except KeyError:
                 continue
     target_pack_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix="tmp_copy_", suffix=".pack", dir=target_pack_dir)
+    fd, tmp_name = layout.pack_temp(target_pack_dir, "copy", ".pack")
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -224,7 +223,7 @@ def _resolved(fd: int, zstart: int, sha: ObjectID, reader: deltas.StoreReader, o
 def _copy_from_pack(pack: Pack, entries: list[tuple[int, ObjectID]], out: _Writer,
                     reader: deltas.StoreReader, written: set[ObjectID]) -> None:
     """Copy one source pack's share, in source order (an offset delta's base comes first)."""
-    path = f"{pack._basename}.pack"
+    path = dulwich_private.pack_path(pack)
     new_at: dict[int, int] = {}  # source offset → offset in the new pack
     by_sha: set[ObjectID] = set()
     # pread, not mmap: pages of a mapped pack count as this process's memory once touched,

@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
-import tempfile
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from dulwich.object_store import BaseObjectStore
 from dulwich.objects import object_header
 from dulwich.pack import write_pack_index_v2
 
-from gitsync import progress
+from gitsync import layout, progress
 from gitsync.errors import DeltaError, PackError
 from gitsync.git import deltas, packformat
 from gitsync.git.deltas import BIG, Content
@@ -231,7 +230,7 @@ class _Extra:
     delta results stored whole, and the bases a thin pack left out."""
 
     def __init__(self, pack_dir: Path) -> None:
-        fd, name = tempfile.mkstemp(prefix="tmp_extra_", dir=pack_dir)
+        fd, name = layout.pack_temp(pack_dir, "extra")
         self.fd, self.path = fd, Path(name)
         self.at = self.begin = self.zstart = self.crc = 0
         self.z = zlib.compressobj(1)

@@ -11,11 +11,9 @@ import os
 import re
 import socket
 import ssl
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from dulwich.client import (
     GitClient,
@@ -31,9 +29,9 @@ from dulwich.object_store import DiskObjectStore
 from dulwich.objects import ObjectID
 from dulwich.protocol import PEELED_TAG_SUFFIX
 from dulwich.refs import Ref
+from dulwich.repo import Repo
 
-from gitsync import progress
-from gitsync.auth import context as auth_context
+from gitsync import layout, progress
 from gitsync.auth.context import AuthContext
 from gitsync.auth.credentials import CredentialStore
 from gitsync.errors import (
@@ -48,9 +46,6 @@ from gitsync.errors import (
 )
 from gitsync.git import localfetch, packindex, transports, wire
 from gitsync.urls import redact_url
-
-if TYPE_CHECKING:
-    from gitsync.settings.model import Settings
 
 FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
 
@@ -225,7 +220,7 @@ class Remote:
             raise self._wrap(e) from None
         return Advertisement.from_dulwich(result.refs, result.symrefs)
 
-    def fetch(self, target: Any, wants: list[str], depth: int | None, filter_spec: str = "") -> Any:
+    def fetch(self, target: Repo, wants: list[str], depth: int | None, filter_spec: str = "") -> None:
         """Fetch ``wants`` into the dulwich repo ``target``; depth None means no deepen."""
         client, path = self.client()
         want_ids = [ObjectID(w.encode()) for w in wants]
@@ -236,9 +231,10 @@ class Remote:
         try:
             if isinstance(client, LocalGitClient):
                 # dulwich's local shallow fetch copies whole trees; see localfetch.py
-                return localfetch.fetch(str(path), target, want_ids, depth, filter_spec)
-            return _receive(client, path, target, determine_wants, depth,
-                            filter_spec.encode() if filter_spec else None)
+                localfetch.fetch(str(path), target, want_ids, depth, filter_spec)
+            else:
+                _receive(client, path, target, determine_wants, depth,
+                         filter_spec.encode() if filter_spec else None)
         except GitsyncError as e:
             if isinstance(e, RemoteError):
                 self.reset()
@@ -328,9 +324,9 @@ def _network_cause(e: BaseException) -> tuple[str, str] | None:
     return None
 
 
-def _receive(client: GitClient, path: str | bytes, target: Any,
+def _receive(client: GitClient, path: str | bytes, target: Repo,
              determine_wants: Callable[..., list[ObjectID]], depth: int | None,
-             filter_spec: bytes | None) -> Any:
+             filter_spec: bytes | None) -> None:
     """dulwich's ``fetch``, but the pack goes to a file and is indexed by packindex.
 
     dulwich spools a received pack in memory and inflates whole objects to index it;
@@ -342,10 +338,11 @@ def _receive(client: GitClient, path: str | bytes, target: Any,
     """
     store = target.object_store
     if target.object_format.name != "sha1" or not isinstance(store, DiskObjectStore):
-        return client.fetch(path, target, determine_wants=determine_wants, depth=depth,
-                            filter_spec=filter_spec)
+        client.fetch(path, target, determine_wants=determine_wants, depth=depth,
+                     filter_spec=filter_spec)
+        return
     os.makedirs(store.pack_dir, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix="tmp_recv_", suffix=".pack", dir=store.pack_dir)
+    fd, name = layout.pack_temp(store.pack_dir, "recv", ".pack")
     try:
         with os.fdopen(fd, "wb") as f:
             result = client.fetch_pack(path, determine_wants, target.get_graph_walker(),
@@ -359,7 +356,6 @@ def _receive(client: GitClient, path: str | bytes, target: Any,
     # would make git believe in history that is not in the store.
     shallow = {sha for sha in result.new_shallow or () if sha in store}
     target.update_shallow(shallow, result.new_unshallow)
-    return result
 
 
 def _counting(write: Callable[[bytes], object]) -> Callable[[bytes], int]:
@@ -377,9 +373,3 @@ def _counting(write: Callable[[bytes], object]) -> Callable[[bytes], int]:
         return len(data)
 
     return counted
-
-
-def from_settings(settings: Settings) -> Remote:
-    """The remote as the settings describe it (credentials, TLS, proxies, SSH)."""
-    config = git_config(settings.git_config, timeout=settings.sync_timeout)
-    return Remote(settings.repo, config, auth_context.from_settings(settings, config))

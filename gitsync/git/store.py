@@ -22,11 +22,12 @@ from dulwich.pack import Pack
 from dulwich.refs import Ref
 from dulwich.repo import Repo
 
-from gitsync import log
+from gitsync import layout, log
 from gitsync.errors import MissingObject, ProtocolError, Refused
 from gitsync.git import packcopy
 from gitsync.git.remote import Remote, Target
 from gitsync.git.trees import read as read_tree
+from gitsync.layout import Layout
 
 BRANCH = Ref(b"refs/heads/git-sync")
 # A deepen value meaning "everything", as git's --unshallow sends.
@@ -34,7 +35,6 @@ INFINITE_DEPTH = 0x7FFFFFFF
 # Lock files git or dulwich leave behind when killed; we hold the root lock, so any is stale.
 _LOCK_NAMES = ("shallow.lock", "index.lock", "HEAD.lock", "config.lock", "packed-refs.lock")
 # Files in the root that belong to gitsync itself and survive a wipe of the root.
-KEEP_IN_ROOT = frozenset({".gitsync.lock", ".git-sync"})
 # Rewrite the store when it grows past this many packs, whatever its size.
 _MAX_PACKS = 24
 _SHOWN_REMOVED = 20  # names of a wiped root listed in the log line (the count is whole)
@@ -98,7 +98,7 @@ def rmtree(path: str | os.PathLike[str]) -> None:
         os.rmdir(path)
 
 
-def wipe_contents(root: Path, keep: Iterable[str] = KEEP_IN_ROOT) -> list[str]:
+def wipe_contents(root: Path, keep: Iterable[str] = layout.KEEP_IN_WIPE) -> list[str]:
     """Remove everything in ``root`` but ``keep``; never the directory itself (a mount point).
     Returns the names removed."""
     keep = set(keep)
@@ -132,7 +132,7 @@ class Store:
     def __init__(self, root: Path, repo_url: str, gitdir: Path | None = None) -> None:
         self.root = root
         self.bare = gitdir is not None  # a submodule's store: no root of its own to wipe
-        self.gitdir = gitdir or root / ".git"
+        self.gitdir = gitdir or Layout(root).store
         self.repo_url = repo_url
         self._repo: Repo | None = None
         self._baseline = 0  # size of objects/ right after the last rewrite (or first fetch)
@@ -276,13 +276,13 @@ class Store:
             with contextlib.suppress(FileNotFoundError):
                 lock.unlink()
         pack = self.gitdir / "objects" / "pack"
-        for tmp in pack.glob("tmp_*") if pack.is_dir() else ():
+        for tmp in pack.glob(f"{layout.PACK_TEMP}*") if pack.is_dir() else ():
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
         for tmp in (self.gitdir / "objects").glob("incoming-*"):
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
-        wts = self.gitdir / "worktrees"
+        wts = layout.admins(self.gitdir)
         for lock in wts.glob("*/*.lock") if wts.is_dir() else ():
             with contextlib.suppress(FileNotFoundError):
                 lock.unlink()

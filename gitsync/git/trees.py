@@ -15,6 +15,7 @@ from dulwich.object_store import BaseObjectStore
 from dulwich.objects import ObjectID, Tree, object_class, parse_tree
 
 from gitsync.errors import CorruptObject, MissingObject, UnsafeTree
+from gitsync.git import dulwich_private
 
 MAX_ENTRIES = 100_000
 # The shortest entry: mode "40000", a space, a one-byte name, NUL, a 20-byte SHA.
@@ -42,10 +43,10 @@ def _entry_count(raw: bytes, pos: int) -> int:
 def _raw(objects: BaseObjectStore, sha: ObjectID) -> tuple[int, bytes, int]:
     """(type, data, where the content starts in data): dulwich parses a loose object just to
     return its bytes, which is the 550 MB this module exists to avoid."""
-    path = getattr(objects, "_get_shafile_path", None)
+    path = dulwich_private.loose_path(objects, sha)
     if path is not None:
         try:
-            with open(path(sha), "rb") as f:
+            with open(path, "rb") as f:
                 data = zlib.decompress(f.read())
         except FileNotFoundError:
             pass

@@ -10,7 +10,6 @@ and SSH connections are registered with the sync's cancellation by their own fac
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,6 +18,7 @@ from dulwich.client import AbstractHttpGitClient, GitClient, TraditionalGitClien
 
 from gitsync import cancel
 from gitsync.errors import ProtocolError
+from gitsync.git import dulwich_private
 
 # git sets no limit; 32 MiB is a v0 advertisement of some 300,000 refs, far beyond real
 # repositories (and about 100 MB of memory once parsed), and it stops an endless one early.
@@ -58,8 +58,10 @@ def guard(client: GitClient, display_url: str, timeout: float | None) -> None:
 
 
 def _guard_http(client: AbstractHttpGitClient, display_url: str) -> None:
-    request = client._http_request
+    dulwich_private.wrap_http_request(client, lambda request: _checked(request, display_url))
 
+
+def _checked(request: dulwich_private.HttpRequest, display_url: str) -> dulwich_private.HttpRequest:
     def checked(url: str, headers: dict[str, str] | None = None, data: Any = None,
                 raise_for_status: bool = True) -> tuple[Any, Callable[[int], bytes]]:
         resp, read = request(url, headers, data, raise_for_status)
@@ -80,15 +82,18 @@ def _guard_http(client: AbstractHttpGitClient, display_url: str) -> None:
                 hint="serve the repository with git http-backend or another smart HTTP server")
         return resp, _Budget(read, display_url)
 
-    client._http_request = checked  # type: ignore[method-assign]
+    return checked
 
 
 def _guard_stream(client: TraditionalGitClient, display_url: str, timeout: float | None) -> None:
-    connect = client._connect
+    dulwich_private.wrap_connect(client, lambda connect: _connected(connect, display_url, timeout))
 
+
+def _connected(connect: dulwich_private.Connect, display_url: str,
+               timeout: float | None) -> dulwich_private.Connect:
     def connected(cmd: bytes, path: str | bytes, protocol_version: int | None = None) -> Any:
         proto, can_read, stderr = connect(cmd, path, protocol_version)
-        sock = _socket_of(proto.read)
+        sock = dulwich_private.socket_of(proto.read)
         if sock is not None:  # git://
             try:
                 sock.settimeout(timeout)
@@ -109,11 +114,4 @@ def _guard_stream(client: TraditionalGitClient, display_url: str, timeout: float
         proto.read, proto.write = budget, watched_write
         return proto, can_read, stderr
 
-    client._connect = connected  # type: ignore[method-assign]
-
-
-def _socket_of(read: Callable[..., bytes]) -> socket.socket | None:
-    """The socket behind dulwich's git:// ``rfile.read`` (a buffered ``SocketIO``), if any."""
-    raw = getattr(getattr(read, "__self__", None), "raw", None)
-    sock = getattr(raw, "_sock", None)
-    return sock if isinstance(sock, socket.socket) else None
+    return connected

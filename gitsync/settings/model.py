@@ -917,7 +917,7 @@ class Settings(BaseModel):
         int, _o(kind="int", flags=("ready-max-failures",), env=("GITSYNC_READY_MAX_FAILURES",))
     ] = Field(0, description="Readiness fails after this many consecutive failed syncs; 0 never.")
     status_file: Annotated[str, _o(flags=("status-file",), env=("GITSYNC_STATUS_FILE",))] = Field(
-        ".git-sync", description="JSON status file; relative paths are under --root."
+        layout.STATUS, description="JSON status file; relative paths are under --root."
     )
     trigger_secret_file: Annotated[
         str, _o(flags=("trigger-secret-file",), env=("GITSYNC_TRIGGER_SECRET_FILE",))

@@ -11,13 +11,12 @@ import os
 from pathlib import Path
 
 from gitsync.errors import RootLocked
-
-LOCK_NAME = ".gitsync.lock"
+from gitsync.layout import Layout
 
 
 class RootLock:
     def __init__(self, root: Path) -> None:
-        self.path = root / LOCK_NAME
+        self.path = Layout(root).lock
         self._fd: int | None = None
 
     def acquire(self) -> None:

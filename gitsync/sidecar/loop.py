@@ -18,13 +18,34 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from gitsync import files, log, progress
 from gitsync.cancel import Cancel, scope
 from gitsync.errors import Cancelled, SyncTimeout, describe
 from gitsync.progress import Progress, Snapshot
-from gitsync.sidecar.sync import Outcome, Syncer
+from gitsync.sidecar.sync import Outcome
+
+
+class Runner(Protocol):
+    """What the loop needs of a syncer (``sync.Syncer``; a fake in the loop's tests)."""
+
+    ref: str
+
+    def run(self, first: bool, cancel: threading.Event) -> Outcome: ...
+
+    def release(self, deep: bool) -> None: ...
+
+
+class Clock:
+    """Time as the loop sees it: the tests give it one that does not wait."""
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def wait(self, event: threading.Event, seconds: float) -> bool:
+        """Wait for ``event`` at most ``seconds``; True if it was set."""
+        return event.wait(seconds)
 
 PROGRESS_EVERY = 5.0  # seconds between two progress reports of a running sync
 CLEANUP_WAIT = 2.0  # how long a timed-out sync is given to remove its temporary files
@@ -89,13 +110,15 @@ class _Attempt:
 
 
 class Loop:
-    def __init__(self, syncer: Syncer, policy: Policy, *, error_file: Path | None,
-                 touch_file: Path | None, listeners: list[Listener] | None = None) -> None:
+    def __init__(self, syncer: Runner, policy: Policy, *, error_file: Path | None,
+                 touch_file: Path | None, listeners: list[Listener] | None = None,
+                 clock: Clock | None = None) -> None:
         self.syncer = syncer
         self.policy = policy
         self.error_file = error_file
         self.touch_file = touch_file
         self.listeners = listeners or []
+        self.clock = clock or Clock()
         self.wake = threading.Event()
         self.stop = threading.Event()
         self.log = log.get()
@@ -146,13 +169,13 @@ class Loop:
         failures = 0
         succeeded = False
         while not self.stop.is_set():
-            start = time.monotonic()
+            start = self.clock.monotonic()
             try:
                 outcome = self._attempt(first=not succeeded)
             except _Stopped:
                 break
             except Exception as e:
-                duration = time.monotonic() - start
+                duration = self.clock.monotonic() - start
                 failures += 1
                 error = describe(e)
                 for listener in self.listeners:
@@ -162,7 +185,7 @@ class Loop:
                     return 1
                 self._error("error syncing repo, will retry", error, failures=failures)
             else:
-                duration = time.monotonic() - start
+                duration = self.clock.monotonic() - start
                 first = not succeeded
                 succeeded = True
                 failures = 0
@@ -188,7 +211,7 @@ class Loop:
 
     def _sleep(self, seconds: float) -> None:
         self.log.info("next sync", v=3, wait=seconds)
-        self.wake.wait(seconds)
+        self.clock.wait(self.wake, seconds)
         self.wake.clear()
 
     def _attempt(self, first: bool) -> Outcome:
@@ -231,11 +254,11 @@ class Loop:
 
     def _wait(self, attempt: _Attempt) -> None:
         """Until the attempt ends, reporting its progress; cut it at the deadline or a stop."""
-        now = time.monotonic()
+        now = self.clock.monotonic()
         deadline = now + self.policy.sync_timeout
         report = now + PROGRESS_EVERY
         while not attempt.done.is_set():
-            now = time.monotonic()
+            now = self.clock.monotonic()
             if self.stop.is_set():
                 attempt.cancel.set()
                 raise _Stopped
@@ -250,7 +273,7 @@ class Loop:
             if now >= report:
                 report = now + PROGRESS_EVERY
                 self._report(attempt.progress.snapshot())
-            attempt.done.wait(min(deadline - now, report - now, 0.05))
+            self.clock.wait(attempt.done, min(deadline - now, report - now, 0.05))
 
     def _report(self, snap: Snapshot | None) -> None:
         if snap is None:

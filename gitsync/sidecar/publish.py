@@ -13,7 +13,7 @@ import re
 import time
 from pathlib import Path
 
-from gitsync.checkout.worktree import worktrees_dir
+from gitsync.layout import Layout
 
 _SHA_DIR = re.compile(r"^[0-9a-f]{40}$")
 
@@ -64,7 +64,7 @@ def stale_entries(root: Path, keep: set[str], timeout: float, now: float | None 
     which is why callers run this only between syncs.
     """
     now = time.time() if now is None else now
-    base = worktrees_dir(root)
+    base = Layout(root).worktrees
     out: list[Path] = []
     try:
         entries = list(os.scandir(base))

@@ -26,11 +26,11 @@ from gitsync.checkout.worktree import (
     Sparse,
     prune_admin,
     remove_tree,
-    worktree_path,
 )
 from gitsync.errors import Cancelled, GitsyncError, ObjectUnreadable, StoreDamage, describe
 from gitsync.git.remote import FULL_SHA, Remote, Target, resolve
 from gitsync.git.store import Store
+from gitsync.layout import Layout
 from gitsync.sidecar import publish
 from gitsync.sidecar.plan import Observed, Step, is_update, plan
 
@@ -93,6 +93,7 @@ class Syncer:
         self.remote = remote
         self.store = store
         self.root = root
+        self.layout = Layout(root)
         self.link = link
         self.ref = ref
         self.depth = depth
@@ -191,7 +192,7 @@ class Syncer:
         _ = self.store.repo
         sha, path = publish.current(self.link)
         state.current = sha
-        state.linked = sha is not None and path == worktree_path(self.root, sha)
+        state.linked = sha is not None and path == self.layout.worktree(sha)
         state.healthy = state.linked and sha is not None and self.worktrees.healthy(sha)
         if sha is not None and not state.healthy:
             self.log.info("current worktree is missing or damaged, rebuilding", v=1, hash=sha)
@@ -220,7 +221,7 @@ class Syncer:
             stored = self.store.has_history(commit, self.depth) and (
                 state.target.want == commit or self.store.has(state.target.want))
             built = (not published and self.worktrees.healthy(commit)
-                     and worktree_path(self.root, commit).is_dir())
+                     and self.layout.worktree(commit).is_dir())
         if noop:
             self.log.info("update not required", v=2, ref=self.ref, local=state.current,
                           remote=commit)
@@ -259,7 +260,7 @@ class Syncer:
 
     def _publish(self, state: SyncState, _cancel: threading.Event) -> None:
         assert state.commit is not None
-        old = publish.swap(self.link, worktree_path(self.root, state.commit))
+        old = publish.swap(self.link, self.layout.worktree(state.commit))
         if old is not None and old.parent == self.root and FULL_SHA.match(old.name):
             # git-sync v3 kept worktrees at <root>/<sha>: upgraded in place, the old one goes.
             remove_tree(old)
@@ -315,12 +316,12 @@ class Syncer:
         """The commit the link publishes when its worktree is complete, else None: a tree a
         restarted process can serve before it reaches the remote."""
         sha, path = publish.current(self.link)
-        if sha is None or path != worktree_path(self.root, sha) or not self.worktrees.healthy(sha):
+        if sha is None or path != self.layout.worktree(sha) or not self.worktrees.healthy(sha):
             return None
         return sha
 
     def kept_commits(self) -> list[str]:
-        base = self.root / ".worktrees"
+        base = self.layout.worktrees
         try:
             return [p.name for p in base.iterdir() if FULL_SHA.match(p.name)]
         except FileNotFoundError:

@@ -11,8 +11,8 @@ What the signature covers is the object as stored, less its signature: for a com
 ``gpgsig``/``gpgsig-sha256`` headers are dropped, for a tag the signature block appended to
 its message (git's own rule; dulwich's ``raw_without_sig`` implements it).
 
-Each outcome is published three ways for the status and metrics code: ``LAST_RESULT``, the
-``on_result`` hook, and the counter ``gitsync_verify_total{result}`` (success, error).
+Each outcome is counted in ``gitsync_verify_total{result}`` (success, error), kept as the
+verifier's ``last`` result and passed to its ``on_result`` callback, if it was given one.
 """
 
 from __future__ import annotations
@@ -35,15 +35,13 @@ from dulwich.objects import (
 from prometheus_client import Counter
 
 from gitsync import log, metrics
-from gitsync.errors import ConfigError, KeyringError, MissingObject, SignatureError, VerifyError
+from gitsync.errors import KeyringError, MissingObject, SignatureError, VerifyError
 from gitsync.signatures import openpgp, sshsig
 from gitsync.signatures.keyring import Keyring, load
 
 if TYPE_CHECKING:
     from gitsync.git.remote import Target
     from gitsync.git.store import Store
-    from gitsync.settings.model import Settings
-    from gitsync.sidecar.sync import Verifier as VerifierFn
 
 Kind = Literal["openpgp", "ssh", "x509", "unknown", "none"]
 
@@ -77,11 +75,6 @@ class Result:
     mode: str
     checks: tuple[Check, ...]
     error: str = ""
-
-
-LAST_RESULT: Result | None = None
-# Called with every Result (status file, hooks); it must not raise.
-on_result: Callable[[Result], None] | None = None
 
 
 def _refused(reason: str, check: Check) -> VerifyError:
@@ -158,9 +151,20 @@ def _check_ssh(check: Check, payload: bytes, signature: bytes, ring: Keyring,
 class Verifier:
     """The ``verify`` step of a sync for one mode and one keys directory."""
 
-    def __init__(self, mode: str, keys_dir: Path) -> None:
+    def __init__(self, mode: str, keys_dir: Path,
+                 on_result: Callable[[Result], None] | None = None) -> None:
         self.mode = mode
         self.keys_dir = keys_dir
+        self.on_result = on_result  # it must not raise
+        self.last: Result | None = None
+        for result in ("success", "error"):  # both series exist from the start
+            VERIFY_TOTAL.labels(result=result)
+
+    def _record(self, result: Result) -> None:
+        self.last = result
+        VERIFY_TOTAL.labels(result=result.result).inc()
+        if self.on_result is not None:
+            self.on_result(result)
 
     def __call__(self, store: Store, target: Target, commit: str) -> None:
         checks: list[Check] = []
@@ -180,7 +184,7 @@ class Verifier:
                 checks.append(check_signature(obj, ring, now))
         except VerifyError as e:
             failed = (e.check,) if isinstance(e.check, Check) else ()
-            _record(Result("error", self.mode, (*checks, *failed), str(e)))
+            self._record(Result("error", self.mode, (*checks, *failed), str(e)))
             raise
         for check in checks:
             fields: dict[str, Any] = {"commit": commit, "kind": check.kind, "key": check.key}
@@ -189,7 +193,7 @@ class Verifier:
             if check.principals:
                 fields["principals"] = check.principals
             log.get().info("signature verified", **fields)
-        _record(Result("success", self.mode, tuple(checks)))
+        self._record(Result("success", self.mode, tuple(checks)))
 
 
 def _lookup(store: Store, sha: str) -> ShaFile:
@@ -210,30 +214,3 @@ def _annotated_tag(store: Store, target: Target, commit: str, mode: str) -> Tag:
             if target.refname.startswith("refs/tags/") else Check("commit", commit, "none"),
         )
     return obj
-
-
-def _record(result: Result) -> None:
-    global LAST_RESULT
-    LAST_RESULT = result
-    VERIFY_TOTAL.labels(result=result.result).inc()
-    if on_result is not None:
-        on_result(result)
-
-
-def from_settings(settings: Settings) -> VerifierFn | None:
-    """The verifier for ``--verify-mode``, after checking now that the keys can be read (a
-    config error exits 1 at startup instead of failing every sync)."""
-    if settings.verify_mode == "none":
-        return None
-    if not settings.verify_keys_dir:
-        raise ConfigError(f"--verify-mode={settings.verify_mode} needs --verify-keys-dir")
-    keys_dir = Path(settings.verify_keys_dir)
-    try:
-        ring = load(keys_dir)
-    except KeyringError as e:
-        raise ConfigError(str(e)) from e
-    for result in ("success", "error"):
-        VERIFY_TOTAL.labels(result=result)
-    log.get().info("signature verification enabled", mode=settings.verify_mode,
-                   keys_dir=str(keys_dir), openpgp_keys=len(ring.certs), ssh_keys=len(ring.ssh))
-    return Verifier(settings.verify_mode, keys_dir)

@@ -28,9 +28,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from gitsync import log, metrics
-from gitsync.checkout.worktree import worktree_path
 from gitsync.errors import HookFailed
-from gitsync.settings.model import Settings
+from gitsync.layout import Layout
 from gitsync.sidecar.loop import Listener
 from gitsync.sidecar.sync import Outcome
 from gitsync.urls import without_query
@@ -63,7 +62,7 @@ class ExecHook:
         self.log.info("running exechook", hash=sha, command=self.command, timeout=self.timeout)
         try:
             proc = subprocess.Popen(
-                [self.command], cwd=worktree_path(self.root, sha),
+                [self.command], cwd=Layout(self.root).worktree(sha),
                 env={**os.environ, "GITSYNC_HASH": sha}, stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
             )
@@ -256,26 +255,6 @@ class Hooks(Listener):
 
     def _runners(self) -> list[Runner]:
         return [r for r in (self.pre_publish, self.exechook, self.webhook) if r is not None]
-
-
-def from_settings(settings: Settings, root: Path) -> Hooks | None:
-    """The configured hooks, or None when there are none."""
-    s, one = settings, settings.one_time
-    pre = exe = web = None
-    if s.pre_publish_exechook_command:
-        pre = Runner(ExecHook("pre-publish-exechook", s.pre_publish_exechook_command, root,
-                              s.pre_publish_exechook_timeout),
-                     s.pre_publish_exechook_backoff, one)
-    if s.exechook_command:
-        exe = Runner(ExecHook("exechook", s.exechook_command, root, s.exechook_timeout),
-                     s.exechook_backoff, one)
-    if s.webhook_url:
-        web = Runner(WebHook(s.webhook_url, s.webhook_method, s.webhook_success_status,
-                             s.webhook_timeout), s.webhook_backoff, one)
-    if pre is None and exe is None and web is None:
-        return None
-    return Hooks(pre_publish=pre, exechook=exe, webhook=web,
-                 webhook_after_exechook=s.webhook_after_exechook)
 
 
 def _command_hint(command: str, e: OSError) -> str:

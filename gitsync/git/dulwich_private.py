@@ -1,0 +1,58 @@
+"""Every private attribute of dulwich that gitsync reads or replaces, in one place.
+
+Each exists because dulwich has no public way to do what it does: read a pack's file by
+offset without mapping it whole, find a loose object's file, let go of a pack's mapped pages,
+and wrap the point where a client opens a connection (the advertisement cap, no dumb HTTP,
+``git://`` timeouts). ``tests/test_dulwich_private.py`` checks each against the installed
+dulwich, so an upgrade that renames one fails there, by name, and not as a slow or
+unbounded sync.
+"""
+
+from __future__ import annotations
+
+import mmap
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from dulwich.client import AbstractHttpGitClient, TraditionalGitClient
+from dulwich.object_store import BaseObjectStore
+from dulwich.objects import ObjectID
+from dulwich.pack import Pack
+
+HttpRequest = Callable[..., tuple[Any, Callable[[int], bytes]]]
+Connect = Callable[..., Any]
+
+
+def pack_path(pack: Pack) -> str:
+    """The ``.pack`` file of a pack dulwich has opened."""
+    return f"{pack._basename}.pack"
+
+
+def loose_path(store: BaseObjectStore, sha: ObjectID) -> str | None:
+    """Where a loose object lives, or None for a store without loose objects (memory)."""
+    get_path = getattr(store, "_get_shafile_path", None)
+    return None if get_path is None else str(get_path(sha))
+
+
+def pack_map(pack: Pack) -> mmap.mmap | None:
+    """The mapping of a pack's data, once dulwich has opened it."""
+    contents = getattr(getattr(pack, "_data", None), "_contents", None)
+    return contents if isinstance(contents, mmap.mmap) else None
+
+
+def wrap_http_request(client: AbstractHttpGitClient, wrap: Callable[[HttpRequest], HttpRequest]) -> None:
+    """Route every smart-HTTP request of ``client`` through ``wrap(original)``."""
+    client._http_request = wrap(client._http_request)  # type: ignore[method-assign]
+
+
+def wrap_connect(client: TraditionalGitClient, wrap: Callable[[Connect], Connect]) -> None:
+    """Route every connection ``client`` opens (SSH, ``git://``) through ``wrap(original)``."""
+    client._connect = wrap(client._connect)  # type: ignore[method-assign]
+
+
+def socket_of(read: Callable[..., bytes]) -> socket.socket | None:
+    """The socket behind dulwich's ``git://`` ``rfile.read`` (a buffered ``SocketIO``), if any."""
+    raw = getattr(getattr(read, "__self__", None), "raw", None)
+    sock = getattr(raw, "_sock", None)
+    return sock if isinstance(sock, socket.socket) else None
