@@ -8,8 +8,8 @@ Verbosity follows git-sync: an event carries ``v`` (0 by default) and is dropped
 
 ====  ==========================================================================
 0     outcomes (started, updated, failed, recovered) and progress of long phases
-1     each sync's phases and decisions (rebuilds, stale worktrees, signals)
-2     idle polls ("update not required")
+1     each update's phases as they end, with their counters; decisions (rebuilds, signals)
+2     idle polls (their inspect and discover, "update not required")
 3     waits between syncs
 5     dulwich's and paramiko's warnings
 6     their debug records (connections, negotiation), not the wire itself

@@ -45,7 +45,7 @@ class Snapshot:
             parts.append(f"{c['indexed']:,} indexed")
         if "files" in c:
             parts.append(f"{c['files']:,} files written at {c['files'] / secs:,.0f}/s")
-        return ", ".join(parts) or "no progress counted"
+        return ", ".join(parts) or f"running for {self.seconds:.0f}s"
 
     def fields(self) -> dict[str, object]:
         """The phase as a log line's or the status document's fields."""

@@ -108,17 +108,17 @@ def test_a_timeout_names_the_phase_and_progress_and_leaves_no_partial_pack(
 ) -> None:
     _big_upstream(upstream)
     server = make_http_server()
-    server.throttle(200_000)
-    env = {**gs_env, "GITSYNC_REPO": server.url_for(upstream.bare), "GITSYNC_SYNC_TIMEOUT": "4s",
+    server.throttle(100_000)  # 40 s for the pack: the timeout cuts it while bytes arrive
+    env = {**gs_env, "GITSYNC_REPO": server.url_for(upstream.bare), "GITSYNC_SYNC_TIMEOUT": "10s",
            "GITSYNC_ONE_TIME": "true"}
-    res = run_once(env, timeout=60)
+    res = run_once(env, timeout=90)
     assert res.returncode == 1, res.stderr
     errors = [json.loads(line) for line in res.stderr.splitlines()
               if line.startswith("{") and '"error"' in line]
     error = str(errors[-1]["error"])
-    assert "timed out after 4s during fetch" in error, error
+    assert "timed out after 10s during fetch" in error, error
     assert "KiB received at" in error or "MiB received at" in error, error
-    assert "raise GITSYNC_SYNC_TIMEOUT, now 4s" in error, error
+    assert "raise GITSYNC_SYNC_TIMEOUT, now 10s" in error, error
     assert "--sync-timeout" not in error  # one spelling
     pack_dir = root / ".git" / "objects" / "pack"
     assert pack_dir.is_dir()
@@ -301,3 +301,61 @@ def test_the_bridge_drops_a_peeked_line_read_twice_and_pack_data() -> None:
         assert [json.loads(line)["msg"] for line in out.getvalue().splitlines()] == ["connecting"]
     finally:
         log.configure(0, stream=io.StringIO(), fmt="json")
+
+
+def test_checkout_and_a_local_fetch_count_what_they_did(upstream: Upstream, tmp_path: Path) -> None:
+    """The counters a progress line reads, per phase, for a file:// sync of 1,201 files."""
+    import threading
+
+    from support.upstream import many_files
+
+    from gitsync import progress
+    from gitsync.git.remote import Remote
+    from gitsync.git.store import Store
+    from gitsync.sidecar.sync import Syncer
+
+    class Recording(progress.Progress):
+        """Keeps each phase's last counters when the next phase begins."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen: dict[str, dict[str, int]] = {}
+
+        def begin(self, phase: str) -> None:
+            snap = self.snapshot()
+            if snap is not None:
+                self.seen[snap.phase] = snap.counts
+            super().begin(phase)
+
+    upstream.commit(many_files(1200), "many")
+    root = tmp_path / "root"
+    root.mkdir()
+    syncer = Syncer(remote=Remote(upstream.file_url), store=Store(root, upstream.file_url),
+                    root=root, link=root / "link", ref="HEAD", depth=1)
+    recording = Recording()
+    with progress.scope(recording):
+        syncer.run(True, threading.Event())
+    assert recording.seen["checkout"]["files"] == 1201
+    fetched = recording.seen["fetch"]
+    assert fetched["objects"] >= 1201 + 41 + 1  # blobs, trees, the commit
+    assert fetched["bytes"] > 1200 * 20
+    assert progress.current() is None  # outside a sync, counting is a no-op
+    progress.count("files", 1)
+
+
+def test_v1_shows_each_phase_of_an_update_and_v2_the_polls(
+    upstream: Upstream, gs_env: dict[str, str]
+) -> None:
+    env = {**gs_env, "GITSYNC_ONE_TIME": "true"}
+    one = run_once({**env, "GITSYNC_VERBOSE": "1"}, timeout=60)
+    assert one.returncode == 0, one.stderr
+    records = [json.loads(line) for line in one.stderr.splitlines()]
+    done = {r["phase"]: r for r in records if str(r["msg"]).endswith(" done") or " done: " in r["msg"]}
+    assert {"fetch", "checkout", "publish"} <= set(done) and not {"inspect", "discover"} & set(done)
+    assert done["checkout"]["files"] == 1 and done["checkout"]["v"] == 1
+    assert done["fetch"]["bytes"] > 0 and done["fetch"]["msg"].startswith("fetch done: ")
+    two = run_once({**env, "GITSYNC_VERBOSE": "2"}, timeout=60)
+    assert two.returncode == 0, two.stderr
+    assert "discover done" in [json.loads(line)["msg"] for line in two.stderr.splitlines()]
+    zero = run_once(env, timeout=60)
+    assert not [m for m in zero.stderr.splitlines() if " done" in json.loads(m)["msg"]]

@@ -295,7 +295,9 @@ class Loop:
         limit = f"{self.policy.sync_timeout:g}s"
         where = ""
         if snap is not None:
-            where = f" during {snap.phase}, {snap.seconds:.0f}s into it: {snap.summary()}"
+            where = f" during {snap.phase}, {snap.seconds:.0f}s into it"
+            if snap.counts:
+                where += f": {snap.summary()}"
         return SyncTimeout(f"sync timed out after {limit}{where}",
                            hint=f"raise GITSYNC_SYNC_TIMEOUT, now {limit}, if the repository "
                                 "needs longer")

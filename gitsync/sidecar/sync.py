@@ -154,12 +154,13 @@ class Syncer:
         ref is, without repeating what already ran."""
         state = SyncState(first=first)
         done: list[Step] = []
-        self._timed("inspect", self._inspect, state, cancel)
-        self._timed("discover", self._discover, state, cancel)
+        # Every poll inspects and discovers: their lines are the idle poll's level (v2).
+        self._timed("inspect", self._inspect, state, cancel, v=2)
+        self._timed("discover", self._discover, state, cancel, v=2)
         while True:
             unknown = state.commit is None  # the plan is then a fetch, to learn the commit
             for step in [s for s in plan(self._observe(state)) if s not in done]:
-                self._timed(step.value, self.steps[step], state, cancel)
+                self._timed(step.value, self.steps[step], state, cancel, v=1)
                 done.append(step)
             if not unknown or state.commit is None:
                 break
@@ -171,15 +172,20 @@ class Syncer:
                        state.fetched_bytes, state.removed, state.resolved, described,
                        state.tag)
 
-    @staticmethod
-    def _timed(name: str, step: StepFn, state: SyncState, cancel: threading.Event) -> None:
+    def _timed(self, name: str, step: StepFn, state: SyncState, cancel: threading.Event,
+               v: int) -> None:
+        """Run one step, timed, its progress counted; logged at ``v`` when it ends."""
         if cancel.is_set():
             raise Cancelled(f"sync abandoned before {name}")
         if (running := progress.current()) is not None:
             running.begin(name)
         start = time.monotonic()
         step(state, cancel)
-        state.timings[name] = round(time.monotonic() - start, 4)
+        state.timings[name] = seconds = round(time.monotonic() - start, 4)
+        snap = running.snapshot() if running is not None else None
+        counts = snap.counts if snap is not None and snap.counts else None
+        self.log.info(f"{name} done" + (f": {snap.summary()}" if counts and snap else ""), v=v,
+                      phase=name, seconds=seconds, **(counts or {}))
 
     # ----- observing ----------------------------------------------------------------------
 
