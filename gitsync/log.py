@@ -1,22 +1,21 @@
-"""Logging: one JSON object per line on stderr, built by one small function.
+"""Logging: one JSON object per line on stderr, through one small processor chain.
 
 Verbosity follows git-sync: an event carries ``v`` (0 by default) and is dropped when
-``v`` exceeds ``--verbose``. Redaction applies to every field of every event (and exception
-text), whatever logged it: dulwich's and paramiko's stdlib records are routed into the same
-path. Written here rather than with structlog, whose import (asyncio, its dev console
-renderer) cost every one-time sync a fifth of its start-up for the few lines used.
+``v`` exceeds ``--verbose``. Redaction is a processor of its own, so every field of every
+event (and exception text) passes through it, whatever logged it: dulwich's and
+paramiko's stdlib records are routed into the same chain.
 """
 
 from __future__ import annotations
 
-import datetime
-import json
 import logging
 import re
 import sys
-import threading
 from collections.abc import Iterable
 from typing import Any, TextIO
+
+import structlog
+from structlog.typing import EventDict, WrappedLogger
 
 _USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^/@:\s]*):[^/@\s]*@")
 # An http(s) URL with a user but no password: the "user" is often a token (https://TOKEN@host).
@@ -71,77 +70,63 @@ class Redactor:
             return self.text(str(value))
         return value
 
-    def fields(self, event: dict[str, Any]) -> dict[str, Any]:
+    def __call__(self, _logger: WrappedLogger, _name: str, event: EventDict) -> EventDict:
         return {k: self.value(v) for k, v in event.items()}
 
 
 REDACTOR = Redactor()
 
 
-class Logger:
-    """Emits events: ``log.info("message", key=value, v=2)``; ``bind`` adds fields to all."""
+class VerbosityFilter:
+    """Drops events whose ``v`` is above the configured verbosity."""
 
-    __slots__ = ("_context",)
+    def __init__(self, verbosity: int) -> None:
+        self.verbosity = verbosity
 
-    def __init__(self, context: dict[str, Any] | None = None) -> None:
-        self._context = context or {}
-
-    def bind(self, **fields: Any) -> Logger:
-        return Logger({**self._context, **fields})
-
-    def debug(self, event: str, *args: Any, **fields: Any) -> None:
-        self._emit("debug", event, args, fields)
-
-    def info(self, event: str, *args: Any, **fields: Any) -> None:
-        self._emit("info", event, args, fields)
-
-    def warning(self, event: str, *args: Any, **fields: Any) -> None:
-        self._emit("warning", event, args, fields)
-
-    def error(self, event: str, *args: Any, **fields: Any) -> None:
-        self._emit("error", event, args, fields)
-
-    def _emit(self, level: str, event: str, args: tuple[Any, ...], fields: dict[str, Any]) -> None:
-        record = {**self._context, **fields}
-        if int(record.get("v", 0)) > _config.verbosity:
-            return
-        if record.get("v", 0) == 0:
-            record.pop("v", None)
-        exc = record.pop("exc_info", None)
-        if isinstance(exc, BaseException):  # one line, never a traceback (it may hold secrets)
-            record.setdefault("error", f"{exc}" or type(exc).__name__)
-        record.pop("msg", None)
-        head = {
-            "level": level,
-            "ts": datetime.datetime.now(tz=datetime.UTC).isoformat().replace("+00:00", "Z"),
-            "msg": event % args if args else event,
-        }
-        head.update(record)
-        line = json.dumps(REDACTOR.fields(head), default=str)
-        stream = _config.stream or sys.stderr
-        with _config.lock:
-            print(line, file=stream, flush=True)
+    def __call__(self, _logger: WrappedLogger, _name: str, event: EventDict) -> EventDict:
+        if int(event.get("v", 0)) > self.verbosity:
+            raise structlog.DropEvent
+        if event.get("v", 0) == 0:
+            event.pop("v", None)
+        return event
 
 
-class _Config:
-    def __init__(self) -> None:
-        self.verbosity = 0
-        self.stream: TextIO | None = None  # None: sys.stderr as it is at each event
-        self.lock = threading.Lock()
+def _exc_to_text(_logger: WrappedLogger, _name: str, event: EventDict) -> EventDict:
+    """Errors are one line (``error``), never a traceback: tracebacks may hold secrets."""
+    exc = event.pop("exc_info", None)
+    if isinstance(exc, BaseException):
+        event.setdefault("error", f"{exc}" or type(exc).__name__)
+    return event
 
 
-_config = _Config()
+def processors(verbosity: int) -> list[Any]:
+    return [
+        VerbosityFilter(verbosity),
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
+        _exc_to_text,
+        REDACTOR,
+        structlog.processors.EventRenamer("msg"),
+        _order_keys,
+        structlog.processors.JSONRenderer(sort_keys=False, default=str),
+    ]
+
+
+def _order_keys(_logger: WrappedLogger, _name: str, event: EventDict) -> EventDict:
+    head = {k: event.pop(k) for k in ("level", "ts", "msg") if k in event}
+    head.update(event)
+    return head
 
 
 class _StdlibBridge(logging.Handler):
-    """Hands dulwich's and paramiko's records to gitsync's log, at git-sync's command verbosity."""
+    """Hands dulwich's and paramiko's records to structlog, at git-sync's command verbosity."""
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             msg = record.getMessage()
         except Exception:  # a library's broken format string must not kill a sync
             msg = str(record.msg)
-        log = get(record.name)
+        log = structlog.get_logger(record.name)
         level = record.levelno
         if level >= logging.ERROR:
             log.error(msg, logger=record.name, v=5)
@@ -152,8 +137,11 @@ class _StdlibBridge(logging.Handler):
 
 
 def configure(verbosity: int = 0, stream: TextIO | None = None, libraries: Iterable[str] = ("dulwich", "paramiko")) -> None:
-    _config.verbosity = verbosity
-    _config.stream = stream or sys.stderr
+    structlog.configure(
+        processors=processors(verbosity),
+        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
+        cache_logger_on_first_use=False,
+    )
     bridge = _StdlibBridge()
     for name in libraries:
         lib = logging.getLogger(name)
@@ -162,6 +150,6 @@ def configure(verbosity: int = 0, stream: TextIO | None = None, libraries: Itera
         lib.setLevel(logging.DEBUG if verbosity >= 6 else logging.WARNING if verbosity >= 5 else logging.CRITICAL)
 
 
-def get(name: str = "") -> Logger:
-    """A logger; ``name`` is accepted for symmetry with the stdlib and not shown."""
-    return Logger()
+def get(name: str = "") -> Any:
+    return structlog.get_logger(name)
+
