@@ -180,6 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.git_only:
             candidate = Gitsync(args.python, work)
             try:
+                candidate.compile()
                 gs_version = candidate.version()
                 gs, gs_error = candidate, None
             except BenchError as e:
