@@ -39,7 +39,10 @@ class SparsePatterns:
         self._parsed = parse_sparse_patterns(self.lines)
 
     def includes(self, path: bytes) -> bool:
-        return match_sparse_patterns(path.decode("utf-8", "surrogateescape"), self._parsed)
+        # dulwich matches text it encodes as UTF-8 again, so a name that is not UTF-8 (a
+        # hostile tree's) is matched with each bad byte as U+FFFD: only a wildcard takes it,
+        # as only a wildcard matches such a byte in git.
+        return match_sparse_patterns(path.decode("utf-8", "replace"), self._parsed)
 
 
 def load(pattern_file: str, paths: list[str]) -> SparsePatterns | None:
@@ -50,6 +53,9 @@ def load(pattern_file: str, paths: list[str]) -> SparsePatterns | None:
             lines += Path(pattern_file).read_text().splitlines()
         except OSError as e:
             raise SparseError(f"can't read --sparse-checkout-file {pattern_file}: {e.strerror}") from None
+        except UnicodeDecodeError as e:
+            raise SparseError(f"--sparse-checkout-file {pattern_file} is not UTF-8 text "
+                              f"(byte {e.start})") from None
     if paths:
         lines += cone_patterns(paths)
     return SparsePatterns(lines) if (pattern_file or paths) else None
