@@ -11,7 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+from dulwich.ignore import Pattern
 from dulwich.sparse_patterns import match_sparse_patterns, parse_sparse_patterns
+from dulwich.wildmatch import MalformedPattern
 
 from gitsync.errors import SparseError
 
@@ -33,10 +35,22 @@ def cone_patterns(directories: Iterable[str]) -> list[str]:
     return lines
 
 
+def _compiles(parsed: tuple[str, bool, bool, bool]) -> bool:
+    """False for a pattern git's wildmatch cannot match anything with (``[abc`` unclosed):
+    dulwich raises for it at every match, git just never matches it."""
+    pattern, negation, dir_only, anchored = parsed
+    line = ("!" if negation else "") + ("/" if anchored else "") + pattern + ("/" if dir_only else "")
+    try:
+        Pattern(line.encode("utf-8"))  # as dulwich compiles it for every match
+    except MalformedPattern:
+        return False
+    return True
+
+
 class SparsePatterns:
     def __init__(self, lines: Iterable[str]) -> None:
         self.lines = [line.rstrip("\n") for line in lines]
-        self._parsed = parse_sparse_patterns(self.lines)
+        self._parsed = [p for p in parse_sparse_patterns(self.lines) if _compiles(p)]
 
     def includes(self, path: bytes) -> bool:
         # dulwich matches text it encodes as UTF-8 again, so a name that is not UTF-8 (a

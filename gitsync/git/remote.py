@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from gitsync.settings.model import Settings
 
 FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
+_HEX_SHA = re.compile(rb"[0-9a-f]{40}")
 
 # git's ref_rev_parse_rules: the order in which `git fetch <name>` tries a short name.
 _REF_RULES = ("{}", "refs/{}", "refs/tags/{}", "refs/heads/{}", "refs/remotes/{}")
@@ -146,9 +147,14 @@ def git_config(pairs: Iterable[tuple[str, str]], timeout: float | None = None) -
         if not section or not name:
             continue
         head, _, sub = section.partition(".")
-        path = (head.encode(), sub.encode()) if sub else (head.encode(),)
-        config.set(path, name.encode(), value.encode())
+        # argv and the environment are decoded with surrogateescape: their bytes go back as they came
+        path = (_raw(head), _raw(sub)) if sub else (_raw(head),)
+        config.set(path, _raw(name), _raw(value))
     return config
+
+
+def _raw(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
 
 
 class Remote:
@@ -222,6 +228,11 @@ class Remote:
         except Exception as e:
             self.reset()
             raise self._wrap(e) from None
+        for name, sha in result.refs.items():
+            # dulwich takes any 40 bytes for an object name; git dies at a line it cannot parse.
+            if sha is not None and not _HEX_SHA.fullmatch(sha):
+                raise ProtocolError(f"unable to access '{self.display_url}': the server advertised "
+                                    f"{name[:200]!r} as {sha[:60]!r}, not an object name")
         return Advertisement.from_dulwich(result.refs, result.symrefs)
 
     def fetch(self, target: Any, wants: list[str], depth: int | None, filter_spec: str = "") -> Any:
@@ -274,6 +285,9 @@ class Remote:
             return ProtocolError(f"unable to access '{self.display_url}': {text}")
         if isinstance(e, HangupException | OSError) and not ours:
             return Unreachable(f"unable to access '{self.display_url}': {text}")
+        if store is None:  # no local file was read: dulwich choked on the server's answer
+            return ProtocolError(f"unable to access '{self.display_url}': the server's answer "
+                                 f"does not parse ({type(e).__name__}: {text})")
         return FetchFailed(f"fetch from '{self.display_url}' failed: {type(e).__name__}: {text}")
 
 

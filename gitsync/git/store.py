@@ -15,13 +15,13 @@ import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from dulwich.errors import NotGitRepository
+from dulwich.errors import NotGitRepository, ObjectFormatException
 from dulwich.objects import Commit, ObjectID, Tag
 from dulwich.pack import Pack
 from dulwich.refs import Ref
 from dulwich.repo import Repo
 
-from gitsync.errors import MissingObject, ProtocolError, Refused
+from gitsync.errors import CorruptObject, MissingObject, ProtocolError, Refused
 from gitsync.git import packcopy
 from gitsync.git.remote import Remote, Target
 from gitsync.git.trees import read as read_tree
@@ -38,6 +38,12 @@ _MAX_PACKS = 24
 
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _one_line(e: Exception, limit: int = 300) -> str:
+    """dulwich's words for a malformed object, on one line and short (they quote its bytes)."""
+    text = " ".join(str(e).split())
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _listing(fd: int) -> list[tuple[str, bool]]:
@@ -310,6 +316,9 @@ class Store:
                 obj = objects[name]
         except KeyError:
             raise MissingObject(f"object {name.decode()} (peeling {sha})") from None
+        except ObjectFormatException as e:
+            raise CorruptObject(f"object {name.decode()} (peeling {sha}) does not parse: "
+                                f"{_one_line(e)}") from None
         if not isinstance(obj, Commit):
             raise Refused(f"{sha} is a {obj.type_name.decode()}, not a commit")
         return obj.id.decode()
@@ -328,6 +337,9 @@ class Store:
                 except KeyError:
                     yield sha, dist, None
                     continue
+                except ObjectFormatException as e:
+                    raise CorruptObject(f"commit {sha.decode()} (in the history of {commit}) "
+                                        f"does not parse: {_one_line(e)}") from None
                 if not isinstance(obj, Commit):
                     yield sha, dist, None
                     continue
