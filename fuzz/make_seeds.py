@@ -196,7 +196,7 @@ def protocol_seeds(small: Path, work: Path) -> None:
         target = resolve("HEAD", remote.advertise())
         store = Repo.init_bare(str(work / f"store-{name}"), mkdir=True)
         remote.fetch(store, [target.want], depth)
-        put("protocol", name, SEP.join(backend.answers[:2]))
+        put("protocol", name, SEP.join(backend.answers))
         remote.reset()
 
 

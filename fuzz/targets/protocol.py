@@ -1,8 +1,9 @@
 """dulwich's smart-HTTP client as gitsync drives it: pkt-lines, the ref advertisement, side-band,
 ACK/NAK and shallow lines (then the pack, into packindex). ``Remote.advertise`` then
 ``Remote.fetch`` at depth 1 run unchanged; the one seam is the HTTP connection pool, which
-answers the GET of ``info/refs`` with the input's first part and the upload-pack POST with its
-second (seeds: exchanges recorded from ``git http-backend`` by fuzz/make_seeds.py)."""
+answers each request with the input's next part: the GET of ``info/refs`` by advertise, the
+same GET again by dulwich's fetch, the upload-pack POST (seeds: exchanges recorded from
+``git http-backend`` by fuzz/make_seeds.py)."""
 
 from __future__ import annotations
 
@@ -54,7 +55,7 @@ def remote_with(pool: Any) -> Remote:
 
 def setup(scratch: Scratch) -> Callable[[bytes], None]:
     def run(data: bytes) -> None:
-        remote = remote_with(Answers(parts(data, 2)))
+        remote = remote_with(Answers(parts(data, 3)))
         adv = remote.advertise()
         target = resolve("HEAD", adv)
         repo = Repo.init_bare(str(scratch.fresh() / "store"), mkdir=True)

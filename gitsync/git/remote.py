@@ -11,6 +11,7 @@ import os
 import re
 import socket
 import ssl
+import struct
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -248,7 +249,7 @@ class Remote:
                 # dulwich's local shallow fetch copies whole trees; see localfetch.py
                 return localfetch.fetch(str(path), target, want_ids, depth, filter_spec)
             return _receive(client, path, target, determine_wants, depth,
-                            filter_spec.encode() if filter_spec else None)
+                            filter_spec.encode() if filter_spec else None, self.display_url)
         except GitsyncError as e:
             if isinstance(e, RemoteError):
                 self.reset()
@@ -341,9 +342,13 @@ def _network_cause(e: BaseException) -> tuple[str, str] | None:
     return None
 
 
+# What dulwich's protocol code raises on a server's answer it cannot parse.
+_UNPARSED = (ValueError, IndexError, struct.error, UnicodeDecodeError, AssertionError)
+
+
 def _receive(client: GitClient, path: str | bytes, target: Any,
              determine_wants: Callable[..., list[ObjectID]], depth: int | None,
-             filter_spec: bytes | None) -> Any:
+             filter_spec: bytes | None, display_url: str) -> Any:
     """dulwich's ``fetch``, but the pack goes to a file and is indexed by packindex.
 
     dulwich spools a received pack in memory and inflates whole objects to index it;
@@ -361,8 +366,15 @@ def _receive(client: GitClient, path: str | bytes, target: Any,
     fd, name = tempfile.mkstemp(prefix="tmp_recv_", suffix=".pack", dir=store.pack_dir)
     try:
         with os.fdopen(fd, "wb") as f:
-            result = client.fetch_pack(path, determine_wants, target.get_graph_walker(), f.write,
-                                       depth=depth, filter_spec=filter_spec)
+            try:
+                result = client.fetch_pack(path, determine_wants, target.get_graph_walker(),
+                                           f.write, depth=depth, filter_spec=filter_spec)
+            except _UNPARSED as e:
+                # dulwich's reading of the server's answer (pkt-lines, refs, ACKs, shallow
+                # lines, side-band): the store only gives the commits it has, whose damage
+                # shows as KeyError, zlib.error or dulwich's own errors, left to _wrap.
+                raise ProtocolError(f"unable to access '{display_url}': the server's answer does "
+                                    f"not parse ({type(e).__name__}: {e})".splitlines()[0]) from None
         if os.path.getsize(name):
             packindex.index(Path(name), Path(store.pack_dir), store)
             store.close()  # its pack list is cached: the next lookup rescans
