@@ -445,6 +445,10 @@ def _parse_credentials(text: str) -> list[Credential]:
                 raise ValueError(f"credential key {key!r} must be a string")
         if not item.get("url"):
             raise ValueError("credential has no url")
+        try:
+            urllib.parse.urlsplit(item["url"]).port  # noqa: B018  (matching reads it later)
+        except ValueError:
+            raise ValueError("credential url has a port that is not a number from 0 to 65535") from None
         if not item.get("username"):
             raise ValueError("credential has no username")
         if bool(item.get("password")) == bool(item.get("password-file")):
