@@ -108,18 +108,18 @@ def check(run: Callable[[bytes], None], data: bytes, scratch: Scratch, budget: f
     if _GUARD is None:
         _GUARD = _Guard()
     _GUARD.root, _GUARD.outside = str(scratch.root), []
-    start = time.monotonic()
+    start = time.process_time()  # CPU, not wall: the fuzzers run niced on a shared machine
     try:
         run(data)
     except GitsyncError as e:
         _check_message(e)
     finally:
         _GUARD.root = None
-    took = time.monotonic() - start
+    took = time.process_time() - start
     if _GUARD.outside:
         raise ContractViolation(f"wrote outside the scratch directory: {_GUARD.outside[:3]}")
     if took > budget:
-        raise ContractViolation(f"took {took:.1f} s, over the {budget} s budget for one input")
+        raise ContractViolation(f"took {took:.1f} s of CPU, over the {budget} s budget for one input")
 
 
 def _check_message(e: GitsyncError) -> None:

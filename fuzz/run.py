@@ -66,7 +66,7 @@ def main(argv: list[str]) -> int:
         for sub in ("corpus", "crashes"):
             (HERE / sub / name).mkdir(parents=True, exist_ok=True)
         flags = [f"-max_len={target.MAX_LEN}", "-rss_limit_mb=2048",
-                 f"-timeout={int(target.BUDGET * 3) + 5}",
+                 f"-timeout={int(target.BUDGET * 6) + 30}",  # wall clock: a backstop for hangs
                  f"-artifact_prefix={HERE / 'crashes' / name}/"]
         dirs = [str(HERE / "corpus" / name)]
         dirs += [str(d) for d in (HERE / "seeds" / name, HERE / "regressions" / name) if d.is_dir()]

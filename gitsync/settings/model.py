@@ -338,7 +338,7 @@ def _unescape(chars: _Chars) -> str:
         raise ValueError("unexpected end of escape sequence")
     mapped = {"n": "\n", "t": "\t", '"': '"', ",": ",", "\\": "\\"}.get(c)
     if mapped is None:
-        raise ValueError(f"unsupported escape character: '{c}'")
+        raise ValueError(f"unsupported escape character: {c!r}")  # repr: it may be a newline
     return mapped
 
 
