@@ -17,6 +17,7 @@ from dulwich.repo import Repo
 
 from fuzz.contract import ContractViolation, Scratch
 from fuzz.targets import parts
+from fuzz.targets.gitindex import with_trailer
 from gitsync.errors import PackError
 from gitsync.git import packindex
 from gitsync.git.remote import Remote
@@ -32,7 +33,7 @@ def setup(scratch: Scratch) -> Callable[[bytes], None]:
         src = Repo.init_bare(str(case / "src"), mkdir=True)
         pack_dir = Path(src.object_store.pack_dir)
         received = pack_dir / "tmp_recv_fuzz.pack"
-        received.write_bytes(pack_bytes)
+        received.write_bytes(with_trailer(pack_bytes))
         try:
             installed = packindex.index(received, pack_dir)
         except PackError:

@@ -14,6 +14,7 @@ from dulwich.pack import Pack
 from dulwich.repo import Repo
 
 from fuzz.contract import ContractViolation, Scratch
+from fuzz.targets.gitindex import with_trailer
 from gitsync.git import packindex
 
 BUDGET = 10.0
@@ -37,7 +38,7 @@ def setup(scratch: Scratch) -> Callable[[bytes], None]:
         pack_dir = scratch.fresh() / "pack"
         pack_dir.mkdir()
         received = pack_dir / "tmp_recv_fuzz.pack"
-        received.write_bytes(data)
+        received.write_bytes(with_trailer(data))
         result = packindex.index(received, pack_dir, base.object_store)
         if result is None:
             return
