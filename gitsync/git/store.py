@@ -46,6 +46,14 @@ def _one_line(e: Exception, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+def _check_names(commit: Commit, where: str) -> None:
+    """dulwich reads a 64-digit (SHA-256) tree or parent in a commit as readily as a SHA-1 one,
+    then asserts on looking it up: in this SHA-1 store such a commit is corrupt."""
+    if len(commit.tree) != 40 or any(len(p) != 40 for p in commit.parents):
+        raise CorruptObject(f"commit {commit.id.decode()} {where} names a tree or parent "
+                            "that is not a SHA-1")
+
+
 def _listing(fd: int) -> list[tuple[str, bool]]:
     with os.scandir(fd) as it:
         return [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
@@ -321,6 +329,7 @@ class Store:
                                 f"{_one_line(e)}") from None
         if not isinstance(obj, Commit):
             raise Refused(f"{sha} is a {obj.type_name.decode()}, not a commit")
+        _check_names(obj, f"(peeling {sha})")
         return obj.id.decode()
 
     def _generations(self, commit: str, depth: int) -> Iterator[tuple[bytes, int, Commit | None]]:
@@ -343,6 +352,7 @@ class Store:
                 if not isinstance(obj, Commit):
                     yield sha, dist, None
                     continue
+                _check_names(obj, f"(in the history of {commit})")
                 yield sha, dist, obj
                 for parent in obj.parents:
                     if parent not in seen:
