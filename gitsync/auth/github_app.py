@@ -112,7 +112,7 @@ def token_answer(data: bytes, url: str) -> tuple[str, float]:
         doc = json.loads(data)
         token = str(doc["token"])
         expires = datetime.fromisoformat(str(doc["expires_at"]).replace("Z", "+00:00"))
-    except (ValueError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError, RecursionError) as e:
         raise AuthFailed(f"GitHub App token answer from {url} is malformed: {e!r}") from None
     REDACTOR.add(token)
     return token, expires.timestamp()
