@@ -288,7 +288,7 @@ class Remote:
             return Unreachable(f"unable to access '{self.display_url}': {text}")
         if store is None:  # no local file was read: dulwich choked on the server's answer
             return ProtocolError(f"unable to access '{self.display_url}': the server's answer "
-                                 f"does not parse ({type(e).__name__}: {text})")
+                                 f"does not parse ({type(e).__name__}: {text})".splitlines()[0])
         return FetchFailed(f"fetch from '{self.display_url}' failed: {type(e).__name__}: {text}")
 
 
