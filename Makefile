@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-test
 
-.PHONY: demo test soak soak-bench lint bench bench-relay docs lock clean
+.PHONY: demo test soak soak-bench fuzz lint bench bench-relay docs lock clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,7 @@ demo: $(STAMP)
 # Installs what the tests need (pip packages; system servers they start) and runs everything.
 test: $(STAMP)
 	./tests/system-deps.sh
-	$(PY) -m ruff check gitsync tests benchmarks tools
+	$(PY) -m ruff check gitsync tests benchmarks tools fuzz
 	$(PY) -m mypy gitsync
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
@@ -31,8 +31,16 @@ soak: $(STAMP)
 	./tests/system-deps.sh
 	$(PY) -m pytest -q -m soak
 
+# Every fuzz target for FUZZ_SECONDS each (docs/fuzzing.md); its corpus grows in fuzz/corpus/,
+# what it finds lands in fuzz/crashes/. FUZZ_TARGETS picks some: make fuzz FUZZ_TARGETS=trees
+FUZZ_SECONDS ?= 300
+FUZZ_TARGETS ?= $(sort $(basename $(notdir $(filter-out %/__init__.py,$(wildcard fuzz/targets/*.py)))))
+fuzz: $(STAMP)
+	@for t in $(FUZZ_TARGETS); do echo "== $$t: $(FUZZ_SECONDS) s"; \
+		$(PY) -m fuzz.run $$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 || exit 1; done
+
 lint: $(STAMP)
-	$(PY) -m ruff check gitsync tests benchmarks tools
+	$(PY) -m ruff check gitsync tests benchmarks tools fuzz
 	$(PY) -m mypy gitsync
 
 # Benchmarks against the git CLI, measured in the same run (see benchmarks/README.md).

@@ -12,13 +12,14 @@ from __future__ import annotations
 import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
 from gitsync.errors import AuthFailed
 from gitsync.files import secret_line
 from gitsync.log import REDACTOR
+
+MAX_FILE = 64 << 10  # bytes of a password file read; a token is a few hundred
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,8 @@ class FileSource:
 
     def read(self) -> Secret:
         try:
-            raw = Path(self.path).read_bytes()
+            with open(self.path, "rb") as f:
+                raw = f.read(MAX_FILE)  # the first line is used: /dev/zero is not read forever
         except OSError as e:
             raise AuthFailed(f"credential refresh failed: can't read password file {self.path}: "
                             f"{e.strerror or e}") from None

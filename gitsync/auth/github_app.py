@@ -103,11 +103,16 @@ class GitHubAppSource:
         if resp.status != 201:
             body = REDACTOR.text(resp.data.decode("utf-8", "replace").strip())[:200]
             raise AuthFailed(f"GitHub App token request to {url} answered {resp.status}: {body}")
-        try:
-            doc = json.loads(resp.data)
-            token = str(doc["token"])
-            expires = datetime.fromisoformat(str(doc["expires_at"]).replace("Z", "+00:00"))
-        except (ValueError, KeyError, TypeError) as e:
-            raise AuthFailed(f"GitHub App token answer from {url} is malformed: {e!r}") from None
-        REDACTOR.add(token)
-        return token, expires.timestamp()
+        return token_answer(resp.data, url)
+
+
+def token_answer(data: bytes, url: str) -> tuple[str, float]:
+    """(token, expiry as a Unix time) from the API's answer; AuthFailed when it is not one."""
+    try:
+        doc = json.loads(data)
+        token = str(doc["token"])
+        expires = datetime.fromisoformat(str(doc["expires_at"]).replace("Z", "+00:00"))
+    except (ValueError, KeyError, TypeError, RecursionError) as e:
+        raise AuthFailed(f"GitHub App token answer from {url} is malformed: {e!r}") from None
+    REDACTOR.add(token)
+    return token, expires.timestamp()

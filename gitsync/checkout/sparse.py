@@ -11,7 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+from dulwich.ignore import Pattern
 from dulwich.sparse_patterns import match_sparse_patterns, parse_sparse_patterns
+from dulwich.wildmatch import MalformedPattern
 
 from gitsync.errors import SparseError
 
@@ -33,13 +35,28 @@ def cone_patterns(directories: Iterable[str]) -> list[str]:
     return lines
 
 
+def _compiles(parsed: tuple[str, bool, bool, bool]) -> bool:
+    """False for a pattern git's wildmatch cannot match anything with (``[abc`` unclosed):
+    dulwich raises for it at every match, git just never matches it."""
+    pattern, negation, dir_only, anchored = parsed
+    line = ("!" if negation else "") + ("/" if anchored else "") + pattern + ("/" if dir_only else "")
+    try:
+        Pattern(line.encode("utf-8"))  # as dulwich compiles it for every match
+    except MalformedPattern:
+        return False
+    return True
+
+
 class SparsePatterns:
     def __init__(self, lines: Iterable[str]) -> None:
         self.lines = [line.rstrip("\n") for line in lines]
-        self._parsed = parse_sparse_patterns(self.lines)
+        self._parsed = [p for p in parse_sparse_patterns(self.lines) if _compiles(p)]
 
     def includes(self, path: bytes) -> bool:
-        return match_sparse_patterns(path.decode("utf-8", "surrogateescape"), self._parsed)
+        # dulwich matches text it encodes as UTF-8 again, so a name that is not UTF-8 (a
+        # hostile tree's) is matched with each bad byte as U+FFFD: only a wildcard takes it,
+        # as only a wildcard matches such a byte in git.
+        return match_sparse_patterns(path.decode("utf-8", "replace"), self._parsed)
 
 
 def load(pattern_file: str, paths: list[str]) -> SparsePatterns | None:
@@ -50,6 +67,9 @@ def load(pattern_file: str, paths: list[str]) -> SparsePatterns | None:
             lines += Path(pattern_file).read_text().splitlines()
         except OSError as e:
             raise SparseError(f"can't read --sparse-checkout-file {pattern_file}: {e.strerror}") from None
+        except UnicodeDecodeError as e:
+            raise SparseError(f"--sparse-checkout-file {pattern_file} is not UTF-8 text "
+                              f"(byte {e.start})") from None
     if paths:
         lines += cone_patterns(paths)
     return SparsePatterns(lines) if (pattern_file or paths) else None

@@ -19,7 +19,7 @@ from dulwich.objects import Blob, Commit, ObjectID
 
 from gitsync import layout, log
 from gitsync.checkout.worktree import Checkout, Previous, write_checkout
-from gitsync.errors import UnsafeTree
+from gitsync.errors import StoreDamage, UnsafeTree
 from gitsync.git.gitindex import IndexEntry, read_index
 from gitsync.git.remote import Remote, Target
 from gitsync.git.store import Store
@@ -45,7 +45,10 @@ def check_name(name: str) -> None:
 
 def parse_gitmodules(data: bytes) -> dict[bytes, Declared]:
     """Path → submodule, from the ``.gitmodules`` blob of a commit."""
-    config = ConfigFile.from_file(io.BytesIO(data))
+    try:
+        config = ConfigFile.from_file(io.BytesIO(data))
+    except ValueError as e:  # git too stops at a .gitmodules it cannot parse
+        raise UnsafeTree(f".gitmodules does not parse: {e}") from None
     out: dict[bytes, Declared] = {}
     for section in config.sections():
         if len(section) != 2 or section[0] != b"submodule":
@@ -163,5 +166,5 @@ class Submodules:
             return None
         try:
             return Previous(prev.path / rel, read_index(layout.admin(store.gitdir, previous_top) / "index"))
-        except (OSError, ValueError):
+        except (OSError, StoreDamage):
             return None

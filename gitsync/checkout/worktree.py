@@ -40,6 +40,7 @@ from gitsync.errors import (
     LocalError,
     MissingObject,
     ObjectUnreadable,
+    StoreDamage,
     UnsafeTree,
 )
 from gitsync.git import dulwich_private, gitindex, packformat
@@ -259,7 +260,7 @@ class Materializer:
             return None
         try:
             entries, checksum = gitindex.load_index(self.admin_dir(sha) / "index")
-        except (OSError, ValueError):
+        except (OSError, StoreDamage):
             return None
         trees = None
         if self._last is not None and self._last[:2] == (sha, checksum) and self._last[2]:

@@ -12,6 +12,8 @@ import os
 import struct
 from dataclasses import dataclass
 
+from gitsync.errors import StoreDamage
+
 _HEADER = struct.Struct(">4sII")
 _ENTRY = struct.Struct(">IIIIIIIIII20sH")
 _MASK32 = 0xFFFFFFFF
@@ -84,7 +86,7 @@ def checksum(path: str | os.PathLike[str]) -> bytes:
 
 
 def read_index(path: str | os.PathLike[str]) -> dict[bytes, IndexEntry]:
-    """Parse a version 2 index; anything else (or damage) raises ValueError."""
+    """Parse a version 2 or 3 index; anything else (or damage) raises StoreDamage."""
     return load_index(path)[0]
 
 
@@ -93,22 +95,29 @@ def load_index(path: str | os.PathLike[str]) -> tuple[dict[bytes, IndexEntry], b
     with open(path, "rb") as f:
         data = f.read()
     if len(data) < _HEADER.size + 20:
-        raise ValueError("index too short")
+        raise StoreDamage(f"index {os.fspath(path)} is too short")
     if hashlib.sha1(data[:-20], usedforsecurity=False).digest() != data[-20:]:
-        raise ValueError("index checksum mismatch")
+        raise StoreDamage(f"index {os.fspath(path)} fails its checksum")
     sig, version, count = _HEADER.unpack_from(data, 0)
     if sig != b"DIRC" or version not in (2, 3):
-        raise ValueError("unsupported index")
+        raise StoreDamage(f"index {os.fspath(path)} is not a version 2 or 3 index")
     pos = _HEADER.size
+    end_of_entries = len(data) - 20
     out: dict[bytes, IndexEntry] = {}
+    # A consumer may have rewritten the index (git status, git add): an entry that runs past
+    # the end, or a count that the file cannot hold, is damage like a bad checksum.
     for _ in range(count):
+        if pos + _ENTRY.size > end_of_entries:
+            raise StoreDamage(f"index {os.fspath(path)} ends inside an entry")
         (cs, cn, ms, mn, dev, ino, mode, uid, gid, size, sha, flags) = _ENTRY.unpack_from(data, pos)
         start = pos + _ENTRY.size
         skip = False
         if flags & _EXTENDED:
             skip = bool(int.from_bytes(data[start:start + 2], "big") & _SKIP_WORKTREE)
             start += 2
-        end = data.index(b"\0", start)
+        end = data.find(b"\0", start, end_of_entries)
+        if end < 0:
+            raise StoreDamage(f"index {os.fspath(path)} ends inside an entry")
         name = data[start:end]
         length = start - pos + len(name)
         pos += length + (8 - length % 8)

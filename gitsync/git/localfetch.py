@@ -10,8 +10,11 @@ store comes with everything below it), then copied into one pack entry by entry
 
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
 
+from dulwich.errors import ApplyDeltaError, ChecksumMismatch, ObjectFormatException
 from dulwich.object_store import BaseObjectStore, DiskObjectStore
 from dulwich.objects import Commit, ObjectID, Tag, Tree, hex_to_sha
 from dulwich.pack import write_pack_from_container
@@ -99,27 +102,46 @@ def missing_objects(source: BaseRepo, target: BaseRepo, wants: list[ObjectID],
     return list(out)
 
 
+# What dulwich raises reading a damaged pack or object of the source repository (and
+# packcopy, slicing its entries): that repository's fault, as a bad pack from a server is.
+_UNREADABLE = (zlib.error, struct.error, ValueError, IndexError, AssertionError,
+               ChecksumMismatch, ApplyDeltaError, ObjectFormatException)
+
+
 def fetch(path: str, target: BaseRepo, wants: list[ObjectID], depth: int | None,
           filter_spec: str = "") -> None:
     with Repo(path) as source:
-        named = ", ".join(w.decode() for w in wants)
+        failure = ""
         try:
-            ids = missing_objects(source, target, wants, depth, filter_spec)
-        except (CorruptObject, UnsafeTree) as e:
-            # A malformed or oversized (hostile) tree: say which history holds it.
-            raise UnsafeTree(f"{e} (in the history of {named})") from None
-        except MissingObject as e:
-            raise ProtocolError(f"the repository lacks {e} (in the history of {named})") from None
-        except KeyError as e:
-            raise ProtocolError(f"the repository lacks object {_name(e)} "
-                                f"(in the history of {named})") from None
-        if not ids:
-            return
-        if source.object_format.name != "sha1" or not isinstance(target.object_store, DiskObjectStore):
-            _write_pack(source, target, ids)
-            return
-        packcopy.copy(source.object_store, Path(target.object_store.pack_dir), ids)
-        target.object_store.close()  # its pack list is cached: the next lookup rescans
+            _copy(source, target, wants, depth, filter_spec)
+        except _UNREADABLE as e:
+            # Not raised here: the traceback holds views of the source's mapped packs, which
+            # must be gone before the ``with`` closes them (else BufferError).
+            failure = f"{type(e).__name__}: {e}".splitlines()[0]
+        if failure:
+            raise ProtocolError(f"the repository at {path} has an unreadable object ({failure})")
+
+
+def _copy(source: Repo, target: BaseRepo, wants: list[ObjectID], depth: int | None,
+          filter_spec: str) -> None:
+    named = ", ".join(w.decode() for w in wants)
+    try:
+        ids = missing_objects(source, target, wants, depth, filter_spec)
+    except (CorruptObject, UnsafeTree) as e:
+        # A malformed or oversized (hostile) tree: say which history holds it.
+        raise UnsafeTree(f"{e} (in the history of {named})") from None
+    except MissingObject as e:
+        raise ProtocolError(f"the repository lacks {e} (in the history of {named})") from None
+    except KeyError as e:
+        raise ProtocolError(f"the repository lacks object {_name(e)} "
+                            f"(in the history of {named})") from None
+    if not ids:
+        return
+    if source.object_format.name != "sha1" or not isinstance(target.object_store, DiskObjectStore):
+        _write_pack(source, target, ids)
+        return
+    packcopy.copy(source.object_store, Path(target.object_store.pack_dir), ids)
+    target.object_store.close()  # its pack list is cached: the next lookup rescans
 
 
 def _name(e: KeyError) -> str:

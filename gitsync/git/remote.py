@@ -11,6 +11,7 @@ import os
 import re
 import socket
 import ssl
+import struct
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,7 @@ from gitsync.git import localfetch, packindex, transports, wire
 from gitsync.urls import redact_url
 
 FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
+_HEX_SHA = re.compile(rb"[0-9a-f]{40}")
 
 # git's ref_rev_parse_rules: the order in which `git fetch <name>` tries a short name.
 _REF_RULES = ("{}", "refs/{}", "refs/tags/{}", "refs/heads/{}", "refs/remotes/{}")
@@ -143,9 +145,14 @@ def git_config(pairs: Iterable[tuple[str, str]], timeout: float | None = None) -
         if not section or not name:
             continue
         head, _, sub = section.partition(".")
-        path = (head.encode(), sub.encode()) if sub else (head.encode(),)
-        config.set(path, name.encode(), value.encode())
+        # argv and the environment are decoded with surrogateescape: their bytes go back as they came
+        path = (_raw(head), _raw(sub)) if sub else (_raw(head),)
+        config.set(path, _raw(name), _raw(value))
     return config
+
+
+def _raw(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
 
 
 class Transport(Protocol):
@@ -168,14 +175,20 @@ class Transport(Protocol):
 class _DulwichClient:
     """A dulwich client and the repository path it was made for."""
 
-    def __init__(self, client: GitClient, path: str) -> None:
+    def __init__(self, client: GitClient, path: str, display_url: str) -> None:
         self.client = client
         self.path = path
+        self.display_url = display_url
 
     def advertise(self) -> Advertisement:
         # Protocol v0 answers in the one GET that v2 needs before its ls-refs POST:
         # an idle poll is a single request on a kept-alive connection.
         result = self.client.get_refs(self.path.encode(), protocol_version=0)
+        for name, sha in result.refs.items():
+            # dulwich takes any 40 bytes for an object name; git dies at a line it cannot parse.
+            if sha is not None and not _HEX_SHA.fullmatch(sha):
+                raise ProtocolError(f"unable to access '{self.display_url}': the server advertised "
+                                    f"{name[:200]!r} as {sha[:60]!r}, not an object name")
         return Advertisement.from_dulwich(result.refs, result.symrefs)
 
     def close(self) -> None:
@@ -200,7 +213,7 @@ class NetworkReceive(_DulwichClient):
             return wants
 
         _receive(self.client, self.path, target, determine_wants, depth,
-                 filter_spec.encode() if filter_spec else None)
+                 filter_spec.encode() if filter_spec else None, self.display_url)
 
 
 class Remote:
@@ -232,12 +245,12 @@ class Remote:
             except (ValueError, NotGitRepository) as e:
                 raise RemoteError(f"unsupported repository URL {self.display_url}: {e}") from None
             if isinstance(client, LocalGitClient):
-                self._transport = LocalCopy(client, str(path))
+                self._transport = LocalCopy(client, str(path), self.display_url)
             else:
                 if isinstance(client, SSHGitClient) and self.auth.ssh is not None:
                     client.ssh_vendor = self.auth.ssh
                 wire.guard(client, self.display_url, self._read_timeout())
-                self._transport = NetworkReceive(client, str(path))
+                self._transport = NetworkReceive(client, str(path), self.display_url)
         return self._transport
 
     def _read_timeout(self) -> float | None:
@@ -316,6 +329,9 @@ class Remote:
             return ProtocolError(f"unable to access '{self.display_url}': {text}")
         if isinstance(e, HangupException | OSError) and not ours:
             return Unreachable(f"unable to access '{self.display_url}': {text}")
+        if store is None:  # no local file was read: dulwich choked on the server's answer
+            return ProtocolError(f"unable to access '{self.display_url}': the server's answer "
+                                 f"does not parse ({type(e).__name__}: {text})".splitlines()[0])
         return FetchFailed(f"fetch from '{self.display_url}' failed: {type(e).__name__}: {text}")
 
 
@@ -369,9 +385,13 @@ def _network_cause(e: BaseException) -> tuple[str, str] | None:
     return None
 
 
+# What dulwich's protocol code raises on a server's answer it cannot parse.
+_UNPARSED = (ValueError, IndexError, struct.error, UnicodeDecodeError, AssertionError)
+
+
 def _receive(client: GitClient, path: str | bytes, target: Repo,
              determine_wants: Callable[..., list[ObjectID]], depth: int | None,
-             filter_spec: bytes | None) -> None:
+             filter_spec: bytes | None, display_url: str) -> None:
     """dulwich's ``fetch``, but the pack goes to a file and is indexed by packindex.
 
     dulwich spools a received pack in memory and inflates whole objects to index it;
@@ -390,8 +410,15 @@ def _receive(client: GitClient, path: str | bytes, target: Repo,
     fd, name = layout.pack_temp(store.pack_dir, "recv", ".pack")
     try:
         with os.fdopen(fd, "wb") as f:
-            result = client.fetch_pack(path, determine_wants, target.get_graph_walker(),
-                                       _counting(f.write), depth=depth, filter_spec=filter_spec)
+            try:
+                result = client.fetch_pack(path, determine_wants, target.get_graph_walker(),
+                                           _counting(f.write), depth=depth, filter_spec=filter_spec)
+            except _UNPARSED as e:
+                # dulwich's reading of the server's answer (pkt-lines, refs, ACKs, shallow
+                # lines, side-band): the store only gives the commits it has, whose damage
+                # shows as KeyError, zlib.error or dulwich's own errors, left to _wrap.
+                raise ProtocolError(f"unable to access '{display_url}': the server's answer does "
+                                    f"not parse ({type(e).__name__}: {e})".splitlines()[0]) from None
         if os.path.getsize(name):
             packindex.index(Path(name), Path(store.pack_dir), store)
             store.close()  # its pack list is cached: the next lookup rescans

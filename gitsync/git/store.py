@@ -16,14 +16,14 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from dulwich.errors import NotGitRepository
+from dulwich.errors import NotGitRepository, ObjectFormatException
 from dulwich.objects import Commit, ObjectID, Tag
 from dulwich.pack import Pack
 from dulwich.refs import Ref
 from dulwich.repo import Repo
 
 from gitsync import layout, log
-from gitsync.errors import MissingObject, ProtocolError, Refused
+from gitsync.errors import CorruptObject, MissingObject, ProtocolError, Refused
 from gitsync.git import packcopy
 from gitsync.git.remote import Remote, Target
 from gitsync.git.trees import read as read_tree
@@ -41,6 +41,20 @@ _SHOWN_REMOVED = 20  # names of a wiped root listed in the log line (the count i
 
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _one_line(e: Exception, limit: int = 300) -> str:
+    """dulwich's words for a malformed object, on one line and short (they quote its bytes)."""
+    text = " ".join(str(e).split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _check_names(commit: Commit, where: str) -> None:
+    """dulwich reads a 64-digit (SHA-256) tree or parent in a commit as readily as a SHA-1 one,
+    then asserts on looking it up: in this SHA-1 store such a commit is corrupt."""
+    if len(commit.tree) != 40 or any(len(p) != 40 for p in commit.parents):
+        raise CorruptObject(f"commit {commit.id.decode()} {where} names a tree or parent "
+                            "that is not a SHA-1")
 
 
 def _listing(fd: int) -> list[tuple[str, bool]]:
@@ -339,8 +353,12 @@ class Store:
                 obj = objects[name]
         except KeyError:
             raise MissingObject(f"object {name.decode()} (peeling {sha})") from None
+        except ObjectFormatException as e:
+            raise CorruptObject(f"object {name.decode()} (peeling {sha}) does not parse: "
+                                f"{_one_line(e)}") from None
         if not isinstance(obj, Commit):
             raise Refused(f"{sha} is a {obj.type_name.decode()}, not a commit")
+        _check_names(obj, f"(peeling {sha})")
         return obj.id.decode()
 
     def _generations(self, commit: str, depth: int) -> Iterator[tuple[bytes, int, Commit | None]]:
@@ -357,9 +375,13 @@ class Store:
                 except KeyError:
                     yield sha, dist, None
                     continue
+                except ObjectFormatException as e:
+                    raise CorruptObject(f"commit {sha.decode()} (in the history of {commit}) "
+                                        f"does not parse: {_one_line(e)}") from None
                 if not isinstance(obj, Commit):
                     yield sha, dist, None
                     continue
+                _check_names(obj, f"(in the history of {commit})")
                 yield sha, dist, obj
                 for parent in obj.parents:
                     if parent not in seen:

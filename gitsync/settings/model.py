@@ -339,7 +339,7 @@ def _unescape(chars: _Chars) -> str:
         raise ValueError("unexpected end of escape sequence")
     mapped = {"n": "\n", "t": "\t", '"': '"', ",": ",", "\\": "\\"}.get(c)
     if mapped is None:
-        raise ValueError(f"unsupported escape character: '{c}'")
+        raise ValueError(f"unsupported escape character: {c!r}")  # repr: it may be a newline
     return mapped
 
 
@@ -446,6 +446,10 @@ def _parse_credentials(text: str) -> list[Credential]:
                 raise ValueError(f"credential key {key!r} must be a string")
         if not item.get("url"):
             raise ValueError("credential has no url")
+        try:
+            urllib.parse.urlsplit(item["url"]).port  # noqa: B018  (matching reads it later)
+        except ValueError:
+            raise ValueError("credential url has a port that is not a number from 0 to 65535") from None
         if not item.get("username"):
             raise ValueError("credential has no username")
         if bool(item.get("password")) == bool(item.get("password-file")):

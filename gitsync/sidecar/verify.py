@@ -100,7 +100,9 @@ def signature_kind(signature: bytes | None) -> Kind:
 def check_signature(obj: Commit | Tag, ring: Keyring, now: float) -> Check:
     """Verify ``obj``'s signature against the trusted keys; return who signed it."""
     if isinstance(obj, Commit):
-        signature, signed_at = obj.gpgsig, float(obj.commit_time)
+        # dulwich reads a commit with no committer line (time None), as it reads a tag
+        # with no tagger: the signing time is then unknown, taken as 0 like the tag's
+        signature, signed_at = obj.gpgsig, float(obj.commit_time or 0)
         check = Check("commit", obj.id.decode(), signature_kind(signature))
     else:
         signature, signed_at = obj.signature, float(obj.tag_time or 0)

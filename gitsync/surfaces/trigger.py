@@ -98,7 +98,7 @@ def pushed_refs(headers: Mapping[str, str], body: bytes) -> tuple[list[str], str
             payload = json.loads(urllib.parse.parse_qs(body.decode()).get("payload", ["{}"])[0])
         else:
             payload = json.loads(body or b"{}")
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # a few KB of "[" nest too deep
         return None
     if not isinstance(payload, dict):
         return None
