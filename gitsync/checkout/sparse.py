@@ -34,8 +34,12 @@ def cone_patterns(directories: Iterable[str]) -> list[str]:
 
 
 class SparsePatterns:
-    def __init__(self, lines: Iterable[str]) -> None:
+    """The patterns, and whether they are git's cone mode (only ``--sparse-paths``): what the
+    worktree's ``info/sparse-checkout`` and ``core.sparseCheckoutCone`` say to git."""
+
+    def __init__(self, lines: Iterable[str], cone: bool = False) -> None:
         self.lines = [line.rstrip("\n") for line in lines]
+        self.cone = cone
         self._parsed = parse_sparse_patterns(self.lines)
 
     def includes(self, path: bytes) -> bool:
@@ -52,4 +56,4 @@ def load(pattern_file: str, paths: list[str]) -> SparsePatterns | None:
             raise SparseError(f"can't read --sparse-checkout-file {pattern_file}: {e.strerror}") from None
     if paths:
         lines += cone_patterns(paths)
-    return SparsePatterns(lines) if (pattern_file or paths) else None
+    return SparsePatterns(lines, cone=not pattern_file) if (pattern_file or paths) else None
