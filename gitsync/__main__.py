@@ -105,7 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"gitsync: {e}", file=sys.stderr)
         files.write_config_error(_config_error_file(args), str(e))
         return 1
-    os.umask(0o002 if settings.group_write else 0o022)
+    if settings.group_write:  # as git-sync: otherwise the process umask decides, as for git
+        os.umask(0o002)
     try:
         settings.root.mkdir(parents=True, exist_ok=True, mode=0o775)
         root = settings.root.resolve()

@@ -49,12 +49,27 @@ class Cancel(threading.Event):
 
 @contextlib.contextmanager
 def scope(cancel: Cancel) -> Iterator[None]:
-    """Run the block (a sync, on its worker thread) under ``cancel``."""
+    """Run the block (a sync, on its worker thread) under ``cancel``; then what ``at_end``
+    was given (closing the connections the sync kept open)."""
     _local.cancel = cancel
+    _local.at_end = []
     try:
         yield
     finally:
         _local.cancel = None
+        ends, _local.at_end = _local.at_end, []
+        for end in ends:
+            with contextlib.suppress(Exception):
+                end()
+
+
+def at_end(end: Callable[[], None]) -> bool:
+    """Have ``end`` called when the running sync ends; False outside a sync (nothing will)."""
+    ends: list[Callable[[], None]] | None = getattr(_local, "at_end", None)
+    if getattr(_local, "cancel", None) is None or ends is None:
+        return False
+    ends.append(end)
+    return True
 
 
 def watch(connection: object, cut: Cut) -> None:

@@ -5,6 +5,7 @@
     <root>/
       .git/                       the store
         objects/pack/tmp_*        a pack, index or big object being written
+        gitsync-upstream-shallow  the server's own shallow commits (a shallow server's)
         worktrees/<sha>/          a worktree's admin files (HEAD, index, gitdir, commondir)
       .worktrees/<sha>/           one complete tree per published commit
       .worktrees/.tmp-<sha>-<pid> a tree being written (renamed to <sha> when complete)
@@ -28,6 +29,9 @@ WORKTREES = ".worktrees"
 STATUS = ".git-sync"
 LOCK = ".gitsync.lock"
 RESERVED = (STORE, WORKTREES, STATUS, LOCK)
+# In a store: the server's own shallow commits, one per line (see Store.upstream_shallow);
+# git ignores the file.
+UPSTREAM_SHALLOW = "gitsync-upstream-shallow"
 KEEP_IN_WIPE = frozenset({LOCK, STATUS})  # what wiping a foreign root leaves in place
 
 

@@ -10,6 +10,7 @@ at every connection and never written.
 from __future__ import annotations
 
 import base64
+import contextlib
 import getpass
 import hashlib
 import hmac
@@ -18,6 +19,7 @@ import os
 import re
 import socket
 import stat
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,12 +144,24 @@ def load_key(path: str) -> paramiko.PKey:
     return key
 
 
-class _Connection:
-    """What dulwich's SSH client reads from, writes to and closes: one exec channel."""
+# SSH_DISCONNECT_BY_APPLICATION (RFC 4253, 11.1)
+_BY_APPLICATION = 11
+# How long a closing channel or connection waits for the server's side of the goodbye.
+_GOODBYE_S = 2.0
 
-    def __init__(self, transport: paramiko.Transport, channel: paramiko.Channel) -> None:
+
+class _Connection:
+    """What dulwich's SSH client reads from, writes to and closes: one exec channel.
+
+    ``owned``: the SSH connection is this channel's alone (outside a sync) and goes with it;
+    otherwise it stays open for the sync's next operation and is closed when the sync ends.
+    """
+
+    def __init__(self, transport: paramiko.Transport, channel: paramiko.Channel,
+                 owned: bool) -> None:
         self._transport = transport
         self._channel = channel
+        self._owned = owned
         self.read = channel.makefile("rb").read
         self.stderr: IO[bytes] = channel.makefile_stderr("rb")
 
@@ -159,12 +173,41 @@ class _Connection:
         return bool(self._channel.recv_ready())
 
     def close(self) -> None:
-        self._channel.close()
-        self._transport.close()
+        # The server ends the command (exit status, EOF, close) once it has read our flush
+        # or "done"; closing before that leaves its messages unread, which ends in a reset.
+        channel = self._channel
+        if not channel.closed:
+            with contextlib.suppress(Exception):
+                channel.shutdown_write()
+            channel.status_event.wait(_GOODBYE_S)
+            channel.close()
+        if self._owned:
+            disconnect(self._transport)
+
+
+def disconnect(transport: paramiko.Transport) -> None:
+    """End an SSH connection as OpenSSH does: SSH_MSG_DISCONNECT, then wait for the server to
+    close its side. paramiko's ``close`` only closes the socket, with the server's last
+    messages unread: a TCP reset, which sshd logs as "Connection reset by peer" on every poll."""
+    if transport.is_active():
+        with contextlib.suppress(Exception):
+            m = paramiko.Message()
+            m.add_byte(paramiko.common.cMSG_DISCONNECT)
+            m.add_int(_BY_APPLICATION)
+            m.add_string("gitsync: sync done")
+            m.add_string("")
+            transport._send_user_message(m)
+            transport.join(_GOODBYE_S)  # its reader ends on the server's EOF
+    transport.close()
 
 
 class ParamikoVendor(SSHVendor):
     """Opens one authenticated exec channel per git operation, with git-sync's SSH settings.
+
+    Within a sync, every operation on one host (discovery, then the fetch, and submodules on
+    the same host) is a channel of one SSH connection, as ``git fetch`` uses one; dulwich runs
+    discovery and fetch as two upload-pack commands, which cannot share a channel. The
+    connection is closed with a proper SSH disconnect when the sync ends (cancel.at_end).
 
     Args:
         key_files: identities tried in order (read at each connection, so rotated keys work).
@@ -179,6 +222,8 @@ class ParamikoVendor(SSHVendor):
         self.known_hosts_file = known_hosts_file
         self.timeout = timeout
         self._warned: set[str] = set()
+        self._lock = threading.Lock()
+        self._open: dict[tuple[str, int | None, str], paramiko.Transport] = {}
 
     # dulwich declares SubprocessWrapper; its SSH client only uses read/write/close/can_read
     # and stderr, which _Connection provides.
@@ -194,6 +239,25 @@ class ParamikoVendor(SSHVendor):
         protocol_version: int | None = None,
     ) -> _Connection:
         user = username or _local_user()
+        key = (host, port, user)
+        with self._lock:
+            transport = self._open.get(key)
+        if transport is not None and transport.is_active():
+            return self._exec(transport, command, protocol_version, host, port, owned=False)
+        transport = self._connect(host, port, user)
+        kept = cancel.at_end(lambda: self._end(key, transport))
+        if kept:
+            with self._lock:
+                self._open[key] = transport
+        return self._exec(transport, command, protocol_version, host, port, owned=not kept)
+
+    def _end(self, key: tuple[str, int | None, str], transport: paramiko.Transport) -> None:
+        with self._lock:
+            if self._open.get(key) is transport:
+                del self._open[key]
+        disconnect(transport)
+
+    def _connect(self, host: str, port: int | None, user: str) -> paramiko.Transport:
         try:
             sock = socket.create_connection((host, port or 22), timeout=self.timeout)
         except OSError as e:
@@ -209,6 +273,17 @@ class ParamikoVendor(SSHVendor):
         try:
             self._handshake(transport, host, port)
             self._authenticate(transport, user, host, port)
+        except paramiko.SSHException as e:
+            transport.close()
+            raise AuthFailed(f"ssh: {host_pattern_name(host, port)}: {e}") from None
+        except BaseException:
+            transport.close()
+            raise
+        return transport
+
+    def _exec(self, transport: paramiko.Transport, command: bytes, protocol_version: int | None,
+              host: str, port: int | None, owned: bool) -> _Connection:
+        try:
             channel = transport.open_session(timeout=self.timeout)
             channel.settimeout(self.timeout)
             version = DEFAULT_GIT_PROTOCOL_VERSION_FETCH if protocol_version is None else (
@@ -217,12 +292,14 @@ class ParamikoVendor(SSHVendor):
                 channel.set_environment_variable("GIT_PROTOCOL", f"version={version}")
             channel.exec_command(command.decode("utf-8", "surrogateescape"))
         except paramiko.SSHException as e:
-            transport.close()
+            if owned:
+                transport.close()
             raise AuthFailed(f"ssh: {host_pattern_name(host, port)}: {e}") from None
         except BaseException:
-            transport.close()
+            if owned:
+                transport.close()
             raise
-        return _Connection(transport, channel)
+        return _Connection(transport, channel, owned)
 
     def _handshake(self, transport: paramiko.Transport, host: str, port: int | None) -> None:
         name = host_pattern_name(host, port)

@@ -48,8 +48,12 @@ def _compiles(parsed: tuple[str, bool, bool, bool]) -> bool:
 
 
 class SparsePatterns:
-    def __init__(self, lines: Iterable[str]) -> None:
+    """The patterns, and whether they are git's cone mode (only ``--sparse-paths``): what the
+    worktree's ``info/sparse-checkout`` and ``core.sparseCheckoutCone`` say to git."""
+
+    def __init__(self, lines: Iterable[str], cone: bool = False) -> None:
         self.lines = [line.rstrip("\n") for line in lines]
+        self.cone = cone
         self._parsed = [p for p in parse_sparse_patterns(self.lines) if _compiles(p)]
 
     def includes(self, path: bytes) -> bool:
@@ -72,4 +76,4 @@ def load(pattern_file: str, paths: list[str]) -> SparsePatterns | None:
                               f"(byte {e.start})") from None
     if paths:
         lines += cone_patterns(paths)
-    return SparsePatterns(lines) if (pattern_file or paths) else None
+    return SparsePatterns(lines, cone=not pattern_file) if (pattern_file or paths) else None

@@ -153,6 +153,7 @@ class Submodules:
         heads = [(layout.admin(store.gitdir, n) / "HEAD").read_text().strip()
                  for n in live if (layout.admin(store.gitdir, n) / "HEAD").is_file()]
         store.record(commit, heads, self.depth)
+        co.store.register_submodule(sub.name, url)
         rel = sub.path.decode("utf-8", "surrogateescape")
         sub_co = Checkout(store, commit, co.dest / rel, co.final / rel, admin,
                           self._previous(store, co.prev, rel, previous_top))

@@ -129,7 +129,11 @@ class Previous:
 
 
 class Sparse(Protocol):
-    """Which paths a checkout writes (git's sparse-checkout); the others are skip-worktree."""
+    """Which paths a checkout writes (git's sparse-checkout); the others are skip-worktree.
+    ``lines`` and ``cone`` are what git reads back (see ``_write_sparse``)."""
+
+    lines: list[str]
+    cone: bool
 
     def includes(self, path: bytes) -> bool: ...
 
@@ -175,6 +179,8 @@ def write_checkout(co: Checkout, cancel: threading.Event, *, top: str, previous_
         entries = writer.write(obj.tree)
         (co.dest / ".git").write_text(layout.gitdir_line(co.final, co.admin) + "\n")
         _write_admin(co, entries)
+        if sparse is not None:
+            _write_sparse(co, sparse)
         gitlinks = [e for e in entries if e.mode == _MODE_GITLINK and not e.skip_worktree]
         if submodules is not None and gitlinks:
             submodules.populate(co, gitlinks, top, previous_top, cancel)
@@ -212,6 +218,25 @@ def _write_admin(co: Checkout, entries: list[IndexEntry]) -> None:
         tmp.write_text(text)
         os.replace(tmp, co.admin / name)
     write_index(co.admin / "index", entries)
+
+
+def _write_sparse(co: Checkout, sparse: Sparse) -> None:
+    """What ``git sparse-checkout init`` leaves (git-sync v4 runs it): the patterns in the
+    worktree's ``info/sparse-checkout``, ``core.sparseCheckout`` in its own config (so the other
+    worktrees and the store stay full), and ``extensions.worktreeConfig`` in the common config.
+    Without them ``git sparse-checkout list`` says the worktree is not sparse, and a ``git
+    checkout`` there would fill in every file."""
+    info = co.admin / "info"
+    info.mkdir(exist_ok=True)
+    cone = "true" if sparse.cone else "false"  # git warns on non-cone patterns in cone mode
+    for path, text in (
+        (info / "sparse-checkout", "".join(f"{line}\n" for line in sparse.lines)),
+        (co.admin / "config.worktree", f"[core]\n\tsparseCheckout = true\n\tsparseCheckoutCone = {cone}\n"),
+    ):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    co.store.enable_worktree_config()
 
 
 class Materializer:

@@ -5,7 +5,8 @@ commit even when the target already holds most of them, so an update of one file
 40,000-file repository would copy the whole tree. Here the objects to copy are found by
 walking the wanted commits and skipping every tree the target already has (a tree in the
 store comes with everything below it), then copied into one pack entry by entry
-(packcopy.py). The shallow boundary is the store's business (store.py computes it).
+(packcopy.py). The shallow boundary is the store's business (store.py computes it); a
+source that is itself shallow is walked down to its own boundary, as git's upload-pack does.
 """
 
 from __future__ import annotations
@@ -76,6 +77,8 @@ def missing_objects(source: BaseRepo, target: BaseRepo, wants: list[ObjectID],
             trees.append((obj.id, b""))
         elif obj.id not in have:
             out[obj.id] = None
+    # A source that is itself shallow has no parents for these (git's upload-pack stops too).
+    boundary = source.get_shallow()
     seen: set[ObjectID] = set()
     while commits:
         sha, level = commits.pop()
@@ -87,7 +90,7 @@ def missing_objects(source: BaseRepo, target: BaseRepo, wants: list[ObjectID],
         if sha not in have:
             out[sha] = None
         trees.append((commit.tree, b""))
-        if depth is None or level < depth:
+        if (depth is None or level < depth) and sha not in boundary:
             commits.extend((p, level + 1) for p in commit.parents)
     while trees:
         tid, path = trees.pop()

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 
+from gitsync.git import modes
+
 COMMIT, TREE, BLOB, TAG = 1, 2, 3, 4
 OFS_DELTA = 6
 REF_DELTA = 7
@@ -66,23 +68,11 @@ def offset(n: int) -> bytes:
     return bytes(reversed(out))
 
 
-def _umask() -> int:
-    """The process umask, read without changing it (os.umask would, for every thread)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    return 0o022
-
-
 def install(pack: str | os.PathLike[str], idx: str | os.PathLike[str], name: str) -> None:
     """Move a written pack and its index to ``name``.pack/.idx with the mode git gives them:
     read-only, 0444 under the umask. mkstemp's 0600 left them unreadable to another user of
     the group (a consumer running ``git log`` in a worktree), with or without --group-write."""
-    mode = 0o444 & ~_umask()
+    mode = modes.read_only()
     for path in (pack, idx):
         os.chmod(path, mode)
     os.replace(pack, f"{name}.pack")

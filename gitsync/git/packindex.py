@@ -302,8 +302,6 @@ class _Resolver:
             if e.shas[i] is not None and (e.offsets[i] in e.by_offset or e.shas[i] in e.by_sha):
                 kids = self._kids(i)
                 self._chain(kids, deltas.inflate(self.fd, e.starts[i], e.kinds[i], e.sizes[i], self.dir)[0])
-        if e.by_offset:
-            raise PackError("pack has a delta whose base is not an entry")
         # A thin pack: the rest are against objects the store should hold. In git's order
         # (that of the first delta against each), each is appended whole, as git does, unless
         # every delta against it is stored whole anyway.
@@ -318,6 +316,10 @@ class _Resolver:
             if any(self._result_size(k) < BIG for k in kids):
                 self.appended.append((sha, self._extra().whole(base)))
             self._chain(kids, base)
+        # Checked only now: an offset delta may be against a ref delta whose base the pack left
+        # out (git's pack-objects --thin writes that), resolved by the loop above.
+        if e.by_offset:
+            raise PackError("pack has a delta whose base is not an entry")
 
     def _result_size(self, i: int) -> int:
         size = deltas.delta_sizes(deltas.delta_head(self.fd, self.e.starts[i]))[1]

@@ -24,7 +24,7 @@ from dulwich.repo import Repo
 
 from gitsync import layout, log
 from gitsync.errors import CorruptObject, MissingObject, ProtocolError, Refused
-from gitsync.git import packcopy
+from gitsync.git import modes, packcopy
 from gitsync.git.remote import Remote, Target
 from gitsync.git.trees import read as read_tree
 from gitsync.layout import Layout
@@ -34,7 +34,6 @@ BRANCH = Ref(b"refs/heads/git-sync")
 INFINITE_DEPTH = 0x7FFFFFFF
 # Lock files git or dulwich leave behind when killed; we hold the root lock, so any is stale.
 _LOCK_NAMES = ("shallow.lock", "index.lock", "HEAD.lock", "config.lock", "packed-refs.lock")
-# Files in the root that belong to gitsync itself and survive a wipe of the root.
 # Rewrite the store when it grows past this many packs, whatever its size.
 _MAX_PACKS = 24
 _SHOWN_REMOVED = 20  # names of a wiped root listed in the log line (the count is whole)
@@ -55,6 +54,10 @@ def _check_names(commit: Commit, where: str) -> None:
     if len(commit.tree) != 40 or any(len(p) != 40 for p in commit.parents):
         raise CorruptObject(f"commit {commit.id.decode()} {where} names a tree or parent "
                             "that is not a SHA-1")
+
+
+def _is_hex(s: bytes) -> bool:
+    return all(c in b"0123456789abcdef" for c in s)
 
 
 def _listing(fd: int) -> list[tuple[str, bool]]:
@@ -320,6 +323,37 @@ class Store:
         if changed:
             config.write_to_path()
 
+    def enable_worktree_config(self) -> None:
+        """``extensions.worktreeConfig``: git reads each worktree's ``config.worktree`` (where a
+        sparse worktree says so) only with it."""
+        config = self.repo.get_config()
+        try:
+            if config.get_boolean((b"extensions",), b"worktreeConfig", False):
+                return
+        except ValueError:
+            pass
+        config.set((b"extensions",), b"worktreeConfig", b"true")
+        config.write_to_path()
+
+    def register_submodule(self, name: str, url: str) -> None:
+        """What ``git submodule update --init`` writes to the superproject's config: without
+        ``submodule.<name>.url`` and ``active``, ``git submodule status`` shows it uninitialised
+        (``-<sha>``) and ``git submodule update`` would clone it afresh."""
+        config = self.repo.get_config()
+        section = (b"submodule", name.encode())
+        wanted = {b"url": url.encode(), b"active": b"true"}
+        changed = False
+        for key, value in wanted.items():
+            try:
+                current = config.get(section, key)
+            except KeyError:
+                current = None
+            if current != value:
+                config.set(section, key, value)
+                changed = True
+        if changed:
+            config.write_to_path()
+
     # ----- objects ------------------------------------------------------------------------
 
     def has(self, sha: str) -> bool:
@@ -361,8 +395,11 @@ class Store:
         _check_names(obj, f"(peeling {sha})")
         return obj.id.decode()
 
-    def _generations(self, commit: str, depth: int) -> Iterator[tuple[bytes, int, Commit | None]]:
-        """Breadth-first walk: (sha, distance, commit or None if missing) up to ``depth``."""
+    def _generations(self, commit: str, depth: int, stop: frozenset[bytes] = frozenset()
+                     ) -> Iterator[tuple[bytes, int, Commit | None]]:
+        """Breadth-first walk: (sha, distance, commit or None if missing) up to ``depth``.
+
+        The parents of ``stop`` (the server's own shallow commits) are not followed."""
         store = self.repo.object_store
         seen = {commit.encode(): 0}
         frontier = [commit.encode()]
@@ -383,6 +420,8 @@ class Store:
                     continue
                 _check_names(obj, f"(in the history of {commit})")
                 yield sha, dist, obj
+                if sha in stop:
+                    continue
                 for parent in obj.parents:
                     if parent not in seen:
                         seen[parent] = dist + 1
@@ -390,26 +429,68 @@ class Store:
             frontier = nxt
             dist += 1
 
+    # ----- the server's own shallow boundary ----------------------------------------------
+
+    def upstream_shallow(self) -> frozenset[bytes]:
+        """Commits whose parents the server itself does not have (a shallow mirror).
+
+        Remembered across restarts: without it, "the history is complete" could not be told
+        from "we fetched less than asked" (both leave a parent missing), and every poll at
+        depth 0 would fetch again.
+        """
+        try:
+            lines = (self.gitdir / layout.UPSTREAM_SHALLOW).read_bytes().split()
+        except OSError:
+            return frozenset()
+        return frozenset(s for s in lines if len(s) == 40 and _is_hex(s))
+
+    def _learn_upstream_shallow(self, commit: str, depth: int) -> None:
+        """After a fetch: a commit nearer than ``depth`` whose parent did not come is one the
+        server has no parents for (git's upload-pack sends them otherwise); at depth 0 any is."""
+        store = self.repo.object_store
+        old = self.upstream_shallow()
+        found = {
+            sha for sha, dist, obj in self._generations(commit, depth)
+            if obj is not None and (depth == 0 or dist < depth - 1)
+            and any(p not in store for p in obj.parents)
+        }
+        kept = {s for s in old if (c := self._commit(s)) is None
+                or any(p not in store for p in c.parents)}
+        new = kept | found
+        if new != old:
+            path = self.gitdir / layout.UPSTREAM_SHALLOW
+            if new:
+                tmp = path.with_name(path.name + ".tmp")
+                tmp.write_bytes(b"".join(s + b"\n" for s in sorted(new)))
+                os.replace(tmp, path)
+            else:
+                path.unlink(missing_ok=True)
+
+    def _commit(self, sha: bytes) -> Commit | None:
+        try:
+            obj = self.repo.object_store[ObjectID(sha)]
+        except KeyError:
+            return None
+        return obj if isinstance(obj, Commit) else None
+
     def has_history(self, commit: str, depth: int) -> bool:
-        """True when the store holds ``commit`` with the history ``depth`` asks for."""
+        """True when the store holds ``commit`` with the history ``depth`` asks for (or all
+        the server has, when that is less)."""
         shallow = self.repo.get_shallow()
-        for sha, _dist, obj in self._generations(commit, depth):
-            if obj is None or (depth == 0 and sha in shallow):
+        upstream = self.upstream_shallow()
+        for sha, _dist, obj in self._generations(commit, depth, upstream):
+            if obj is None or (depth == 0 and sha in shallow and sha not in upstream):
                 return False
         return True
 
     def boundary(self, commit: str, depth: int) -> set[bytes]:
-        """The commits that must be marked shallow for ``commit`` at ``depth``: the last
-        generation's, and any whose parents the server did not have to send (it was shallow
-        itself, as a relay is: even ``depth`` 0 then gets the server's boundary). A depth-0
-        store with no shallow file got everything from a complete server: nothing to walk."""
-        if depth == 0 and not self.repo.get_shallow():
-            return set()
-        store = self.repo.object_store
+        """The commits that must be marked shallow for ``commit`` at ``depth``: those at the
+        depth, and the server's own shallow commits within it (as git records them)."""
+        upstream = self.upstream_shallow()
         return {
-            sha for sha, dist, obj in self._generations(commit, depth)
-            if obj is not None and obj.parents and (
-                dist == depth - 1 or any(p not in store for p in obj.parents))
+            sha for sha, dist, obj in self._generations(commit, depth, upstream)
+            if obj is not None and obj.parents
+            and (sha in upstream or (depth > 0 and dist == depth - 1))
         }
 
     def fetch(self, remote: Remote, target: Target, depth: int, filter_spec: str = "") -> str:
@@ -419,8 +500,8 @@ class Store:
             target.want != commit and not self.has(target.want)
         ):
             deepen: int | None = depth if depth > 0 else None
-            if depth == 0 and self.repo.get_shallow():
-                deepen = INFINITE_DEPTH
+            if depth == 0 and self.repo.get_shallow() - self.upstream_shallow():
+                deepen = INFINITE_DEPTH  # git fetch --unshallow
             before = {p.name for p in (self.gitdir / "objects" / "pack").glob("*.pack")}
             remote.fetch(self.repo, [target.want], deepen, filter_spec)
             if filter_spec:
@@ -428,9 +509,11 @@ class Store:
             if not self.has(target.want):
                 raise ProtocolError(f"the server did not send {target.want} for {target.ref}")
             commit = self.peel(target.want)
+            self._learn_upstream_shallow(commit, depth)
             if not self.has_history(commit, depth) and depth == 0:
                 # The server judged our shallow boundary complete; ask for everything.
                 remote.fetch(self.repo, [target.want], INFINITE_DEPTH, filter_spec)
+                self._learn_upstream_shallow(commit, depth)
         return commit
 
     def fetch_missing(self, remote: Remote, shas: list[bytes]) -> None:
@@ -451,7 +534,8 @@ class Store:
         config.write_to_path()
 
     def record(self, commit: str, live: Iterable[str], depth: int) -> None:
-        """Point the branch at ``commit`` and write the shallow file for every live commit."""
+        """Point the branch at ``commit`` and write the shallow file for every live commit;
+        then give ``.git`` git's modes (modes.py), its worktrees' admin files included."""
         shallow: set[bytes] = set()
         for sha in {commit, *live}:
             if self.has(sha):
@@ -461,6 +545,8 @@ class Store:
             self.repo.update_shallow({ObjectID(s) for s in shallow - current}, current - shallow)
         self.repo.refs.set_symbolic_ref(Ref(b"HEAD"), BRANCH)
         self.repo.refs[BRANCH] = ObjectID(commit.encode())
+        if not self.bare:  # a submodule's store lies inside ours and is settled with it
+            modes.settle(self.gitdir)
 
     # ----- disk bound ---------------------------------------------------------------------
 
@@ -501,7 +587,7 @@ class Store:
         wanted: dict[bytes, None] = {}
         trees: list[bytes] = []
         for commit in commits:
-            for sha, _dist, obj in self._generations(commit, depth):
+            for sha, _dist, obj in self._generations(commit, depth, self.upstream_shallow()):
                 if obj is None or sha in wanted:
                     continue
                 wanted[sha] = None

@@ -1,6 +1,6 @@
 """What gitsync adds to dulwich's transports so that no server can hold a sync forever or
 fill its memory: a cap on the ref advertisement, no dumb HTTP, and read timeouts and
-cancellation (cancel.py) for git://.
+cancellation (cancel.py) for git://; and no reading of ACKs while a v0 deepen is answered.
 
 dulwich's clients take no hooks for these, so ``guard`` wraps the two methods where a
 connection starts: ``_http_request`` (smart HTTP) and ``_connect`` (SSH and git://). HTTP
@@ -105,13 +105,26 @@ def _connected(connect: dulwich_private.Connect, display_url: str,
         # the capabilities and the ls-refs answer (v2).
         budget = _Budget(proto.read, display_url)
         write = proto.write
+        deepening = [False]  # a v0 deepen request is out and its "done" not yet
 
         def watched_write(data: bytes) -> Any:
             if not budget.spent and (b"want " in data or b"command=fetch" in data):
                 budget.spent = True
+            if data[4:11] == b"deepen " and not deepening[0]:
+                deepening[0] = True
+            elif data[4:8] == b"done":
+                deepening[0] = False
             return write(data)
 
+        def quiet_can_read() -> bool:
+            # In protocol v0 git's upload-pack answers a deepen request (shallow/unshallow
+            # lines and a flush) before any ACK; dulwich, polling for ACKs while it sends its
+            # haves, would read those lines as ACKs (a bare AssertionError on the flush). The
+            # server's answer waits in the buffer until dulwich reads it after "done"; in v2
+            # nothing comes before "done" anyway.
+            return False if deepening[0] else bool(can_read())
+
         proto.read, proto.write = budget, watched_write
-        return proto, can_read, stderr
+        return proto, (quiet_can_read if can_read is not None else None), stderr
 
     return connected

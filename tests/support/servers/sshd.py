@@ -39,10 +39,13 @@ class Sshd:
 
     Args:
         workdir: where its config, keys and log are written.
+        protocol_v2: accept the client's ``GIT_PROTOCOL`` (False: every fetch is protocol v0,
+            as behind an sshd without ``AcceptEnv GIT_PROTOCOL``).
     """
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, protocol_v2: bool = True) -> None:
         self.dir = workdir
+        self.protocol_v2 = protocol_v2
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = 0
         self.user = getpass.getuser()
@@ -76,8 +79,8 @@ class Sshd:
             "PermitRootLogin prohibit-password\n"
             "StrictModes no\n"
             "UsePAM no\n"
-            "AcceptEnv GIT_PROTOCOL\n"
-            "LogLevel DEBUG1\n"
+            + ("AcceptEnv GIT_PROTOCOL\n" if self.protocol_v2 else "")
+            + "LogLevel DEBUG1\n"
             "MaxStartups 100\n"
             "UseDNS no\n"
         )
