@@ -34,6 +34,7 @@ with its type name.
     │   └── VerifyError           a signature check refused the commit or tag
     │       └── SignatureError    a signature that does not parse or verify
     ├── LocalError                the disk under the root refused a write (full, permissions)
+    │   └── LinkOccupied          the link path holds something gitsync did not make
     ├── Cancelled                 the sync was abandoned (SIGTERM, a newer attempt)
     │   └── SyncTimeout           ... because --sync-timeout passed
     ├── HookFailed                an exechook or webhook did not succeed

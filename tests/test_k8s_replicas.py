@@ -32,14 +32,15 @@ def test_a_push_reaches_one_replica_and_polling_brings_the_other(
         )  # fmt: skip
 
     first = upstream.head_sha()
-    with running(replica("a"), ["--http-bind", "127.0.0.1:0", "-v", "2"]) as a, running(
-        replica("b"), ["--http-bind", "127.0.0.1:0"]
+    with running(replica("a"), ["--http-bind", "127.0.0.1:0"]) as a, running(
+        replica("b"), ["--http-bind", "127.0.0.1:0", "-v", "2"]
     ) as b:
         a.wait_for_sha(first, timeout=60)  # start-up, not what is tested here
         b.wait_for_sha(first, timeout=60)
-        # Right after one of a's idle polls, its next poll is a whole period away.
-        idle = a.count("update not required")
-        a.wait_for(lambda: a.count("update not required") > idle, timeout=PERIOD_S + 30)
+        # Right after one of b's idle polls, b's next poll is a whole period away: only the
+        # trigger can bring the push to a replica before then.
+        idle = b.count("update not required")
+        b.wait_for(lambda: b.count("update not required") > idle, timeout=PERIOD_S + 30)
         pushed = upstream.commit({"file": "pushed\n"})
         at = time.monotonic()
         # The Service picked replica a: only a is told.

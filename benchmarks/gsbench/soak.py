@@ -518,11 +518,11 @@ def table(r: dict[str, Any]) -> str:
     lat, calm = r["latency_s"], r["latency_calm_s"]
     rows = [
         ("RSS slope after warm-up (all samples)", f"{_f(s['rss_kb'], '{:+.2f}')} MB/h",
-         "<= 2 MB/h", "PASS" if slope_ok else "FAIL"),
+         "<= 2 MB/h", "met" if slope_ok else "missed"),
         ("RSS floor slope (each minute's lowest)", f"{_f(s['rss_floor'], '{:+.2f}')} MB/h", "", ""),
         ("RSS at rest: after first sync -> after soak",
          f"{r['rest_rss_first_mb']:.1f} -> {r['rest_rss_end_mb']:.1f} MB "
-         f"({r['rest_delta_mb']:+.1f})", "within 10 MB", "PASS" if rest_ok else "FAIL"),
+         f"({r['rest_delta_mb']:+.1f})", "within 10 MB", "met" if rest_ok else "missed"),
         ("RSS range during the soak (after warm-up)",
          "{:.1f}-{:.1f} MB ({:.1f}-{:.1f})".format(*r["rss_mb"], *r["rss_after_warmup_mb"]), "", ""),
         ("high-water mark", "{:.1f} -> {:.1f} MB".format(*r["hwm_mb"]), "", ""),
@@ -546,9 +546,9 @@ def table(r: dict[str, Any]) -> str:
         ("bursts of 200 requests", f"{len(r['bursts'])}; answers: " +
          json.dumps(_merge([b["codes"] for b in r["bursts"]])), "", ""),
         ("link checks against git ls-tree", f"{r['checks_ok']}/{r['checks']} equal", "all",
-         "PASS" if r["checks_ok"] == r["checks"] else "FAIL"),
+         "met" if r["checks_ok"] == r["checks"] else "missed"),
         ("link missing (20 ms polls)", str(r["link_missing_polls"]), "0",
-         "PASS" if r["link_missing_polls"] == 0 else "FAIL"),
+         "met" if r["link_missing_polls"] == 0 else "missed"),
     ]
     out = [f"Soak: {r['minutes']:g} min (warm-up {r['warmup_minutes']:g} min), started "
            f"{r['started'][:19]}Z, load average at the end "
