@@ -184,12 +184,18 @@ class _DulwichClient:
         # Protocol v0 answers in the one GET that v2 needs before its ls-refs POST:
         # an idle poll is a single request on a kept-alive connection.
         result = self.client.get_refs(self.path.encode(), protocol_version=0)
+        refs = {}
         for name, sha in result.refs.items():
+            if sha == b"shallow":
+                # A shallow server's "shallow <sha>" line, which dulwich files as a ref named
+                # by the commit: not a ref (the fetch learns the server's boundary).
+                continue
             # dulwich takes any 40 bytes for an object name; git dies at a line it cannot parse.
             if sha is not None and not _HEX_SHA.fullmatch(sha):
                 raise ProtocolError(f"unable to access '{self.display_url}': the server advertised "
                                     f"{name[:200]!r} as {sha[:60]!r}, not an object name")
-        return Advertisement.from_dulwich(result.refs, result.symrefs)
+            refs[name] = sha
+        return Advertisement.from_dulwich(refs, result.symrefs)
 
     def close(self) -> None:
         self.client.close()

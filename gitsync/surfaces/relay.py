@@ -268,15 +268,23 @@ class _Walker(dulwich_private.ProtocolGraphWalker):
         return []
 
     def _handle_shallow_request(self, wants: Any) -> None:
+        depth: int | None = None
         while True:
-            command, value = self.read_proto_line((b"deepen", b"shallow"))
+            command, value = self.read_proto_line((b"deepen", b"shallow", None))
+            if command is None:  # shallow lines and no deepen (see below)
+                break
             if command == b"deepen":
                 assert isinstance(value, int)
                 depth = value
+                self.read_proto_line((None,))  # the client's flush
                 break
             assert isinstance(value, bytes)
             self.client_shallow.add(ObjectID(value))
-        self.read_proto_line((None,))  # the client's flush
+        if depth is None:
+            # A shallow client fetching without deepening says where its history stops, as
+            # git upload-pack takes it: the walk stops there too, and no answer is due.
+            self.shallow.update(self.client_shallow)
+            return
         shallow, not_shallow = self.served.find_shallow(wants, depth)
         self.shallow.update(shallow - not_shallow)
         new_shallow = self.shallow - self.client_shallow
