@@ -143,6 +143,23 @@ def _dir_size(path: Path) -> int:
     return total
 
 
+def _settle_config(repo: Repo, wanted: dict[tuple[tuple[bytes, ...], bytes], bytes]) -> None:
+    """Give each (section, key) of the store's config its value; the file is written only when
+    one changed (a poll must not rewrite it)."""
+    config = repo.get_config()
+    changed = False
+    for (section, key), value in wanted.items():
+        try:
+            current = config.get(section, key)
+        except KeyError:
+            current = None
+        if current != value:
+            config.set(section, key, value)
+            changed = True
+    if changed:
+        config.write_to_path()
+
+
 class Store:
     """``<root>/.git`` (or a submodule's bare store under it): open, repair, fetch into, bound."""
 
@@ -305,54 +322,23 @@ class Store:
                 lock.unlink()
 
     def _ensure_config(self, repo: Repo) -> None:
-        config = repo.get_config()
-        changed = False
-        wanted: dict[tuple[tuple[bytes, ...], bytes], bytes] = {
+        _settle_config(repo, {
             ((b"remote", b"origin"), b"url"): self.repo_url.encode(),
             ((b"core",), b"bare"): b"true" if self.bare else b"false",
             ((b"gc",), b"auto"): b"0",
-        }
-        for (section, key), value in wanted.items():
-            try:
-                current = config.get(section, key)
-            except KeyError:
-                current = None
-            if current != value:
-                config.set(section, key, value)
-                changed = True
-        if changed:
-            config.write_to_path()
+        })
 
     def enable_worktree_config(self) -> None:
         """``extensions.worktreeConfig``: git reads each worktree's ``config.worktree`` (where a
         sparse worktree says so) only with it."""
-        config = self.repo.get_config()
-        try:
-            if config.get_boolean((b"extensions",), b"worktreeConfig", False):
-                return
-        except ValueError:
-            pass
-        config.set((b"extensions",), b"worktreeConfig", b"true")
-        config.write_to_path()
+        _settle_config(self.repo, {((b"extensions",), b"worktreeConfig"): b"true"})
 
     def register_submodule(self, name: str, url: str) -> None:
         """What ``git submodule update --init`` writes to the superproject's config: without
         ``submodule.<name>.url`` and ``active``, ``git submodule status`` shows it uninitialised
         (``-<sha>``) and ``git submodule update`` would clone it afresh."""
-        config = self.repo.get_config()
         section = (b"submodule", name.encode())
-        wanted = {b"url": url.encode(), b"active": b"true"}
-        changed = False
-        for key, value in wanted.items():
-            try:
-                current = config.get(section, key)
-            except KeyError:
-                current = None
-            if current != value:
-                config.set(section, key, value)
-                changed = True
-        if changed:
-            config.write_to_path()
+        _settle_config(self.repo, {(section, b"url"): url.encode(), (section, b"active"): b"true"})
 
     # ----- objects ------------------------------------------------------------------------
 
