@@ -16,6 +16,8 @@ import os
 import stat
 from pathlib import Path
 
+from gitsync import layout
+
 
 def umask() -> int:
     """The process umask, read without changing it (os.umask would, for every thread)."""
@@ -38,7 +40,7 @@ def _read_only_file(rel: tuple[str, ...]) -> bool:
     if len(rel) < 2 or rel[0] != "objects":
         return False
     if rel[1] == "pack":
-        return not rel[-1].startswith("tmp_")
+        return not rel[-1].startswith(layout.PACK_TEMP)
     return len(rel) == 3 and len(rel[1]) == 2  # a loose object
 
 
