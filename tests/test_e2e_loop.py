@@ -87,8 +87,9 @@ def test_termination_signal_ends_loop_quickly(
         gs.wait_for_sha(c1)
         t0 = time.monotonic()
         gs.send(sig)
-        gs.wait_exit(timeout=1.0)
+        code = gs.wait_exit(timeout=1.0)
         assert time.monotonic() - t0 <= 1.0
+        assert code == -sig, "gitsync ends by the signal once stopped, as git-sync does"
         assert_synced(gs.link, c1)
 
 

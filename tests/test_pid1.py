@@ -78,7 +78,7 @@ def test_init_forwards_signals_reaps_orphans_and_passes_exit_codes(
     notice = json.loads(err.splitlines()[0])  # a JSON line like the rest
     assert (notice["level"], notice["msg"]) == ("info", "detected pid 1, running init handler")
     assert '"msg": "stopping"' in err  # the real gitsync got SIGTERM and stopped cleanly
-    assert proc.returncode == 0
+    assert proc.returncode == 128 + signal.SIGTERM  # as git-sync's wrapper: 128+N
 
 
 def test_init_exits_with_the_child_code(gs_env: dict[str, str], tmp_path: Path) -> None:

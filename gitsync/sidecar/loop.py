@@ -11,6 +11,7 @@ v0 and ``Listener.on_progress``; a timeout says which phase it cut and how far i
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import signal
 import sys
@@ -130,6 +131,7 @@ class Loop:
         self.clock = clock or Clock()
         self.wake = threading.Event()
         self.stop = threading.Event()
+        self.stopped_by: int | None = None  # the signal that stopped the loop, if one did
         self.log = log.get()
         self._previous: _Attempt | None = None
         self._running: _Attempt | None = None
@@ -149,6 +151,7 @@ class Loop:
         The signals are caught, not set to SIG_IGN: an ignored disposition would be inherited
         by the hooks' processes."""
         def on_stop(signum: int, _frame: Any) -> None:
+            self.stopped_by = signum
             self.stop.set()
             self.wake.set()
 
@@ -330,11 +333,28 @@ class _Stopped(Exception):
 
 
 def run_forever(loop: Loop, sync_signal: int | None, on_exit: Callable[[], None]) -> int:
+    """Run the loop until it ends; stopped by a signal, end by that signal once cleaned up.
+
+    git-sync leaves SIGTERM, SIGINT and SIGHUP to Go's defaults, so it dies by the signal
+    (143 for SIGTERM in a container, through its PID 1 wrapper). gitsync stops cleanly first
+    (the link is never left half-swapped, the lock is released) and then dies the same way,
+    so a supervisor sees the same status from both."""
     loop.install_signals(sync_signal)
     try:
-        return loop.run()
+        code = loop.run()
     finally:
         loop.finish_abandoned()
         with contextlib.suppress(Exception):
             on_exit()
         sys.stderr.flush()
+    if loop.stopped_by is not None:
+        die_by(loop.stopped_by)
+    return code
+
+
+def die_by(signum: int) -> None:
+    """End the process by ``signum`` with its default disposition, as an uncaught signal would."""
+    sys.stdout.flush()
+    signal.signal(signum, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signum})
+    os.kill(os.getpid(), signum)
