@@ -25,14 +25,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import math
-import os
 import re
-import signal
 import typing
 import urllib.parse
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -41,17 +38,43 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    GetCoreSchemaHandler,
     SecretStr,
     ValidationError,
     ValidationInfo,
     model_validator,
 )
 from pydantic.fields import FieldInfo
-from pydantic_core import core_schema
 
 from gitsync import layout
 from gitsync.errors import ConfigError
+from gitsync.settings.syntax import (
+    CHOICE,
+    AbsPath,
+    BadValue,
+    CommaList,
+    Credential,
+    Credentials,
+    Duration,
+    GitConfig,
+    Given,
+    GoBool,
+    GoInt,
+    OptionalDuration,
+    OptionalGoBool,
+    OptionalGoInt,
+    PathList,
+    Seconds,
+    Secret,
+    Signal,
+    Syntax,
+    Text,
+    format_duration,
+    parse_bool,
+    parse_duration,
+    parse_git_config,
+    parse_int,
+    parse_signal,
+)
 from gitsync.urls import ambiguous, redact_url, without_query
 
 __all__ = [
@@ -60,6 +83,7 @@ __all__ = [
     "Notice",
     "Opt",
     "Settings",
+    "default_link",
     "effective",
     "format_duration",
     "iter_options",
@@ -68,6 +92,7 @@ __all__ = [
     "parse_duration",
     "parse_git_config",
     "parse_int",
+    "parse_signal",
 ]
 
 
@@ -92,237 +117,6 @@ APPLIED_GIT_CONFIG_KEYS: frozenset[str] = frozenset(
 )
 
 
-# --------------------------------------------------------------------------------------
-# Go-compatible scalar parsers.  Values come from Kubernetes manifests written for the Go
-# program, so its exact syntax is accepted (plus bare seconds for durations, which the
-# user's guide uses).
-
-
-_GO_TRUE = {"1", "t", "T", "TRUE", "true", "True"}
-_GO_FALSE = {"0", "f", "F", "FALSE", "false", "False"}
-
-
-def parse_bool(text: str) -> bool:
-    """Go ``strconv.ParseBool``: anything else is an error, not False."""
-    if text in _GO_TRUE:
-        return True
-    if text in _GO_FALSE:
-        return False
-    raise ValueError("not a boolean (use true or false)")
-
-
-_INT_RE = re.compile(r"[+-]?[0-9A-Za-z_]+\Z")
-
-
-def parse_int(text: str) -> int:
-    """Go ``strconv.ParseInt(s, 0, 64)``: 0x/0o/0b prefixes and a leading 0 mean octal."""
-    if not text.isascii() or not _INT_RE.match(text):
-        raise ValueError("not an integer")
-    sign = -1 if text[0] == "-" else 1
-    body = text[1:] if text[0] in "+-" else text
-    low = body.lower()
-    try:
-        if low.startswith(("0x", "0o", "0b")):
-            base = {"x": 16, "o": 8, "b": 2}[low[1]]
-            digits = body[2:]
-            if digits.startswith("_"):
-                digits = digits[1:]
-        elif len(body) > 1 and body[0] == "0":
-            base, digits = 8, body[1:]
-            if digits.startswith("_"):
-                digits = digits[1:]
-        else:
-            base, digits = 10, body
-        if not digits or digits.startswith("_"):
-            raise ValueError
-        value = sign * int(digits, base)
-    except ValueError:
-        raise ValueError("not an integer") from None
-    if not -(2**63) <= value < 2**63:
-        raise ValueError("integer out of range")
-    return value
-
-
-_DUR_UNITS = {
-    "ns": 1e-9,
-    "us": 1e-6,
-    "\u00b5s": 1e-6,
-    "\u03bcs": 1e-6,
-    "ms": 1e-3,
-    "s": 1.0,
-    "m": 60.0,
-    "h": 3600.0,
-}
-_DUR_PART = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
-_PLAIN_SECONDS = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)\Z")
-
-
-def parse_duration(text: str) -> float:
-    """Go ``time.ParseDuration`` or a bare number of seconds; returns seconds."""
-    if not text.isascii() and "\u00b5" not in text and "\u03bc" not in text:
-        raise ValueError("not a duration (e.g. 10s, 1m30s, 500ms or plain seconds)")
-    if _PLAIN_SECONDS.match(text):
-        value = float(text)
-    else:
-        body = text
-        sign = 1.0
-        if body[:1] in ("+", "-"):
-            sign = -1.0 if body[0] == "-" else 1.0
-            body = body[1:]
-        pos = 0
-        total = 0.0
-        while pos < len(body):
-            m = _DUR_PART.match(body, pos)
-            if not m:
-                raise ValueError("not a duration (e.g. 10s, 1m30s, 500ms or plain seconds)")
-            total += float(m.group(1)) * _DUR_UNITS[m.group(2)]
-            pos = m.end()
-        if pos == 0:
-            raise ValueError("not a duration (e.g. 10s, 1m30s, 500ms or plain seconds)")
-        value = sign * total
-    if not math.isfinite(value) or abs(value) > 9.2e9:
-        raise ValueError("duration out of range")
-    return value
-
-
-def format_duration(seconds: float) -> str:
-    """Go's ``Duration.String`` style, so documented defaults read like git-sync's."""
-    if seconds == 0:
-        return "0s"
-    sign = "-" if seconds < 0 else ""
-    s = abs(seconds)
-    if s < 1:
-        ms = s * 1000
-        return f"{sign}{ms:g}ms" if ms >= 1 else f"{sign}{s * 1e6:g}us"
-    hours, rem = divmod(s, 3600)
-    minutes, secs = divmod(rem, 60)
-    out = ""
-    if hours:
-        out += f"{int(hours)}h"
-    if hours or minutes:
-        out += f"{int(minutes)}m"
-    out += f"{secs:g}s"
-    return sign + out
-
-
-def parse_seconds(text: str) -> float:
-    """A plain number of seconds (``--wait``, ``--jitter``); Inf/NaN would make no sense."""
-    if not _PLAIN_SECONDS.match(text):
-        raise ValueError("not a number")
-    return float(text)
-
-
-_UNCATCHABLE = {signal.SIGKILL, signal.SIGSTOP}
-
-
-def parse_signal(text: str) -> int | None:
-    """Accept SIGHUP, HUP (any case) or a number, as git-sync's --sync-on-signal."""
-    if text == "":
-        return None
-    try:
-        if text.isascii() and text.isdigit():
-            sig = signal.Signals(int(text))
-        else:
-            name = text.upper()
-            if not name.startswith("SIG"):
-                name = "SIG" + name
-            sig = signal.Signals[name]
-    except (KeyError, ValueError):
-        raise ValueError("not a signal name or number (e.g. SIGHUP, HUP or 1)") from None
-    if sig in _UNCATCHABLE:
-        raise ValueError("this signal cannot be caught")
-    return int(sig)
-
-
-# --------------------------------------------------------------------------------------
-# --git-config grammar (contract §1.5).
-
-
-class _Chars:
-    """A cursor over a string; mirrors the rune-channel reading of git-sync's parser."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.pos = 0
-
-    def next(self) -> str | None:
-        if self.pos >= len(self.text):
-            return None
-        c = self.text[self.pos]
-        self.pos += 1
-        return c
-
-
-def _unescape(chars: _Chars) -> str:
-    c = chars.next()
-    if c is None:
-        raise ValueError("unexpected end of escape sequence")
-    mapped = {"n": "\n", "t": "\t", '"': '"', ",": ",", "\\": "\\"}.get(c)
-    if mapped is None:
-        raise ValueError(f"unsupported escape character: {c!r}")  # repr: it may be a newline
-    return mapped
-
-
-def _quoted(chars: _Chars) -> str:
-    buf: list[str] = []
-    while (c := chars.next()) is not None:
-        if c == "\\":
-            buf.append(_unescape(chars))
-        elif c == '"':
-            return "".join(buf)
-        else:
-            buf.append(c)
-    raise ValueError(f"unexpected end of quoted string: {''.join(buf)!r}")
-
-
-def parse_git_config(text: str) -> list[tuple[str, str]]:
-    """Parse ``key:val,key2:"val, with comma"`` exactly like git-sync's --git-config."""
-    chars = _Chars(text)
-    result: list[tuple[str, str]] = []
-    while (c := chars.next()) is not None:
-        if c == '"':
-            key = _quoted(chars)
-            after = chars.next()
-            if after != ":":
-                raise ValueError(f"key {key!r}: expected ':' after quoted key")
-        else:
-            buf = [c]
-            while True:
-                k = chars.next()
-                if k is None:
-                    raise ValueError(f"unexpected end of key: {''.join(buf)!r}")
-                if k == ":":
-                    break
-                buf.append(k)
-            key = "".join(buf)
-        v = chars.next()
-        if v is None:
-            raise ValueError(f"key {key!r}: no value")
-        if v == '"':
-            try:
-                val = _quoted(chars)
-            except ValueError as e:
-                raise ValueError(f"key {key!r}: {e}") from None
-            after = chars.next()
-            if after is not None and after != ",":
-                raise ValueError(f"key {key!r}: unexpected character after quoted value: {after!r}")
-        else:
-            vbuf: list[str] = []
-            cur: str | None = v
-            while cur is not None and cur != ",":
-                if cur == "\\":
-                    try:
-                        vbuf.append(_unescape(chars))
-                    except ValueError as e:
-                        raise ValueError(f"key {key!r}: {e}") from None
-                else:
-                    vbuf.append(cur)
-                cur = chars.next()
-            val = "".join(vbuf)
-        result.append((key, val))
-    return result
-
-
 def _git_config_key_is_applied(key: str) -> bool:
     """URL-scoped keys (``http.<url>.sslVerify``) count as their unscoped variable."""
     low = key.lower()
@@ -333,166 +127,8 @@ def _git_config_key_is_applied(key: str) -> bool:
     return f"{section}.{name}" in APPLIED_GIT_CONFIG_KEYS and section == "http"
 
 
-# --------------------------------------------------------------------------------------
-# Credentials (--credential).
-
-
-class Credential(BaseModel):
-    """Per-URL HTTP credentials, as ``--credential`` JSON objects."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, defer_build=True)
-
-    url: str
-    username: str
-    password: str = Field("", repr=False)
-    password_file: str = Field("", alias="password-file")
-
-
-def _parse_credentials(text: str) -> list[Credential]:
-    try:
-        data = json.loads(text)
-    except (ValueError, RecursionError):
-        raise ValueError("not a JSON object or list of objects") from None
-    items = data if isinstance(data, list) else [data]
-    out: list[Credential] = []
-    for item in items:
-        if not isinstance(item, dict):
-            raise ValueError("each credential must be a JSON object")
-        unknown = set(item) - {"url", "username", "password", "password-file"}
-        if unknown:
-            raise ValueError(f"unknown credential key {sorted(unknown)[0]!r}")
-        for key in item:
-            if not isinstance(item[key], str):
-                raise ValueError(f"credential key {key!r} must be a string")
-        if not item.get("url"):
-            raise ValueError("credential has no url")
-        try:
-            urllib.parse.urlsplit(item["url"]).port  # noqa: B018  (matching reads it later)
-        except ValueError:
-            raise ValueError("credential url has a port that is not a number from 0 to 65535") from None
-        if not item.get("username"):
-            raise ValueError("credential has no username")
-        if bool(item.get("password")) == bool(item.get("password-file")):
-            raise ValueError("credential needs exactly one of password or password-file")
-        out.append(Credential.model_validate(item))
-    return out
-
-
-# --------------------------------------------------------------------------------------
-# How a setting's text becomes its value.
-
-
-@dataclass(frozen=True)
-class Given:
-    """Every text the user wrote for one setting, ``(spelling, text)``, in the order read:
-    the winning environment name's, then each flag's. All are converted (a bad overridden
-    value is an error, as in git-sync); the last ``keep`` make the value: the last text,
-    or a repeatable flag's texts joined (after the environment's, for ``append_to_env``)."""
-
-    texts: tuple[tuple[str, str], ...]
-    keep: int = 1
-
-
-class BadValue(ValueError):
-    """A text that does not parse: says which, so the message can quote it."""
-
-    def __init__(self, spelling: str, text: str, reason: str) -> None:
-        super().__init__(reason)
-        self.spelling, self.text, self.reason = spelling, text, reason
-
-
 class Invalid(ValueError):
     """A rule on several fields is broken; the message is the one the user reads."""
-
-
-def _from_env(spelling: str) -> bool:
-    return not spelling.startswith("-")
-
-
-@dataclass(frozen=True)
-class Syntax:
-    """The text syntax of a type alias: how a :class:`Given` is parsed (a pydantic
-    before-validator; typed values, as in direct construction, pass through), and how
-    the docs name it. ``parse_env`` reads an environment value where it differs."""
-
-    kind: str  # the name docs/settings.md gives the syntax
-    parse: Callable[[str], Any]
-    metavar: str = "<string>"
-    parse_env: Callable[[str], Any] | None = None
-
-    def convert(self, given: Given, choices: tuple[str, ...] = ()) -> Any:
-        values = []
-        for spelling, text in given.texts:
-            parse = self.parse_env if self.parse_env and _from_env(spelling) else self.parse
-            try:
-                values.append(_parse_choice(text, choices) if choices else parse(text))
-            except ValueError as e:
-                raise BadValue(spelling, text, str(e)) from None
-        if given.keep == 1:
-            return values[-1]
-        return [item for value in values[-given.keep :] for item in value]
-
-    def __get_pydantic_core_schema__(
-        self, source: Any, handler: GetCoreSchemaHandler
-    ) -> core_schema.CoreSchema:
-        choices = typing.get_args(source) if self.kind == "choice" else ()
-
-        def before(value: Any) -> Any:
-            return self.convert(value, choices) if isinstance(value, Given) else value
-
-        return core_schema.no_info_before_validator_function(before, handler(source))
-
-
-def _text(text: str) -> str:
-    return text
-
-
-def _optional_duration(text: str) -> float | None:
-    """0 means unset (use the setting this one refines)."""
-    return parse_duration(text) or None
-
-
-def _absolute(text: str) -> Path:
-    if not text:
-        raise ValueError("must not be empty")
-    return Path(os.path.abspath(text))
-
-
-def _csv(text: str) -> list[str]:
-    return [p.strip() for p in text.split(",") if p.strip()]
-
-
-Text = Annotated[str, Syntax("str", _text)]
-Secret = Annotated[SecretStr, Syntax("secret", SecretStr)]
-AbsPath = Annotated[Path, Syntax("str", _absolute)]
-_BOOL = Syntax("bool", parse_bool, "")
-GoBool = Annotated[bool, _BOOL]
-OptionalGoBool = Annotated[bool | None, _BOOL]
-GoInt = Annotated[int, Syntax("int", parse_int, "<int>")]
-OptionalGoInt = Annotated[int | None, Syntax("int", parse_int, "<int>")]
-Seconds = Annotated[float, Syntax("float", parse_seconds, "<float>")]
-Duration = Annotated[float, Syntax("duration", parse_duration, "<duration>")]
-OptionalDuration = Annotated[float | None, Syntax("duration", _optional_duration, "<duration>")]
-Signal = Annotated[int | None, Syntax("signal", parse_signal, "<signal>")]
-CommaList = Annotated[list[str], Syntax("csv", _csv, "<path,...>")]
-# A flag names one path; the environment value is ':'-separated.
-PathList = Annotated[list[str], Syntax("pathlist", lambda t: [t], parse_env=lambda t: [p for p in t.split(":") if p])]
-Credentials = Annotated[list[Credential], Syntax("credential", _parse_credentials, "<json>")]
-GitConfig = Annotated[list[tuple[str, str]], Syntax("gitconfig", parse_git_config, "<key:val,...>")]
-CHOICE = Syntax("choice", _text)  # with a Literal: one of its values
-
-
-_VERIFY_ALIASES = {"none": "none", "head": "head", "tag": "tag", "tagandhead": "tag-and-head"}
-
-
-def _parse_choice(text: str, choices: tuple[str, ...]) -> str:
-    if text in choices:
-        return text
-    if "tag-and-head" in choices:  # --verify-mode also takes Flux's spellings
-        norm = _VERIFY_ALIASES.get(text.lower().replace("-", "").replace("_", ""))
-        if norm:
-            return norm
-    raise ValueError("must be one of " + ", ".join(choices))
 
 
 # --------------------------------------------------------------------------------------
@@ -550,286 +186,149 @@ class Settings(BaseModel):
 
     # --- what to sync, where ---------------------------------------------------------
     repo: Annotated[Text, LEGACY] = Field(
-        min_length=1,
-        description="The git repository to sync (https, http, ssh://, user@host:path or file://). Required.",
-    )
+        min_length=1, description="The git repository to sync (https, http, ssh://, user@host:path or file://). Required.")
     ref: Text = Field(
-        "HEAD",
-        min_length=1,
-        description='The branch, tag or full commit hash to check out; "HEAD" means the remote\'s default branch.',
-    )
+        "HEAD", min_length=1, description='The branch, tag or full commit hash to check out; "HEAD" means the remote\'s default branch.')
     ref_semver: Text = Field(
-        "",
-        description="Instead of --ref: sync the newest tag whose name (an optional v, then a semantic version) is in this npm-style range, e.g. '>=1.4 <2', '^1.4', '~1.4.2', '1.x'; pre-releases only when the range names one (gitsync extra).",
-    )
+        "", description="Instead of --ref: sync the newest tag whose name (an optional v, then a semantic version) is in this npm-style range, e.g. '>=1.4 <2', '^1.4', '~1.4.2', '1.x'; pre-releases only when the range names one (gitsync extra).")
     root: Annotated[AbsPath, LEGACY] = Field(
-        description="The directory holding all state; must not exist, be empty, or be emptiable. Required (the image sets /git)."
-    )
+        description="The directory holding all state; must not exist, be empty, or be emptiable. Required (the image sets /git).")
     link: Annotated[Text, Opt(legacy=True, default_text="last element of --repo")] = Field(
-        "",
-        description="Path of the symlink that points at the current checkout; relative paths are under --root.",
-    )
+        "", description="Path of the symlink that points at the current checkout; relative paths are under --root.")
     publish_mode: Annotated[Literal["symlink", "copy", "in-place"], CHOICE] = Field(
-        "symlink",
-        description="How the tree is published at --link: symlink (swapped atomically), copy (a plain directory renamed into place; --one-time only) or in-place (a plain directory updated file by file) (gitsync extra).",
-    )
-    period: Annotated[
-        Duration, Opt(env=("GITSYNC_PERIOD", "GIT_SYNC_PERIOD", "GITSYNC_SYNC_PERIOD"))
-    ] = Field(
-        10.0,
-        ge=0.01,
-        description="How long to wait between sync attempts (Go duration or seconds); at least 10ms.",
-    )
+        "symlink", description="How the tree is published at --link: symlink (swapped atomically), copy (a plain directory renamed into place; --one-time only) or in-place (a plain directory updated file by file) (gitsync extra).")
+    period: Annotated[Duration, Opt(env=("GITSYNC_PERIOD", "GIT_SYNC_PERIOD", "GITSYNC_SYNC_PERIOD"))] = Field(
+        10.0, ge=0.01, description="How long to wait between sync attempts (Go duration or seconds); at least 10ms.")
     init_period: Annotated[OptionalDuration, Opt(default_text="0 (use --period)")] = Field(
-        None,
-        ge=0.01,
-        description="Wait between attempts until the first successful sync; at least 10ms when set.",
-    )
+        None, ge=0.01, description="Wait between attempts until the first successful sync; at least 10ms when set.")
     jitter: Seconds = Field(
-        0.0,
-        ge=0,
-        le=1,
-        description="Spread the waits of a fleet: each wait is drawn from --period * [1 - J, 1 + J], J between 0 and 1; the first sync is never delayed (gitsync extra).",
-    )
+        0.0, ge=0, le=1, description="Spread the waits of a fleet: each wait is drawn from --period * [1 - J, 1 + J], J between 0 and 1; the first sync is never delayed (gitsync extra).")
     sync_timeout: Annotated[Duration, LEGACY] = Field(
-        120.0, ge=0.01, description="The total time allowed for one complete sync; at least 10ms."
-    )
-    one_time: Annotated[GoBool, LEGACY] = Field(
-        False, description="Exit after the first successful sync."
-    )
+        120.0, ge=0.01, description="The total time allowed for one complete sync; at least 10ms.")
+    one_time: Annotated[GoBool, LEGACY] = Field(False, description="Exit after the first successful sync.")
     max_failures: Annotated[GoInt, LEGACY] = Field(
-        0,
-        description="Consecutive failures tolerated before exiting; 0 means the first failure is fatal, negative retries forever.",
-    )
+        0, description="Consecutive failures tolerated before exiting; 0 means the first failure is fatal, negative retries forever.")
     init_max_failures: Annotated[OptionalGoInt, Opt(default_text="--max-failures")] = Field(
-        None,
-        description="Like --max-failures, but only until the first success; honoured only when set.",
-    )
+        None, description="Like --max-failures, but only until the first success; honoured only when set.")
     depth: Annotated[GoInt, LEGACY] = Field(
-        1, ge=0, description="Shallow fetch depth; 0 syncs the full history."
-    )
-    filter: Text = Field(
-        "", description="Partial-clone filter for fetches (e.g. blob:none, tree:0)."
-    )
+        1, ge=0, description="Shallow fetch depth; 0 syncs the full history.")
+    filter: Text = Field("", description="Partial-clone filter for fetches (e.g. blob:none, tree:0).")
     submodules: Annotated[Literal["recursive", "shallow", "off"], CHOICE, LEGACY] = Field(
-        "recursive", description="Submodule handling: recursive, shallow (one level) or off."
-    )
+        "recursive", description="Submodule handling: recursive, shallow (one level) or off.")
     sparse_checkout_file: Annotated[Text, LEGACY] = Field(
-        "", description="A git sparse-checkout pattern file applied to each checkout."
-    )
+        "", description="A git sparse-checkout pattern file applied to each checkout.")
     sparse_paths: CommaList = Field(
-        default_factory=list,
-        description="Comma-separated directories to check out (cone-mode sparse checkout; gitsync extra).",
-    )
+        default_factory=list, description="Comma-separated directories to check out (cone-mode sparse checkout; gitsync extra).")
     error_file: Annotated[Text, LEGACY] = Field(
-        "", description="File receiving the last error; relative paths are under --root."
-    )
+        "", description="File receiving the last error; relative paths are under --root.")
     touch_file: Annotated[Text, LEGACY] = Field(
-        "",
-        description="File touched after each sync that changed the commit; relative paths are under --root.",
-    )
+        "", description="File touched after each sync that changed the commit; relative paths are under --root.")
     add_user: Annotated[GoBool, LEGACY] = Field(
-        False, description="Accepted for compatibility; gitsync needs no /etc/passwd entry."
-    )
+        False, description="Accepted for compatibility; gitsync needs no /etc/passwd entry.")
     group_write: Annotated[GoBool, LEGACY] = Field(
-        False, description="Make everything written group-writable (umask 0002)."
-    )
+        False, description="Make everything written group-writable (umask 0002).")
     stale_worktree_timeout: Duration = Field(
-        0.0,
-        ge=0,
-        description="How long to keep checkouts that are no longer linked; 0 removes them at once.",
-    )
+        0.0, ge=0, description="How long to keep checkouts that are no longer linked; 0 removes them at once.")
     sync_on_signal: Annotated[Signal, LEGACY] = Field(
-        None, description="Signal (SIGHUP, HUP or 1) that triggers an immediate sync."
-    )
+        None, description="Signal (SIGHUP, HUP or 1) that triggers an immediate sync.")
 
     # --- hooks -----------------------------------------------------------------------
     exechook_command: Annotated[Text, LEGACY] = Field(
-        "",
-        description="Executable run (no shell, no arguments) in the new checkout after each publish.",
-    )
+        "", description="Executable run (no shell, no arguments) in the new checkout after each publish.")
     exechook_timeout: Annotated[Duration, LEGACY] = Field(
-        30.0, description="Timeout of one --exechook-command run; at least 1s."
-    )
+        30.0, description="Timeout of one --exechook-command run; at least 1s.")
     exechook_backoff: Annotated[Duration, LEGACY] = Field(
-        3.0, description="Wait before retrying a failed --exechook-command; at least 1s."
-    )
+        3.0, description="Wait before retrying a failed --exechook-command; at least 1s.")
     pre_publish_exechook_command: Text = Field(
-        "", description="Executable run after checkout but before the link is flipped."
-    )
+        "", description="Executable run after checkout but before the link is flipped.")
     pre_publish_exechook_timeout: Duration = Field(
-        30.0, description="Timeout of one --pre-publish-exechook-command run; at least 1s."
-    )
+        30.0, description="Timeout of one --pre-publish-exechook-command run; at least 1s.")
     pre_publish_exechook_backoff: Duration = Field(
-        3.0,
-        description="Wait before retrying a failed --pre-publish-exechook-command; at least 1s.",
-    )
+        3.0, description="Wait before retrying a failed --pre-publish-exechook-command; at least 1s.")
     webhook_url: Annotated[Text, LEGACY] = Field(
-        "", description="URL called (header Gitsync-Hash) after each publish."
-    )
-    webhook_method: Annotated[Text, LEGACY] = Field(
-        "POST", description="HTTP method of the webhook."
-    )
+        "", description="URL called (header Gitsync-Hash) after each publish.")
+    webhook_method: Annotated[Text, LEGACY] = Field("POST", description="HTTP method of the webhook.")
     webhook_success_status: Annotated[GoInt, LEGACY] = Field(
-        200, description="HTTP status meaning success; 0 (or -1) means fire-and-forget."
-    )
+        200, description="HTTP status meaning success; 0 (or -1) means fire-and-forget.")
     webhook_timeout: Annotated[Duration, LEGACY] = Field(
-        1.0, description="Timeout of one webhook call; at least 1s."
-    )
+        1.0, description="Timeout of one webhook call; at least 1s.")
     webhook_backoff: Annotated[Duration, LEGACY] = Field(
-        3.0, description="Wait before retrying a failed webhook; at least 1s."
-    )
+        3.0, description="Wait before retrying a failed webhook; at least 1s.")
     webhook_after_exechook: GoBool = Field(
-        False, description="Call the webhook only after the exechook succeeded (gitsync extra)."
-    )
+        False, description="Call the webhook only after the exechook succeeded (gitsync extra).")
 
     # --- authentication --------------------------------------------------------------
     username: Annotated[Text, LEGACY] = Field(
-        "", description="HTTP(S) username; needs GITSYNC_PASSWORD or --password-file."
-    )
-    password: Annotated[
-        Secret,
-        Opt(
-            flags=("__env__GITSYNC_PASSWORD", "password"),
-            legacy=True,
-            ignore_empty_flag=True,
-            secret=True,
-            env_only=True,
-        ),
-    ] = Field(
-        SecretStr(""),
-        description="HTTP(S) password or token, used with --username (environment only).",
-    )
+        "", description="HTTP(S) username; needs GITSYNC_PASSWORD or --password-file.")
+    password: Annotated[Secret, Opt(flags=("__env__GITSYNC_PASSWORD", "password"), legacy=True,
+                                    ignore_empty_flag=True, secret=True, env_only=True)] = Field(
+        SecretStr(""), description="HTTP(S) password or token, used with --username (environment only).")
     password_file: Annotated[Text, LEGACY] = Field(
-        "", description="File holding the password, re-read before every sync."
-    )
-    credentials: Annotated[
-        Credentials,
-        Opt(
-            flags=("credential",),
-            env=("GITSYNC_CREDENTIAL",),
-            repeatable=True,
-            append_to_env=True,
-            secret=True,
-        ),
-    ] = Field(
-        default_factory=list,
-        description='Per-URL credentials as JSON, e.g. {"url":"https://host/x","username":"u","password-file":"/f"}; repeatable, appended to the env value.',
-    )
-    ssh_key_files: Annotated[
-        PathList,
-        Opt(
-            flags=("ssh-key-file",),
-            env=("GITSYNC_SSH_KEY_FILE", "GIT_SYNC_SSH_KEY_FILE", "GIT_SSH_KEY_FILE"),
-            repeatable=True,
-        ),
-    ] = Field(
-        default_factory=lambda: ["/etc/git-secret/ssh"],
-        description="SSH private key file(s); repeatable flag, ':'-separated env.",
-    )
-    ssh_known_hosts: Annotated[
-        GoBool, Opt(env=("GITSYNC_SSH_KNOWN_HOSTS", "GIT_SYNC_KNOWN_HOSTS", "GIT_KNOWN_HOSTS"))
-    ] = Field(True, description="Verify SSH host keys against --ssh-known-hosts-file.")
-    ssh_known_hosts_file: Annotated[
-        Text,
-        Opt(
-            env=(
-                "GITSYNC_SSH_KNOWN_HOSTS_FILE",
-                "GIT_SYNC_SSH_KNOWN_HOSTS_FILE",
-                "GIT_SSH_KNOWN_HOSTS_FILE",
-            )
-        ),
-    ] = Field("/etc/git-secret/known_hosts", description="The known_hosts file.")
-    cookie_file: Annotated[
-        GoBool, Opt(env=("GITSYNC_COOKIE_FILE", "GIT_SYNC_COOKIE_FILE", "GIT_COOKIE_FILE"))
-    ] = Field(False, description="Use /etc/git-secret/cookie_file as the HTTP cookie file.")
-    askpass_url: Annotated[
-        Text, Opt(env=("GITSYNC_ASKPASS_URL", "GIT_SYNC_ASKPASS_URL", "GIT_ASKPASS_URL"))
-    ] = Field("", description="URL queried before each sync for username=/password= lines.")
+        "", description="File holding the password, re-read before every sync.")
+    credentials: Annotated[Credentials, Opt(flags=("credential",), env=("GITSYNC_CREDENTIAL",),
+                                            repeatable=True, append_to_env=True, secret=True)] = Field(
+        default_factory=list, description='Per-URL credentials as JSON, e.g. {"url":"https://host/x","username":"u","password-file":"/f"}; repeatable, appended to the env value.')
+    ssh_key_files: Annotated[PathList, Opt(
+        flags=("ssh-key-file",), env=("GITSYNC_SSH_KEY_FILE", "GIT_SYNC_SSH_KEY_FILE", "GIT_SSH_KEY_FILE"),
+        repeatable=True)] = Field(
+        default_factory=lambda: ["/etc/git-secret/ssh"], description="SSH private key file(s); repeatable flag, ':'-separated env.")
+    ssh_known_hosts: Annotated[GoBool, Opt(env=("GITSYNC_SSH_KNOWN_HOSTS", "GIT_SYNC_KNOWN_HOSTS", "GIT_KNOWN_HOSTS"))] = Field(
+        True, description="Verify SSH host keys against --ssh-known-hosts-file.")
+    ssh_known_hosts_file: Annotated[Text, Opt(env=(
+        "GITSYNC_SSH_KNOWN_HOSTS_FILE", "GIT_SYNC_SSH_KNOWN_HOSTS_FILE", "GIT_SSH_KNOWN_HOSTS_FILE"))] = Field(
+        "/etc/git-secret/known_hosts", description="The known_hosts file.")
+    cookie_file: Annotated[GoBool, Opt(env=("GITSYNC_COOKIE_FILE", "GIT_SYNC_COOKIE_FILE", "GIT_COOKIE_FILE"))] = Field(
+        False, description="Use /etc/git-secret/cookie_file as the HTTP cookie file.")
+    askpass_url: Annotated[Text, Opt(env=("GITSYNC_ASKPASS_URL", "GIT_SYNC_ASKPASS_URL", "GIT_ASKPASS_URL"))] = Field(
+        "", description="URL queried before each sync for username=/password= lines.")
     github_base_url: Text = Field(
-        "https://api.github.com/", description="GitHub API base URL for GitHub App tokens."
-    )
-    github_app_private_key: Annotated[
-        Text,
-        Opt(
-            flags=("__env__GITSYNC_GITHUB_APP_PRIVATE_KEY",),
-            ignore_empty_flag=True,
-            secret=True,
-            env_only=True,
-        ),
-    ] = Field(
-        "", repr=False, description="GitHub App private key (PEM) content (environment only)."
-    )
+        "https://api.github.com/", description="GitHub API base URL for GitHub App tokens.")
+    github_app_private_key: Annotated[Text, Opt(flags=("__env__GITSYNC_GITHUB_APP_PRIVATE_KEY",),
+                                                ignore_empty_flag=True, secret=True, env_only=True)] = Field(
+        "", repr=False, description="GitHub App private key (PEM) content (environment only).")
     github_app_private_key_file: Text = Field(
-        "", description="File holding the GitHub App private key (PEM)."
-    )
+        "", description="File holding the GitHub App private key (PEM).")
     github_app_client_id: Text = Field(
-        "", description="GitHub App client ID (alternative to --github-app-application-id)."
-    )
+        "", description="GitHub App client ID (alternative to --github-app-application-id).")
     github_app_application_id: GoInt = Field(0, description="GitHub App application ID.")
     github_app_installation_id: GoInt = Field(0, description="GitHub App installation ID.")
 
     # --- git behaviour ----------------------------------------------------------------
     git: Annotated[Text, LEGACY] = Field(
-        "git", description="Accepted for compatibility and ignored: gitsync needs no git binary."
-    )
+        "git", description="Accepted for compatibility and ignored: gitsync needs no git binary.")
     git_config: Annotated[GitConfig, LEGACY] = Field(
-        default_factory=list,
-        description='Comma-separated key:val git config pairs (quote keys containing ":"); then every --git-config-add.',
-    )
+        default_factory=list, description='Comma-separated key:val git config pairs (quote keys containing ":"); then every --git-config-add.')
     git_config_add: Annotated[GitConfig, Opt(env=(), repeatable=True, metavar="<key:val>")] = Field(
-        default_factory=list,
-        description="One more key:val git config pair; repeatable, applied after --git-config.",
-    )
+        default_factory=list, description="One more key:val git config pair; repeatable, applied after --git-config.")
     git_gc: Annotated[Literal["auto", "always", "aggressive", "off"], CHOICE, LEGACY] = Field(
-        "always", description="Garbage collection after each sync: auto, always, aggressive or off."
-    )
-    garbage_collection: Annotated[
-        OptionalGoBool, Opt(flags=(), replaced_by="git_gc", env_only=True)
-    ] = Field(
-        None, description="true sets --git-gc=auto, false sets --git-gc=off (environment only)."
-    )
+        "always", description="Garbage collection after each sync: auto, always, aggressive or off.")
+    garbage_collection: Annotated[OptionalGoBool, Opt(flags=(), replaced_by="git_gc", env_only=True)] = Field(
+        None, description="true sets --git-gc=auto, false sets --git-gc=off (environment only).")
 
     # --- HTTP server, logging ----------------------------------------------------------
     http_bind: Annotated[Text, LEGACY] = Field(
-        "", description="host:port for the HTTP server (readiness /, /metrics); off when empty."
-    )
+        "", description="host:port for the HTTP server (readiness /, /metrics); off when empty.")
     http_metrics: Annotated[GoBool, LEGACY] = Field(
-        False, description="Serve Prometheus metrics at /metrics; needs --http-bind."
-    )
+        False, description="Serve Prometheus metrics at /metrics; needs --http-bind.")
     http_pprof: Annotated[GoBool, LEGACY] = Field(
-        False, description="Accepted for compatibility (unsupported); needs --http-bind."
-    )
+        False, description="Accepted for compatibility (unsupported); needs --http-bind.")
     verbose: Annotated[GoInt, Opt(short="v")] = Field(
-        0,
-        description="Log verbosity: 0 outcomes and progress, 1 each sync's phases, 2 idle polls, "
-        "3 waits, 5 library warnings, 6 protocol traces.",
-    )
-    log_format: Annotated[
-        Literal["auto", "console", "json"],
-        CHOICE,
-        Opt(default_text="auto (console when stderr is a terminal, else json)"),
-    ] = Field(
-        "auto",
-        description="Log lines as JSON objects (for log collectors) or console text (for people).",
-    )
+        0, description="Log verbosity: 0 outcomes and progress, 1 each sync's phases, 2 idle polls, "
+        "3 waits, 5 library warnings, 6 protocol traces.")
+    log_format: Annotated[Literal["auto", "console", "json"], CHOICE,
+                          Opt(default_text="auto (console when stderr is a terminal, else json)")] = Field(
+        "auto", description="Log lines as JSON objects (for log collectors) or console text (for people).")
 
     # --- gitsync extras -----------------------------------------------------------------
     ready_max_staleness: Annotated[Duration, Opt(default_text="0 (never)")] = Field(
         0.0, ge=0, description="Readiness fails when the last success is older than this; "
         "0 never (an outage of the git host keeps the consumers in service).")
     ready_max_failures: GoInt = Field(
-        0, description="Readiness fails after this many consecutive failed syncs; 0 never."
-    )
-    status_file: Text = Field(
-        layout.STATUS, description="JSON status file; relative paths are under --root."
-    )
+        0, description="Readiness fails after this many consecutive failed syncs; 0 never.")
+    status_file: Text = Field(layout.STATUS, description="JSON status file; relative paths are under --root.")
     trigger_secret_file: Text = Field(
-        "", description="File with the shared secret that authorises POST /api/v1/trigger."
-    )
-    trigger_min_interval: Duration = Field(
-        1.0, ge=0, description="Minimum time between triggered syncs."
-    )
+        "", description="File with the shared secret that authorises POST /api/v1/trigger.")
+    trigger_min_interval: Duration = Field(1.0, ge=0, description="Minimum time between triggered syncs.")
     relay_bind: Text = Field(
         "", description="host:port on which to serve the synced commit read-only over git's smart "
         "HTTP protocol (relay mode: sidecars fetch from here); off when empty.")
@@ -843,50 +342,35 @@ class Settings(BaseModel):
         "", description="name:port of the sidecars' headless Service (several: "
         "comma-separated): after each new commit the relay triggers every address it "
         "resolves to; needs --trigger-secret-file, the sidecars' shared secret.")
-    relay_fanout_concurrency: GoInt = Field(
-        16, description="Sidecars the relay notifies at the same time."
-    )
+    relay_fanout_concurrency: GoInt = Field(16, description="Sidecars the relay notifies at the same time.")
     verify_mode: Annotated[Literal["none", "head", "tag", "tag-and-head"], CHOICE] = Field(
-        "none",
-        description="Signature verification: none, head, tag or tag-and-head (Flux spellings accepted).",
-    )
+        "none", description="Signature verification: none, head, tag or tag-and-head (Flux spellings accepted).")
     verify_keys_dir: Text = Field(
-        "/etc/git-verify", description="Directory of trusted public keys for --verify-mode."
-    )
+        "/etc/git-verify", description="Directory of trusted public keys for --verify-mode.")
 
     # --- deprecated inputs (hidden; folded into the settings above) ----------------------
     branch: Annotated[Text, Opt(legacy=True, hidden=True, replaced_by="ref")] = Field(
-        "", description="Deprecated: use --ref."
-    )
+        "", description="Deprecated: use --ref.")
     rev: Annotated[Text, Opt(env=("GIT_SYNC_REV",), hidden=True, replaced_by="ref")] = Field(
-        "", description="Deprecated: use --ref."
-    )
+        "", description="Deprecated: use --ref.")
     dest: Annotated[Text, Opt(env=("GIT_SYNC_DEST",), hidden=True, replaced_by="link")] = Field(
-        "", description="Deprecated: use --link."
-    )
+        "", description="Deprecated: use --link.")
     wait: Annotated[Seconds, Opt(env=("GIT_SYNC_WAIT",), hidden=True, replaced_by="period")] = Field(
-        0.0, description="Deprecated: use --period (seconds, non-zero overrides it)."
-    )
-    timeout: Annotated[
-        GoInt, Opt(env=("GIT_SYNC_TIMEOUT",), hidden=True, replaced_by="sync_timeout")
-    ] = Field(
-        0, description="Deprecated: use --sync-timeout (whole seconds, non-zero overrides it)."
-    )
-    max_sync_failures: Annotated[
-        GoInt, Opt(legacy=True, hidden=True, replaced_by="max_failures")
-    ] = Field(0, description="Deprecated: use --max-failures (non-zero overrides it).")
-    sync_hook_command: Annotated[
-        Text, Opt(env=("GIT_SYNC_HOOK_COMMAND",), hidden=True, replaced_by="exechook_command")
-    ] = Field("", description="Deprecated: use --exechook-command.")
+        0.0, description="Deprecated: use --period (seconds, non-zero overrides it).")
+    timeout: Annotated[GoInt, Opt(env=("GIT_SYNC_TIMEOUT",), hidden=True, replaced_by="sync_timeout")] = Field(
+        0, description="Deprecated: use --sync-timeout (whole seconds, non-zero overrides it).")
+    max_sync_failures: Annotated[GoInt, Opt(legacy=True, hidden=True, replaced_by="max_failures")] = Field(
+        0, description="Deprecated: use --max-failures (non-zero overrides it).")
+    sync_hook_command: Annotated[Text, Opt(env=("GIT_SYNC_HOOK_COMMAND",), hidden=True,
+                                           replaced_by="exechook_command")] = Field(
+        "", description="Deprecated: use --exechook-command.")
     v: Annotated[GoInt, Opt(env=(), hidden=True, replaced_by="verbose")] = Field(
-        -1, description="Deprecated: use -v/--verbose."
-    )
+        -1, description="Deprecated: use -v/--verbose.")
     ssh: Annotated[GoBool, Opt(env=(), hidden=True)] = Field(
-        False, description="Deprecated and ignored: SSH is used for ssh URLs."
-    )
-    change_permissions: Annotated[
-        GoInt, Opt(env=("GIT_SYNC_PERMISSIONS",), hidden=True, replaced_by="group_write")
-    ] = Field(0, description="No longer supported: use --group-write.")
+        False, description="Deprecated and ignored: SSH is used for ssh URLs.")
+    change_permissions: Annotated[GoInt, Opt(env=("GIT_SYNC_PERMISSIONS",), hidden=True,
+                                             replaced_by="group_write")] = Field(
+        0, description="No longer supported: use --group-write.")
 
     @model_validator(mode="after")
     def _derive_and_check(self, info: ValidationInfo) -> Settings:
