@@ -62,7 +62,7 @@ def _config_error_file(args: list[str]) -> Path | None:
     def raw(name: str) -> str:
         if given.get(name):
             return given[name][-1]
-        set_env = [e for e in OPTIONS[name].opt.env if e in os.environ]
+        set_env = [e for e in OPTIONS[name].env if e in os.environ]
         return os.environ[set_env[-1]] if set_env else ""
 
     root, error_file = raw("root"), raw("error_file")

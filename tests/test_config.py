@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -801,3 +804,64 @@ def test_a_link_on_gitsyncs_own_names_is_a_config_error(link: str, tmp_path: Pat
     assert res.stderr.count("\n") == 1 and "GITSYNC_LINK" in res.stderr, res.stderr
     assert "choose another name" in res.stderr
     assert not root.exists(), "a bad config touched the root"
+
+
+# --- pydantic does the work; its words never reach the user (issue 13 §5) -----------------
+
+
+_PYDANTIC_WORDS = ("Input should", "Value error", "validation error", "pydantic", "errors.pydantic.dev")
+
+
+@pytest.mark.parametrize("name", [n for n, o in OPTIONS.items() if o.env and o.kind != "str"])
+def test_bad_values_read_as_gitsync_messages(name: str) -> None:
+    """Every typed setting, given junk: one line naming the setting, no pydantic text."""
+    env_name = OPTIONS[name].env[0]
+    failed = []
+    for junk in ("junk\u00e9", "-5", "99999999999999999999", "0.001"):
+        try:
+            load({env_name: junk})
+        except ConfigError as e:
+            msg = str(e)
+            assert "\n" not in msg and not any(w in msg for w in _PYDANTIC_WORDS), msg
+            assert env_name in msg, msg
+            failed.append(junk)
+    if OPTIONS[name].kind not in ("secret", "pathlist", "csv", "gitconfig"):
+        assert "junk\u00e9" in failed
+
+
+def test_overridden_bad_values_are_still_errors() -> None:
+    """git-sync parses every environment value it reads, even one a flag overrides, and
+    every occurrence of a flag."""
+    with pytest.raises(ConfigError, match=r'GITSYNC_DEPTH="x": not an integer'):
+        load({"GITSYNC_DEPTH": "x"}, depth="1")
+    with pytest.raises(ConfigError, match=r'GITSYNC_SUBMODULES="deep": must be one of'):
+        load({"GITSYNC_SUBMODULES": "deep"}, submodules="off")
+    with pytest.raises(ConfigError, match=r'--verify-mode="x": must be one of'):
+        load(verify_mode=["x", "head"])
+
+
+def test_range_limits_name_the_spelling_used() -> None:
+    with pytest.raises(ConfigError, match=r'^invalid value for --jitter="1.5": must be between 0 and 1$'):
+        load(jitter="1.5")
+    with pytest.raises(ConfigError, match=r'^invalid value for --period="1ms": must be at least 10ms$'):
+        load({"GITSYNC_PERIOD": "5s"}, period="1ms")
+    with pytest.raises(ConfigError, match=r'^invalid value for --repo="": must not be empty$'):
+        load(repo="")
+
+
+def test_names_follow_git_syncs_convention() -> None:
+    """The marker spells only irregular names; the rest are derived from the field name."""
+    sync_timeout, ref = OPTIONS["sync_timeout"], OPTIONS["ref"]
+    assert sync_timeout.flags == ("sync-timeout",)
+    assert sync_timeout.env == ("GITSYNC_SYNC_TIMEOUT", "GIT_SYNC_SYNC_TIMEOUT")
+    assert (ref.flags, ref.env) == (("ref",), ("GITSYNC_REF",))
+    assert OPTIONS["ssh_key_files"].flags == ("ssh-key-file",)
+
+
+def test_help_does_not_build_the_model_schema() -> None:
+    """--help and --man read the declarations only; validation is built on first use."""
+    code = ("from gitsync.settings import cli; cli.help_text(); cli.man_text(); "
+            "from gitsync.settings.model import Settings; print(Settings.__pydantic_complete__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         check=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
+    assert out.stdout.strip() == "False"

@@ -40,17 +40,17 @@ def _type(oi: OptionInfo) -> str:
         "credential": "JSON",
         "gitconfig": "key:val list",
         "signal": "signal",
-        "choice": "|".join(oi.opt.choices),
-    }[oi.opt.kind]
+        "choice": "|".join(oi.choices),
+    }[oi.kind]
 
 
 def _row(oi: OptionInfo) -> str:
     flags = ", ".join(
         ([f"`-{oi.opt.short}`"] if oi.opt.short else [])
-        + [f"`--{f}`" for f in oi.opt.flags if not oi.env_only]
+        + [f"`--{f}`" for f in oi.flags if not oi.env_only]
     )
-    env = ", ".join(_code(e) for e in oi.opt.env[:1])
-    legacy = ", ".join(_code(e) for e in oi.opt.env[1:])
+    env = ", ".join(_code(e) for e in oi.env[:1])
+    legacy = ", ".join(_code(e) for e in oi.env[1:])
     default = oi.default_text
     default = default if default in ("(required)", "") or " " in default else _code(default)
     return (

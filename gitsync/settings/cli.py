@@ -50,7 +50,7 @@ SHORT_USAGE = (
 def _next_value(oi: OptionInfo, spelled: str, argv: Sequence[str], i: int) -> tuple[str, int]:
     """pflag's rule for a flag given without ``=value``: a bool is set, others take the next
     argument. Returns the value and the index of the argument after it."""
-    if oi.opt.kind == "bool":
+    if oi.kind == "bool":
         return "true", i
     if i < len(argv):
         return argv[i], i + 1
@@ -134,13 +134,13 @@ def _wrap(text: str, indent: int) -> str:
 def _flag_heading(oi: OptionInfo) -> str:
     names = ", ".join(([f"-{oi.opt.short}"] if oi.opt.short else []) + [oi.primary_flag])
     head = f"{names} {oi.metavar}".rstrip()
-    if oi.opt.env:
-        head += f", ${oi.opt.env[0]}"
+    if oi.env:
+        head += f", ${oi.env[0]}"
     return head
 
 
 def _visible_flags() -> list[OptionInfo]:
-    return [o for o in OPTIONS.values() if not o.opt.hidden and not o.env_only and o.opt.flags]
+    return [o for o in OPTIONS.values() if not o.opt.hidden and not o.env_only and o.flags]
 
 
 def _env_only() -> list[OptionInfo]:
@@ -149,13 +149,13 @@ def _env_only() -> list[OptionInfo]:
 
 def _describe(oi: OptionInfo, long: bool) -> str:
     text = oi.help
-    if oi.opt.choices and long:
-        text += " One of: " + ", ".join(oi.opt.choices) + "."
+    if oi.choices and long:
+        text += " One of: " + ", ".join(oi.choices) + "."
     default = oi.default_text
     if default and default != "(required)":
         text += f" (default: {default})"
-    if long and len(oi.opt.env) > 1:
-        text += " Also read from " + ", ".join(f"${e}" for e in oi.opt.env[1:]) + " (deprecated)."
+    if long and len(oi.env) > 1:
+        text += " Also read from " + ", ".join(f"${e}" for e in oi.env[1:]) + " (deprecated)."
     return text
 
 
@@ -182,7 +182,7 @@ def _options(long: bool) -> list[str]:
         out += ["    " + head, _wrap(desc, 12), ""]
     out += ["ENVIRONMENT VARIABLES", ""]
     for oi in _env_only():
-        names = ", ".join(f"${e}" for e in oi.opt.env) if long else f"${oi.opt.env[0]}"
+        names = ", ".join(f"${e}" for e in oi.env) if long else f"${oi.env[0]}"
         out += ["    " + names, _wrap(_describe(oi, long=long), 12), ""]
     return out
 
@@ -225,11 +225,11 @@ def man_text() -> str:
     for oi in OPTIONS.values():
         if not oi.opt.hidden:
             continue
-        names = [f"--{f}" for f in oi.opt.flags] + [f"${e}" for e in oi.opt.env]
+        names = [f"--{f}" for f in oi.flags] + [f"${e}" for e in oi.env]
         out.append("    " + ", ".join(names))
         out.append(_wrap(oi.help, 12))
         out.append("")
-    hidden_flags = [f"--{f}" for o in OPTIONS.values() if o.env_only for f in o.opt.flags]
+    hidden_flags = [f"--{f}" for o in OPTIONS.values() if o.env_only for f in o.flags]
     out.append(
         _wrap("Also accepted for tests and compatibility: " + ", ".join(hidden_flags) + ".", 4)
     )
