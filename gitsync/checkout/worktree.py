@@ -145,6 +145,14 @@ class SubmoduleWriter(Protocol):
                  previous_top: str | None, cancel: threading.Event) -> None: ...
 
 
+class Smudge(Protocol):
+    """Replaces the LFS pointer files among ``candidates`` (indexes into ``entries``, files
+    whose attributes say ``filter=lfs``) under ``dest``, updating their entries (lfs.py)."""
+
+    def smudge(self, dest: Path, entries: list[IndexEntry], candidates: list[int],
+               cancel: threading.Event) -> None: ...
+
+
 # Fetches objects a partial clone left out; None when the store is complete.
 Fetcher = Callable[[list[bytes]], None]
 
@@ -164,7 +172,8 @@ class Checkout:
 def write_checkout(co: Checkout, cancel: threading.Event, *, top: str, previous_top: str | None,
                    sparse: Sparse | None = None, submodules: SubmoduleWriter | None = None,
                    fetcher: Fetcher | None = None,
-                   trees: dict[bytes, bytes] | None = None) -> list[IndexEntry]:
+                   trees: dict[bytes, bytes] | None = None,
+                   smudger: Smudge | None = None) -> list[IndexEntry]:
     """Write ``co.commit`` into ``co.dest`` with its git admin files; return its index.
 
     dulwich's and the disk's exceptions become the project's here (errors.py): a missing
@@ -173,10 +182,13 @@ def write_checkout(co: Checkout, cancel: threading.Event, *, top: str, previous_
         obj = co.store.repo.object_store[ObjectID(co.commit.encode())]
         if not isinstance(obj, Commit):
             raise UnsafeTree(f"{co.commit} is not a commit")
-        writer = _Writer(co.store, co.dest, co.prev, cancel, sparse, fetcher)
+        writer = _Writer(co.store, co.dest, co.prev, cancel, sparse, fetcher,
+                         lfs=smudger is not None)
         if trees is not None:
             writer.trees = trees
         entries = writer.write(obj.tree)
+        if smudger is not None and writer.lfs_candidates:
+            smudger.smudge(co.dest, entries, writer.lfs_candidates, cancel)
         (co.dest / ".git").write_text(layout.gitdir_line(co.final, co.admin) + "\n")
         _write_admin(co, entries)
         if sparse is not None:
@@ -250,13 +262,15 @@ class Materializer:
     """
 
     def __init__(self, store: Store, root: Path, *, sparse: Sparse | None = None,
-                 submodules: SubmoduleWriter | None = None, fetcher: Fetcher | None = None) -> None:
+                 submodules: SubmoduleWriter | None = None, fetcher: Fetcher | None = None,
+                 smudger: Smudge | None = None) -> None:
         self.store = store
         self.root = root
         self.layout = Layout(root)
         self.sparse = sparse
         self.submodules = submodules
         self.fetcher = fetcher
+        self.smudger = smudger  # --lfs: the top-level tree's pointers replaced by their objects
         # (commit, checksum of the index written for it, its packed trees when complete)
         self._last: tuple[str, bytes, bytes | None] | None = None
 
@@ -274,6 +288,10 @@ class Materializer:
             if (self.admin_dir(sha) / "HEAD").read_text().strip() != sha:
                 return False
         except OSError:
+            return False
+        # A worktree built with --lfs off holds pointers, one built with it on objects: turning
+        # the setting on or off rebuilds the published commit's.
+        if (self.admin_dir(sha) / layout.LFS_MARKER).is_file() != (self.smudger is not None):
             return False
         return (self.admin_dir(sha) / "index").is_file()
 
@@ -313,7 +331,13 @@ class Materializer:
         try:
             co = Checkout(self.store, commit, tmp, final, self.admin_dir(commit), prev)
             write_checkout(co, cancel, top=commit, previous_top=previous, sparse=self.sparse,
-                           submodules=self.submodules, fetcher=self.fetcher, trees=trees)
+                           submodules=self.submodules, fetcher=self.fetcher, trees=trees,
+                           smudger=self.smudger)
+            marker = self.admin_dir(commit) / layout.LFS_MARKER
+            if self.smudger is not None:
+                marker.touch()
+            else:
+                marker.unlink(missing_ok=True)
             if os.path.lexists(final):
                 # Rebuilding a damaged worktree the link points at: swap, never leave a gap.
                 exchange(tmp, final)
@@ -412,7 +436,8 @@ class _Writer:
     lacks in one batch, then writes. Directories are made when a file needs them, as git does."""
 
     def __init__(self, store: Store, dest: Path, prev: Previous | None, cancel: threading.Event,
-                 sparse: Sparse | None = None, fetcher: Fetcher | None = None):
+                 sparse: Sparse | None = None, fetcher: Fetcher | None = None, *,
+                 lfs: bool = False):
         self.objects = store.repo.object_store
         self.dest = os.fsencode(dest)
         self.prev = prev
@@ -421,6 +446,8 @@ class _Writer:
         self.sparse = sparse
         self.fetcher = fetcher
         self.entries: list[IndexEntry] = []
+        self.lfs = lfs
+        self.lfs_candidates: list[int] = []  # entries whose files have filter=lfs (with lfs)
         self._dirs: set[bytes] = {b""}
         self.trees: dict[bytes, bytes] = {}  # directory prefix → tree sha, for the next update
         self._reuse: Callable[[bytes, bytes], None] = self._link
@@ -452,6 +479,9 @@ class _Writer:
                         self.entries.append(IndexEntry(spec.rel, spec.mode, spec.sha))
                     else:
                         self._file(spec, target)
+                        if (self.lfs and spec.mode != _MODE_LINK
+                                and spec.attrs.filter(spec.rel) == b"lfs"):
+                            self.lfs_candidates.append(len(self.entries) - 1)
                 except OSError as e:
                     if e.errno != errno.ENAMETOOLONG:
                         raise
@@ -488,7 +518,8 @@ class _Writer:
     def _plan(self, tree_sha: bytes) -> list[_Spec]:
         specs: list[_Spec] = []
         stack: list[tuple[bytes, bytes, int, Attributes, bool]] = [
-            (tree_sha, b"", 0, Attributes(), self.prev is not None)
+            (tree_sha, b"", 0, Attributes.with_filter() if self.lfs else Attributes(),
+             self.prev is not None)
         ]
         while stack:
             sha, prefix, depth, attrs, reuse = stack.pop()

@@ -605,6 +605,10 @@ class Settings(BaseModel):
         default_factory=list,
         description="Comma-separated directories to check out (cone-mode sparse checkout; gitsync extra).",
     )
+    lfs: Annotated[bool, _o(kind="bool", flags=("lfs",), env=("GITSYNC_LFS",))] = Field(
+        False,
+        description="Replace Git LFS pointer files by their objects, fetched over the repository's HTTP(S) with its credentials (gitsync extra; docs/lfs.md).",
+    )
     error_file: Annotated[
         str, _o(flags=("error-file",), env=("GITSYNC_ERROR_FILE", "GIT_SYNC_ERROR_FILE"))
     ] = Field("", description="File receiving the last error; relative paths are under --root.")
