@@ -261,6 +261,8 @@ class HttpSource:
             resp = pool.urlopen("POST", f"{self.url}/objects/batch", body=body, headers=headers,
                                 preload_content=False, redirect=True)
             try:
+                if resp.status == 404 and "json" in (resp.headers.get("Content-Type") or ""):
+                    raise _missing(wants)
                 self._check_status(resp.status, where)
                 raw = resp.read(ANSWER_MAX + 1)
                 if len(raw) > ANSWER_MAX:
@@ -317,6 +319,18 @@ class HttpSource:
                 resp.close()  # drained a little and kept alive (auth/http.py)
         except (urllib3.exceptions.HTTPError, OSError) as e:
             raise _unreachable(where, e) from None
+
+
+def _missing(wants: list[Want]) -> LfsMissing:
+    """An LFS server's 404 for a whole batch (giftless answers so when none of its objects
+    is there; a 404 without an LFS answer is no LFS server at all)."""
+    first = wants[0]
+    if len(wants) == 1:
+        return LfsMissing(f"LFS object {first.pointer.oid} for {first.path} is missing on the "
+                          f"server (the batch request answered 404)")
+    return LfsMissing(f"LFS objects are missing on the server (the batch request for "
+                      f"{len(wants)} answered 404), among them {first.pointer.oid} for "
+                      f"{first.path}")
 
 
 def _chunks(f: BinaryIO) -> Iterator[bytes]:

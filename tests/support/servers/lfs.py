@@ -1,0 +1,162 @@
+"""A real, independent Git LFS server (giftless, on PyPI) behind the http-backend server.
+
+:class:`GitHttpServer` hands every request whose path holds ``.git/info/lfs/`` to
+:meth:`LfsFront.handle`, which runs giftless's WSGI application in-process: one port serves
+the repository (git http-backend) and its LFS API, as GitHub and GitLab do. The batch API
+is behind the front server's basic auth like the repository; the object URLs giftless hands
+out carry their own token (a ``jwt`` query parameter) and are served without basic auth, as
+storage URLs are. Objects are uploaded through giftless's own API (:meth:`LfsFront.upload`).
+
+Test hooks: ``href_host`` makes giftless name another origin in its download URLs (the
+same server reached as ``localhost``: credentials for 127.0.0.1 must not follow);
+``pad_downloads`` appends bytes to every object served (a server sending more than the
+pointer's size).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import secrets
+import sys
+import threading
+import urllib.request
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+_app: Any = None
+_app_lock = threading.Lock()
+MEDIA = "application/vnd.git-lfs+json"
+
+
+def pointer(data: bytes) -> bytes:
+    """The git-lfs pointer of ``data`` (spec v1), as ``git lfs`` writes it."""
+    oid = hashlib.sha256(data).hexdigest()
+    return (f"version https://git-lfs.github.com/spec/v1\noid sha256:{oid}\n"
+            f"size {len(data)}\n").encode()
+
+
+def _giftless(storage: Path) -> Any:
+    """One giftless application per process (its authentication state is module-global),
+    storing under ``storage``; each repository has its own prefix there."""
+    global _app
+    with _app_lock:
+        if _app is None:
+            from giftless.app import init_app
+
+            _app = init_app(additional_config={
+                "TESTING": True,
+                "LEGACY_ENDPOINTS": False,
+                "AUTH_PROVIDERS": ["giftless.auth.allow_anon:read_write"],
+                "PRE_AUTHORIZED_ACTION_PROVIDER": {"options": {
+                    "private_key": secrets.token_hex(32)}},
+                "TRANSFER_ADAPTERS": {"basic": {"options": {
+                    "storage_options": {"path": str(storage)}}}},
+            })
+        return _app
+
+
+class LfsFront:
+    """The LFS half of a :class:`GitHttpServer` (set as its ``lfs``)."""
+
+    def __init__(self, storage: Path) -> None:
+        storage.mkdir(parents=True, exist_ok=True)
+        self.app = _giftless(storage)
+        self.href_host: str | None = None
+        self.pad_downloads = 0
+
+    @staticmethod
+    def routes(path: str) -> bool:
+        return ".git/info/lfs/" in path
+
+    @staticmethod
+    def needs_auth(method: str, path: str) -> bool:
+        """The batch API needs the repository's credentials; an object URL its own token."""
+        return "/objects/storage/" not in path
+
+    def handle(self, handler: BaseHTTPRequestHandler) -> int:
+        """Answer ``handler``'s request with giftless; returns the status sent."""
+        parts = urlsplit(handler.path)
+        length = int(handler.headers.get("Content-Length") or 0)
+        body = handler.rfile.read(length) if length else b""
+        host = self.href_host or handler.headers.get("Host", "127.0.0.1")
+        environ: dict[str, Any] = {
+            "REQUEST_METHOD": handler.command,
+            "SCRIPT_NAME": "",
+            "PATH_INFO": unquote(parts.path),
+            "QUERY_STRING": parts.query,
+            "SERVER_NAME": host.rpartition(":")[0] or host,
+            "SERVER_PORT": host.rpartition(":")[2] or "80",
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": "http",
+            "wsgi.input": io.BytesIO(body),
+            "wsgi.errors": sys.stderr,
+            "wsgi.multithread": True,
+            "wsgi.multiprocess": False,
+            "wsgi.run_once": False,
+            "CONTENT_LENGTH": str(len(body)),
+            "CONTENT_TYPE": handler.headers.get("Content-Type", ""),
+        }
+        for key, value in handler.headers.items():
+            environ["HTTP_" + key.upper().replace("-", "_")] = value
+        environ["HTTP_HOST"] = host
+        answer: dict[str, Any] = {}
+
+        def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            answer["status"], answer["headers"] = status, headers
+            return lambda data: None
+
+        result = self.app(environ, start_response)
+        try:
+            out = b"".join(result)
+        finally:
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
+        code = int(answer["status"].split(" ", 1)[0])
+        if code == 200 and "/objects/storage/" in parts.path and handler.command == "GET":
+            out += b"\0" * self.pad_downloads
+        handler.send_response(code)
+        for key, value in answer["headers"]:
+            if key.lower() not in ("content-length", "connection", "transfer-encoding"):
+                handler.send_header(key, value)
+        handler.send_header("Content-Length", str(len(out)))
+        handler.end_headers()
+        handler.wfile.write(out)
+        return code
+
+    @staticmethod
+    def upload(repo_url: str, data: bytes, auth: tuple[str, str] | None = None) -> str:
+        """Upload ``data`` as an LFS object of the repository at ``repo_url`` through the batch
+        API and the upload action giftless answers with; returns its oid."""
+        oid = hashlib.sha256(data).hexdigest()
+        return LfsFront.upload_as(repo_url, oid, data, auth)
+
+    @staticmethod
+    def upload_as(repo_url: str, oid: str, data: bytes, auth: tuple[str, str] | None = None) -> str:
+        """Upload ``data`` under ``oid`` whatever its hash (giftless does not check it): a
+        server holding bad bytes for a pointer."""
+        headers = {"Accept": MEDIA, "Content-Type": MEDIA}
+        if auth is not None:
+            token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+            headers["Authorization"] = f"Basic {token}"
+        body = json.dumps({"operation": "upload", "transfers": ["basic"],
+                           "objects": [{"oid": oid, "size": len(data)}]}).encode()
+        url = repo_url.rstrip("/") + ".git/info/lfs/objects/batch"
+        req = urllib.request.Request(url, data=body, headers=headers, method="POST")
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            answer = json.loads(resp.read())
+        action = answer["objects"][0].get("actions", {}).get("upload")
+        if action is None:  # already there
+            return oid
+        put = urllib.request.Request(action["href"], data=data, method="PUT",
+                                     headers={**action.get("header", {}),
+                                              "Content-Type": "application/octet-stream"})
+        with urllib.request.urlopen(put, timeout=30) as resp:
+            resp.read()
+        return oid

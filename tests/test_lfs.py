@@ -1,0 +1,263 @@
+"""--lfs against a real, independent LFS server: giftless (PyPI) serving the batch API beside
+git http-backend, both behind basic auth (tests/support/servers/lfs.py).
+
+Upstream repositories are made with the git CLI; their LFS files are pointer blobs with the
+standard ``.gitattributes`` line, written as ``git lfs`` writes them, and their objects are
+uploaded through giftless's own API. What a user sees is asserted: the bytes in the published
+worktree (sha256), the link's target, the exit code and its one line, and what the server
+was asked (how many object downloads, with which credentials).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import MakeHttpServer
+from support.gitsync_proc import assert_synced, read_link_sha, run_once
+from support.leaks import assert_no_leak, files_under
+from support.servers.git_http import GitHttpServer, RequestRecord
+from support.servers.lfs import LfsFront, pointer
+from support.upstream import Upstream
+
+pytestmark = pytest.mark.timeout(120)
+
+ATTRS = "*.bin filter=lfs diff=lfs merge=lfs -text\n"
+USER = "alice"
+
+
+@pytest.fixture(scope="module")
+def lfs_storage(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("giftless")
+
+
+@pytest.fixture
+def password() -> str:
+    return f"pw-{secrets.token_hex(8)}"
+
+
+@pytest.fixture
+def server(make_http_server: MakeHttpServer, lfs_storage: Path, password: str
+           ) -> Iterator[GitHttpServer]:
+    made = make_http_server(auth=(USER, password))
+    try:
+        made.lfs = LfsFront(lfs_storage)
+    except ImportError as e:  # pragma: no cover - giftless is in the test extras
+        pytest.fail(f"giftless is not installed (pip install -e '.[test]'): {e}")
+    yield made
+
+
+def _env(gs_env: dict[str, str], server: GitHttpServer, upstream: Upstream, password: str,
+         **extra: str) -> dict[str, str]:
+    return {**gs_env, "GITSYNC_REPO": server.url_for(upstream.bare), "GITSYNC_USERNAME": USER,
+            "GITSYNC_PASSWORD": password, "GITSYNC_LFS": "true", **extra}
+
+
+def _upload(server: GitHttpServer, upstream: Upstream, password: str, data: bytes) -> str:
+    return LfsFront.upload(server.url_for(upstream.bare), data, (USER, password))
+
+
+def _downloads(server: GitHttpServer) -> list[RequestRecord]:
+    return [r for r in server.requests if r.method == "GET" and "/objects/storage/" in r.path]
+
+
+def _batches(server: GitHttpServer) -> list[RequestRecord]:
+    return [r for r in server.requests if r.path.endswith("/info/lfs/objects/batch")]
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_cold_sync_replaces_pointers_and_an_update_downloads_only_the_new_object(
+    server: GitHttpServer, upstream: Upstream, gs_env: dict[str, str], root: Path,
+    password: str
+) -> None:
+    small, big = os.urandom(300_000), os.urandom(2_500_000)  # big spans several read chunks
+    for data in (small, big):
+        _upload(server, upstream, password, data)
+    first = upstream.commit({".gitattributes": ATTRS, "small.bin": pointer(small),
+                             "deep/big.bin": pointer(big), "plain.txt": "not lfs\n",
+                             "notes.md": pointer(small)}, "lfs files")
+    server.reset_requests()
+    env = _env(gs_env, server, upstream, password)
+    res = run_once(env, args=["-v", "6"])
+    assert res.returncode == 0, res.stderr
+    wt = assert_synced(root / "link", first)
+    assert _sha(wt / "small.bin") == hashlib.sha256(small).hexdigest()
+    assert _sha(wt / "deep/big.bin") == hashlib.sha256(big).hexdigest()
+    assert (wt / "plain.txt").read_text() == "not lfs\n"
+    # No filter=lfs attribute: a pointer stays a pointer, as git-lfs leaves it.
+    assert (wt / "notes.md").read_bytes() == pointer(small)
+    assert len(_downloads(server)) == 2 and all(r.status == 200 for r in _downloads(server))
+    assert [r.user for r in _batches(server)] == [USER]
+    # The cache is git-lfs's layout, and the worktree file is a copy, not a link into it.
+    oid = hashlib.sha256(big).hexdigest()
+    cached = root / ".git" / "lfs" / "objects" / oid[:2] / oid[2:4] / oid
+    assert _sha(cached) == oid
+    assert os.stat(wt / "deep/big.bin").st_ino != os.stat(cached).st_ino
+    assert os.stat(wt / "deep/big.bin").st_nlink == 1
+
+    new = os.urandom(100_000)
+    _upload(server, upstream, password, new)
+    second = upstream.commit({"new.bin": pointer(new), "plain.txt": "changed\n"}, "one more")
+    server.reset_requests()
+    res2 = run_once(env, args=["-v", "6"])
+    assert res2.returncode == 0, res2.stderr
+    wt2 = assert_synced(root / "link", second)
+    assert [r.path.rsplit("/", 1)[-1].split("?")[0] for r in _downloads(server)] == [
+        hashlib.sha256(new).hexdigest()]
+    for name, data in (("small.bin", small), ("deep/big.bin", big), ("new.bin", new)):
+        assert _sha(wt2 / name) == hashlib.sha256(data).hexdigest(), name
+    assert_no_leak([password], res.stdout, res.stderr, res2.stdout, res2.stderr,
+                   files=[*files_under(root)])
+
+
+def test_a_missing_object_fails_naming_path_and_oid_and_the_link_stays(
+    server: GitHttpServer, upstream: Upstream, gs_env: dict[str, str], root: Path,
+    password: str
+) -> None:
+    data = os.urandom(1000)
+    _upload(server, upstream, password, data)
+    first = upstream.commit({".gitattributes": ATTRS, "ok.bin": pointer(data)}, "ok")
+    env = _env(gs_env, server, upstream, password, GITSYNC_ERROR_FILE="error.json")
+    assert run_once(env).returncode == 0
+    never = os.urandom(1000)  # its object was never uploaded
+    upstream.commit({"models/lost.bin": pointer(never)}, "points at nothing")
+    res = run_once(env)
+    assert res.returncode == 1
+    oid = hashlib.sha256(never).hexdigest()
+    assert "models/lost.bin" in res.stderr and oid in res.stderr
+    assert "missing" in (root / "error.json").read_text()
+    assert read_link_sha(root / "link") == first
+    # With an object that is there in the same batch, giftless answers 200 and a per-object
+    # error 404 for the other: the same failure, naming the missing one.
+    fresh, lost = os.urandom(500), os.urandom(500)
+    _upload(server, upstream, password, fresh)
+    upstream.commit({"models/lost.bin": None, "fresh.bin": pointer(fresh),
+                     "lost2.bin": pointer(lost)}, "one there, one not")
+    res2 = run_once(env)
+    assert res2.returncode == 1
+    assert f"LFS object {hashlib.sha256(lost).hexdigest()} for 'lost2.bin' is missing" in res2.stderr
+    assert_synced(root / "link", first)
+    assert_no_leak([password], res.stdout, res.stderr, res2.stdout, res2.stderr,
+                   files=[*files_under(root)])
+
+
+def test_off_by_default_the_pointer_is_published(
+    server: GitHttpServer, upstream: Upstream, gs_env: dict[str, str], root: Path,
+    password: str
+) -> None:
+    data = os.urandom(5000)
+    _upload(server, upstream, password, data)
+    sha = upstream.commit({".gitattributes": ATTRS, "a.bin": pointer(data)}, "lfs")
+    server.reset_requests()
+    env = _env(gs_env, server, upstream, password)
+    del env["GITSYNC_LFS"]
+    res = run_once(env)
+    assert res.returncode == 0, res.stderr
+    wt = assert_synced(root / "link", sha)
+    assert (wt / "a.bin").read_bytes() == pointer(data)
+    assert not [r for r in server.requests if "/info/lfs/" in r.path]
+    assert not (root / ".git" / "lfs").exists()
+
+
+def test_bytes_that_are_not_the_object_are_refused(
+    server: GitHttpServer, upstream: Upstream, gs_env: dict[str, str], root: Path,
+    password: str
+) -> None:
+    real, fake = os.urandom(4096), os.urandom(4096)
+    oid = hashlib.sha256(real).hexdigest()
+    LfsFront.upload_as(server.url_for(upstream.bare), oid, fake, (USER, password))
+    upstream.commit({".gitattributes": ATTRS, "w/wrong.bin": pointer(real)}, "bad bytes")
+    env = _env(gs_env, server, upstream, password)
+    res = run_once(env)
+    assert res.returncode == 1
+    assert "w/wrong.bin" in res.stderr and oid in res.stderr and "sha256" in res.stderr
+    assert not (root / "link").exists()
+    assert not (root / ".git" / "lfs" / "objects" / oid[:2] / oid[2:4] / oid).exists()
+
+    # A server sending more than the pointer's size is cut off and refused.
+    good = os.urandom(3000)
+    _upload(server, upstream, password, good)
+    upstream.commit({"w/wrong.bin": None, "long.bin": pointer(good)}, "padded")
+    assert server.lfs is not None
+    server.lfs.pad_downloads = 5 << 20
+    res2 = run_once(env)
+    assert res2.returncode == 1
+    good_oid = hashlib.sha256(good).hexdigest()
+    assert "long.bin" in res2.stderr and good_oid in res2.stderr
+    assert "more than its 3000 bytes" in res2.stderr
+    assert not (root / "link").exists()
+    assert not list((root / ".git" / "lfs").rglob(good_oid))
+
+
+def test_sparse_paths_download_only_the_objects_in_the_worktree(
+    server: GitHttpServer, upstream: Upstream, gs_env: dict[str, str], root: Path,
+    password: str
+) -> None:
+    inside, outside = os.urandom(2000), os.urandom(2000)
+    for data in (inside, outside):
+        _upload(server, upstream, password, data)
+    sha = upstream.commit({".gitattributes": ATTRS, "keep/in.bin": pointer(inside),
+                           "skip/out.bin": pointer(outside)}, "two dirs")
+    server.reset_requests()
+    res = run_once(_env(gs_env, server, upstream, password, GITSYNC_SPARSE_PATHS="keep"))
+    assert res.returncode == 0, res.stderr
+    wt = assert_synced(root / "link", sha)
+    assert _sha(wt / "keep/in.bin") == hashlib.sha256(inside).hexdigest()
+    assert not (wt / "skip").exists()
+    assert len(_downloads(server)) == 1
+    assert hashlib.sha256(inside).hexdigest() in _downloads(server)[0].path
+
+
+def test_objects_on_another_host_get_the_actions_token_not_the_credentials(
+    server: GitHttpServer, upstream: Upstream, gs_env: dict[str, str], root: Path,
+    password: str
+) -> None:
+    data = os.urandom(10_000)
+    _upload(server, upstream, password, data)
+    sha = upstream.commit({".gitattributes": ATTRS, "x.bin": pointer(data)}, "elsewhere")
+    assert server.lfs is not None
+    server.lfs.href_host = f"localhost:{server.port}"  # another origin, same server
+    server.reset_requests()
+    res = run_once(_env(gs_env, server, upstream, password))
+    assert res.returncode == 0, res.stderr
+    wt = assert_synced(root / "link", sha)
+    assert _sha(wt / "x.bin") == hashlib.sha256(data).hexdigest()
+    assert [r.user for r in _batches(server)] == [USER]
+    assert [(r.user, r.authorization) for r in _downloads(server)] == [(None, None)]
+
+
+def test_a_file_repository_reads_its_own_lfs_objects(
+    upstream: Upstream, gs_env: dict[str, str], root: Path
+) -> None:
+    data = os.urandom(70_000)
+    oid = hashlib.sha256(data).hexdigest()
+    where = upstream.bare / "lfs" / "objects" / oid[:2] / oid[2:4]
+    where.mkdir(parents=True)
+    (where / oid).write_bytes(data)
+    sha = upstream.commit({".gitattributes": ATTRS, "f.bin": pointer(data)}, "local lfs")
+    res = run_once({**gs_env, "GITSYNC_LFS": "true"})
+    assert res.returncode == 0, res.stderr
+    wt = assert_synced(root / "link", sha)
+    assert _sha(wt / "f.bin") == oid
+    lost = os.urandom(10)
+    upstream.commit({"g.bin": pointer(lost)}, "lost")
+    res2 = run_once({**gs_env, "GITSYNC_LFS": "true"})
+    assert res2.returncode == 1 and "g.bin" in res2.stderr
+    assert hashlib.sha256(lost).hexdigest() in res2.stderr
+    assert_synced(root / "link", sha)
+
+
+def test_lfs_over_ssh_is_a_config_error(gs_env: dict[str, str], root: Path) -> None:
+    res = run_once({**gs_env, "GITSYNC_REPO": "ssh://git@127.0.0.1:1/repo.git",
+                    "GITSYNC_LFS": "true"})
+    assert res.returncode == 1
+    assert "--lfs is not supported for ssh repositories" in res.stderr
+    assert "lfs.url" in res.stderr
+    assert not (root / ".git").exists()
