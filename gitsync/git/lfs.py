@@ -305,8 +305,12 @@ class HttpSource:
         own = any(k.lower() == "authorization" for k in extra)
         where = redact_url(href.split("?", 1)[0])
         try:
+            # No retries: urllib3 logs each retry with the URL, whose query may be a
+            # pre-signed URL's signature (a failed download fails the sync, retried whole).
             resp = pool.urlopen("GET", href, headers=headers, preload_content=False,
-                                redirect=True, keep_authorization=own)
+                                redirect=True, keep_authorization=own,
+                                retries=urllib3.Retry(total=None, connect=0, read=0, status=0,
+                                                      other=0, redirect=5))
             try:
                 self._check_status(resp.status, where, want)
 
