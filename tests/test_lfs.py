@@ -233,6 +233,24 @@ def test_objects_on_another_host_get_the_actions_token_not_the_credentials(
     assert [(r.user, r.authorization) for r in _downloads(server)] == [(None, None)]
 
 
+def test_https_with_the_repositorys_ca(
+    make_http_server: MakeHttpServer, lfs_storage: Path, upstream: Upstream,
+    gs_env: dict[str, str], root: Path, password: str
+) -> None:
+    """The LFS requests trust what the fetch trusts (GIT_SSL_CAINFO), through its pool."""
+    server = make_http_server(auth=(USER, password), tls=True)
+    server.lfs = LfsFront(lfs_storage, scheme="https")
+    assert server.ca_file is not None
+    data = os.urandom(50_000)
+    LfsFront.upload(server.url_for(upstream.bare), data, (USER, password), str(server.ca_file))
+    sha = upstream.commit({".gitattributes": ATTRS, "t.bin": pointer(data)}, "over tls")
+    env = _env(gs_env, server, upstream, password, GIT_SSL_CAINFO=str(server.ca_file))
+    res = run_once(env)
+    assert res.returncode == 0, res.stderr
+    assert _sha(assert_synced(root / "link", sha) / "t.bin") == hashlib.sha256(data).hexdigest()
+    assert len(_downloads(server)) == 1
+
+
 def test_a_file_repository_reads_its_own_lfs_objects(
     upstream: Upstream, gs_env: dict[str, str], root: Path
 ) -> None:

@@ -20,6 +20,7 @@ import hashlib
 import io
 import json
 import secrets
+import ssl
 import sys
 import threading
 import urllib.request
@@ -63,9 +64,10 @@ def _giftless(storage: Path) -> Any:
 class LfsFront:
     """The LFS half of a :class:`GitHttpServer` (set as its ``lfs``)."""
 
-    def __init__(self, storage: Path) -> None:
+    def __init__(self, storage: Path, scheme: str = "http") -> None:
         storage.mkdir(parents=True, exist_ok=True)
         self.app = _giftless(storage)
+        self.scheme = scheme  # the front server's, for the URLs giftless hands out
         self.href_host: str | None = None
         self.pad_downloads = 0
 
@@ -93,7 +95,7 @@ class LfsFront:
             "SERVER_PORT": host.rpartition(":")[2] or "80",
             "SERVER_PROTOCOL": "HTTP/1.1",
             "wsgi.version": (1, 0),
-            "wsgi.url_scheme": "http",
+            "wsgi.url_scheme": self.scheme,
             "wsgi.input": io.BytesIO(body),
             "wsgi.errors": sys.stderr,
             "wsgi.multithread": True,
@@ -131,14 +133,16 @@ class LfsFront:
         return code
 
     @staticmethod
-    def upload(repo_url: str, data: bytes, auth: tuple[str, str] | None = None) -> str:
+    def upload(repo_url: str, data: bytes, auth: tuple[str, str] | None = None,
+               ca_file: str | None = None) -> str:
         """Upload ``data`` as an LFS object of the repository at ``repo_url`` through the batch
         API and the upload action giftless answers with; returns its oid."""
         oid = hashlib.sha256(data).hexdigest()
-        return LfsFront.upload_as(repo_url, oid, data, auth)
+        return LfsFront.upload_as(repo_url, oid, data, auth, ca_file)
 
     @staticmethod
-    def upload_as(repo_url: str, oid: str, data: bytes, auth: tuple[str, str] | None = None) -> str:
+    def upload_as(repo_url: str, oid: str, data: bytes, auth: tuple[str, str] | None = None,
+                  ca_file: str | None = None) -> str:
         """Upload ``data`` under ``oid`` whatever its hash (giftless does not check it): a
         server holding bad bytes for a pointer."""
         headers = {"Accept": MEDIA, "Content-Type": MEDIA}
@@ -149,7 +153,8 @@ class LfsFront:
                            "objects": [{"oid": oid, "size": len(data)}]}).encode()
         url = repo_url.rstrip("/") + ".git/info/lfs/objects/batch"
         req = urllib.request.Request(url, data=body, headers=headers, method="POST")
-        with urllib.request.urlopen(req, timeout=30) as resp:
+        tls = ssl.create_default_context(cafile=ca_file) if ca_file else None
+        with urllib.request.urlopen(req, timeout=30, context=tls) as resp:
             answer = json.loads(resp.read())
         action = answer["objects"][0].get("actions", {}).get("upload")
         if action is None:  # already there
@@ -157,6 +162,6 @@ class LfsFront:
         put = urllib.request.Request(action["href"], data=data, method="PUT",
                                      headers={**action.get("header", {}),
                                               "Content-Type": "application/octet-stream"})
-        with urllib.request.urlopen(put, timeout=30) as resp:
+        with urllib.request.urlopen(put, timeout=30, context=tls) as resp:
             resp.read()
         return oid
