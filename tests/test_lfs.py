@@ -20,6 +20,7 @@ import pytest
 from conftest import MakeHttpServer
 from support.gitsync_proc import assert_synced, read_link_sha, run_once
 from support.leaks import assert_no_leak, files_under
+from support.memlimit import LIMIT, bounded_one_time_run
 from support.servers.git_http import GitHttpServer, RequestRecord
 from support.servers.lfs import LfsFront, pointer
 from support.upstream import Upstream
@@ -70,7 +71,11 @@ def _batches(server: GitHttpServer) -> list[RequestRecord]:
 
 
 def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def test_cold_sync_replaces_pointers_and_an_update_downloads_only_the_new_object(
@@ -279,3 +284,34 @@ def test_lfs_over_ssh_is_a_config_error(gs_env: dict[str, str], root: Path) -> N
     assert "--lfs is not supported for ssh repositories" in res.stderr
     assert "lfs.url" in res.stderr
     assert not (root / ".git").exists()
+
+
+@pytest.mark.soak
+@pytest.mark.timeout(900)
+def test_a_large_object_streams_in_bounded_memory(
+    server: GitHttpServer, upstream: Upstream, gs_env: dict[str, str], root: Path,
+    password: str, tmp_path: Path
+) -> None:
+    """A 400 MiB object downloaded, verified and published by a gitsync held to 150 MiB."""
+    size = 400 << 20
+    obj = tmp_path / "big.obj"
+    block = os.urandom(1 << 20)
+    with open(obj, "wb") as f:
+        for i in range(size >> 20):
+            f.write(block[i:] + block[:i])  # no two MiB alike
+    oid = LfsFront.upload_file(server.url_for(upstream.bare), obj, (USER, password))
+    spec = (f"version https://git-lfs.github.com/spec/v1\noid sha256:{oid}\n"
+            f"size {size}\n")
+    obj.unlink()
+    sha = upstream.commit({".gitattributes": ATTRS, "huge.bin": spec}, "a big one")
+    peak, res, not_enforced = bounded_one_time_run(
+        _env(gs_env, server, upstream, password, GITSYNC_SYNC_TIMEOUT="600s"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    wt = assert_synced(root / "link", sha)
+    assert (wt / "huge.bin").stat().st_size == size
+    assert _sha(wt / "huge.bin") == oid
+    assert peak < LIMIT, f"peak RSS {peak / 2**20:.0f} MiB"
+    print(f"400 MiB LFS object: peak RSS {peak / 2**20:.0f} MiB")
+    if not_enforced:
+        pytest.skip(f"peak RSS {peak / 2**20:.0f} MiB measured, but the {LIMIT >> 20} MiB "
+                    f"limit was not enforced: {not_enforced}")

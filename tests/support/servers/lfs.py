@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import io
+import itertools
 import json
 import secrets
 import ssl
@@ -26,7 +26,7 @@ import threading
 import urllib.request
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import unquote, urlsplit
 
 _app: Any = None
@@ -84,7 +84,6 @@ class LfsFront:
         """Answer ``handler``'s request with giftless; returns the status sent."""
         parts = urlsplit(handler.path)
         length = int(handler.headers.get("Content-Length") or 0)
-        body = handler.rfile.read(length) if length else b""
         host = self.href_host or handler.headers.get("Host", "127.0.0.1")
         environ: dict[str, Any] = {
             "REQUEST_METHOD": handler.command,
@@ -96,12 +95,12 @@ class LfsFront:
             "SERVER_PROTOCOL": "HTTP/1.1",
             "wsgi.version": (1, 0),
             "wsgi.url_scheme": self.scheme,
-            "wsgi.input": io.BytesIO(body),
+            "wsgi.input": handler.rfile,  # werkzeug reads no more than CONTENT_LENGTH
             "wsgi.errors": sys.stderr,
             "wsgi.multithread": True,
             "wsgi.multiprocess": False,
             "wsgi.run_once": False,
-            "CONTENT_LENGTH": str(len(body)),
+            "CONTENT_LENGTH": str(length),
             "CONTENT_TYPE": handler.headers.get("Content-Type", ""),
         }
         for key, value in handler.headers.items():
@@ -114,22 +113,31 @@ class LfsFront:
             return lambda data: None
 
         result = self.app(environ, start_response)
-        try:
-            out = b"".join(result)
+        try:  # streamed (chunked): objects of hundreds of MB pass through in bounded memory
+            pieces = iter(result)
+            first = next(pieces, b"")
+            code = int(answer["status"].split(" ", 1)[0])
+            handler.send_response(code)
+            for key, value in answer["headers"]:
+                if key.lower() not in ("content-length", "connection", "transfer-encoding"):
+                    handler.send_header(key, value)
+            handler.send_header("Transfer-Encoding", "chunked")
+            handler.end_headers()
+            for piece in itertools.chain([first], pieces):
+                if piece:
+                    handler.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            if code == 200 and "/objects/storage/" in parts.path and handler.command == "GET":
+                left = self.pad_downloads
+                while left > 0:
+                    n = min(left, 1 << 20)
+                    handler.wfile.write(b"%x\r\n%s\r\n" % (n, b"\0" * n))
+                    left -= n
+            handler.wfile.write(b"0\r\n\r\n")
+            handler.wfile.flush()
         finally:
             close = getattr(result, "close", None)
             if close is not None:
                 close()
-        code = int(answer["status"].split(" ", 1)[0])
-        if code == 200 and "/objects/storage/" in parts.path and handler.command == "GET":
-            out += b"\0" * self.pad_downloads
-        handler.send_response(code)
-        for key, value in answer["headers"]:
-            if key.lower() not in ("content-length", "connection", "transfer-encoding"):
-                handler.send_header(key, value)
-        handler.send_header("Content-Length", str(len(out)))
-        handler.end_headers()
-        handler.wfile.write(out)
         return code
 
     @staticmethod
@@ -141,16 +149,31 @@ class LfsFront:
         return LfsFront.upload_as(repo_url, oid, data, auth, ca_file)
 
     @staticmethod
-    def upload_as(repo_url: str, oid: str, data: bytes, auth: tuple[str, str] | None = None,
-                  ca_file: str | None = None) -> str:
+    def upload_file(repo_url: str, path: Path, auth: tuple[str, str] | None = None) -> str:
+        """``upload`` for an object in a file, streamed (a soak test's hundreds of MB)."""
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+        with open(path, "rb") as f:
+            return LfsFront.upload_as(repo_url, digest.hexdigest(), f, auth,
+                                      size=path.stat().st_size)
+
+    @staticmethod
+    def upload_as(repo_url: str, oid: str, data: bytes | BinaryIO,
+                  auth: tuple[str, str] | None = None, ca_file: str | None = None,
+                  size: int | None = None) -> str:
         """Upload ``data`` under ``oid`` whatever its hash (giftless does not check it): a
         server holding bad bytes for a pointer."""
+        if size is None:
+            assert isinstance(data, bytes)
+            size = len(data)
         headers = {"Accept": MEDIA, "Content-Type": MEDIA}
         if auth is not None:
             token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
             headers["Authorization"] = f"Basic {token}"
         body = json.dumps({"operation": "upload", "transfers": ["basic"],
-                           "objects": [{"oid": oid, "size": len(data)}]}).encode()
+                           "objects": [{"oid": oid, "size": size}]}).encode()
         url = repo_url.rstrip("/") + ".git/info/lfs/objects/batch"
         req = urllib.request.Request(url, data=body, headers=headers, method="POST")
         tls = ssl.create_default_context(cafile=ca_file) if ca_file else None
@@ -161,6 +184,7 @@ class LfsFront:
             return oid
         put = urllib.request.Request(action["href"], data=data, method="PUT",
                                      headers={**action.get("header", {}),
+                                              "Content-Length": str(size),
                                               "Content-Type": "application/octet-stream"})
         with urllib.request.urlopen(put, timeout=30, context=tls) as resp:
             resp.read()
