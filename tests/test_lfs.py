@@ -11,9 +11,10 @@ was asked (how many object downloads, with which credentials).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -201,6 +202,44 @@ def test_bytes_that_are_not_the_object_are_refused(
     assert not list((root / ".git" / "lfs").rglob(good_oid))
 
 
+def test_hostile_batch_answers_are_refused_in_bounded_time(
+    server: GitHttpServer, upstream: Upstream, gs_env: dict[str, str], root: Path,
+    password: str
+) -> None:
+    data = os.urandom(100)
+    oid = hashlib.sha256(data).hexdigest()
+    first = upstream.commit({".gitattributes": ATTRS}, "no lfs files yet")
+    env = _env(gs_env, server, upstream, password)
+    assert run_once(env).returncode == 0
+    upstream.commit({"h.bin": pointer(data)}, "one")
+    assert server.lfs is not None
+
+    def endless() -> Iterator[bytes]:
+        yield b'{"objects": ["'
+        while True:
+            yield b"x" * 65536
+
+    def answer(obj: dict[str, object]) -> Callable[[], list[bytes]]:
+        return lambda: [json.dumps({"objects": [{"oid": oid, "size": 100, **obj}]}).encode()]
+
+    cases: list[tuple[Callable[[], Iterable[bytes]], str]] = [
+        (endless, "is over 4194304 bytes"),
+        (lambda: [b"not json"], "is not JSON"),
+        (lambda: [b"[" * 100_000 + b"]" * 100_000], "is not JSON"),
+        (answer({"actions": {"download": {"href": "file:///etc/passwd"}}}), "not http(s)"),
+        (answer({"actions": {"download": {"href": "http://x/", "header": {"a": 1}}}}),
+         "malformed headers"),
+        (answer({}), f"no download action for object {oid}"),
+        (answer({"error": {"code": 500, "message": "x"}}), f"refused object {oid}"),
+    ]
+    for body, words in cases:
+        server.lfs.batch_answer = body
+        res = run_once(env)
+        assert res.returncode == 1, words
+        assert words in res.stderr, (words, res.stderr[-1500:])
+        assert_synced(root / "link", first)
+
+
 def test_sparse_paths_download_only_the_objects_in_the_worktree(
     server: GitHttpServer, upstream: Upstream, gs_env: dict[str, str], root: Path,
     password: str
@@ -315,3 +354,29 @@ def test_a_large_object_streams_in_bounded_memory(
     if not_enforced:
         pytest.skip(f"peak RSS {peak / 2**20:.0f} MiB measured, but the {LIMIT >> 20} MiB "
                     f"limit was not enforced: {not_enforced}")
+
+
+def test_pointers_are_taken_in_the_form_git_lfs_writes() -> None:
+    """Spec v1 (and its two earlier names), as ``git lfs pointer`` writes it; anything else
+    is a file, published as it is in git."""
+    from gitsync.git.lfs import Pointer, parse_pointer
+
+    oid = "ab" * 32
+    good = f"version https://git-lfs.github.com/spec/v1\noid sha256:{oid}\nsize 12345\n"
+    assert parse_pointer(good.encode()) == Pointer(oid, 12345)
+    assert parse_pointer(pointer(b"")) == Pointer(hashlib.sha256(b"").hexdigest(), 0)
+    hawser = good.replace("git-lfs.github.com", "hawser.github.com")
+    assert parse_pointer(hawser.encode()) == Pointer(oid, 12345)
+    for bad in (
+        good.replace("\n", "\r\n"),  # CRLF
+        good[:-1],  # no final newline
+        good.replace(oid, oid.upper()),
+        good.replace(oid, oid[:-1]),
+        good.replace("size 12345", "size 012345"),
+        good.replace("size 12345", "size -1"),
+        good.replace("spec/v1", "spec/v2"),
+        good + "ext-0-foo sha256:" + oid + "\n",  # an extension: needs its program
+        f"oid sha256:{oid}\nversion https://git-lfs.github.com/spec/v1\nsize 1\n",  # order
+        good + " " * 1024,
+    ):
+        assert parse_pointer(bad.encode()) is None, bad

@@ -54,7 +54,10 @@ BATCH_MAX = 100  # objects per batch request (git-lfs's lfs.transfer.batchSize d
 ANSWER_MAX = 4 << 20  # bytes of a batch answer read; 100 objects need a few dozen KiB
 CHUNK = 1 << 20  # bytes read from a download, and copied, at a time
 MEDIA_TYPE = "application/vnd.git-lfs+json"
-_VERSION = b"version https://git-lfs.github.com/spec/v1"
+# git-lfs reads the two names spec v1 had before its public launch as v1 too.
+_VERSIONS = frozenset(b"version " + v for v in (
+    b"https://git-lfs.github.com/spec/v1", b"https://hawser.github.com/spec/v1",
+    b"http://git-media.io/v/2"))
 _OID = re.compile(rb"oid sha256:([0-9a-f]{64})")
 _SIZE = re.compile(rb"size (0|[1-9][0-9]{0,18})")
 _HEADERS_MAX = 64  # headers an action may ask for
@@ -69,16 +72,18 @@ class Pointer:
 
 
 def parse_pointer(data: bytes) -> Pointer | None:
-    """The pointer ``data`` is, or None when git-lfs would not take it for one.
+    """The pointer ``data`` is, or None when it is not one.
 
-    git-lfs's rules: at most 1024 bytes, ``key value`` lines ending in LF, ``version``
-    first, then ``oid`` and ``size`` in that (sorted) order. A pointer with extension
-    lines (``ext-0-...``) would need the extension's program, so it is not taken either.
+    Taken: the form every git-lfs writes (``git lfs pointer``), within git-lfs's bound of
+    1024 bytes: ``version``, ``oid sha256:<64 lowercase hex>``, ``size <n>``, each line
+    ending in LF. Not taken, though git-lfs's reader tolerates some of them: other spacing or
+    line endings, leading zeros, extension lines (``ext-0-...``, which would need the
+    extension's program). Such a file is published as it is in git.
     """
     if len(data) > POINTER_MAX or not data.endswith(b"\n"):
         return None
     lines = data[:-1].split(b"\n")
-    if len(lines) != 3 or lines[0] != _VERSION:
+    if len(lines) != 3 or lines[0] not in _VERSIONS:
         return None
     oid, size = _OID.fullmatch(lines[1]), _SIZE.fullmatch(lines[2])
     if oid is None or size is None:

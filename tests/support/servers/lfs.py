@@ -24,6 +24,7 @@ import ssl
 import sys
 import threading
 import urllib.request
+from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -70,6 +71,8 @@ class LfsFront:
         self.scheme = scheme  # the front server's, for the URLs giftless hands out
         self.href_host: str | None = None
         self.pad_downloads = 0
+        # A hostile LFS server: batch requests answered 200 with these bytes instead of giftless's.
+        self.batch_answer: Callable[[], Iterable[bytes]] | None = None
 
     @staticmethod
     def routes(path: str) -> bool:
@@ -84,6 +87,9 @@ class LfsFront:
         """Answer ``handler``'s request with giftless; returns the status sent."""
         parts = urlsplit(handler.path)
         length = int(handler.headers.get("Content-Length") or 0)
+        if self.batch_answer is not None and parts.path.endswith("/objects/batch"):
+            handler.rfile.read(length)
+            return self._crafted(handler, self.batch_answer())
         host = self.href_host or handler.headers.get("Host", "127.0.0.1")
         environ: dict[str, Any] = {
             "REQUEST_METHOD": handler.command,
@@ -139,6 +145,20 @@ class LfsFront:
             if close is not None:
                 close()
         return code
+
+    @staticmethod
+    def _crafted(handler: BaseHTTPRequestHandler, body: Iterable[bytes]) -> int:
+        handler.send_response(200)
+        handler.send_header("Content-Type", MEDIA)
+        handler.send_header("Transfer-Encoding", "chunked")
+        handler.end_headers()
+        try:
+            for piece in body:
+                handler.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            handler.wfile.write(b"0\r\n\r\n")
+        except OSError:  # the client gave up on an endless answer
+            handler.close_connection = True
+        return 200
 
     @staticmethod
     def upload(repo_url: str, data: bytes, auth: tuple[str, str] | None = None,
