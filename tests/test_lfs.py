@@ -170,6 +170,25 @@ def test_off_by_default_the_pointer_is_published(
     assert (wt / "a.bin").read_bytes() == pointer(data)
     assert not [r for r in server.requests if "/info/lfs/" in r.path]
     assert not (root / ".git" / "lfs").exists()
+    # Turned on for the same commit, the published worktree is rebuilt with the object; and
+    # turned off again, with the pointer.
+    assert run_once({**env, "GITSYNC_LFS": "true"}).returncode == 0
+    assert _sha(assert_synced(root / "link", sha) / "a.bin") == hashlib.sha256(data).hexdigest()
+    assert run_once(env).returncode == 0
+    assert (assert_synced(root / "link", sha) / "a.bin").read_bytes() == pointer(data)
+
+
+def test_publish_mode_copy_publishes_the_objects(
+    server: GitHttpServer, upstream: Upstream, gs_env: dict[str, str], root: Path,
+    password: str
+) -> None:
+    data = os.urandom(20_000)
+    _upload(server, upstream, password, data)
+    upstream.commit({".gitattributes": ATTRS, "c.bin": pointer(data)}, "for a copy")
+    res = run_once(_env(gs_env, server, upstream, password, GITSYNC_PUBLISH_MODE="copy"))
+    assert res.returncode == 0, res.stderr
+    assert not (root / "link").is_symlink()
+    assert _sha(root / "link" / "c.bin") == hashlib.sha256(data).hexdigest()
 
 
 def test_bytes_that_are_not_the_object_are_refused(

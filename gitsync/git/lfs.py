@@ -321,6 +321,7 @@ class HttpSource:
 
                 def chunks() -> Iterator[bytes]:
                     while chunk := resp.read(CHUNK):
+                        progress.count("bytes", len(chunk))  # the status shows a long download
                         yield chunk
 
                 return cache.add(want, chunks(), cancel)
