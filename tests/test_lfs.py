@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import secrets
+import subprocess
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from support.leaks import assert_no_leak, files_under
 from support.memlimit import LIMIT, bounded_one_time_run
 from support.servers.git_http import GitHttpServer, RequestRecord
 from support.servers.lfs import LfsFront, pointer
-from support.upstream import Upstream
+from support.upstream import Upstream, git_env
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -107,6 +108,10 @@ def test_cold_sync_replaces_pointers_and_an_update_downloads_only_the_new_object
     assert _sha(cached) == oid
     assert os.stat(wt / "deep/big.bin").st_ino != os.stat(cached).st_ino
     assert os.stat(wt / "deep/big.bin").st_nlink == 1
+    # The index records the replaced files as git does after a smudge: git sees a clean tree.
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=wt, capture_output=True,
+                            text=True, timeout=60, check=True, env=git_env())
+    assert status.stdout == ""
 
     new = os.urandom(100_000)
     _upload(server, upstream, password, new)

@@ -30,6 +30,7 @@ from gitsync.git.lfs import POINTER_MAX, ObjectCache, Pointer, Source, Want, par
 from gitsync.git.trees import show_path
 
 _CHUNK = 1 << 20
+_RACY_NS = 2_000_000_000  # git compares whole seconds unless built with USE_NSEC
 _FICLONE = 0x40049409  # linux/fs.h: a copy-on-write clone (btrfs, XFS, bcachefs)
 
 
@@ -87,6 +88,12 @@ class Smudger:
                              0o777 if entry.mode == 0o100755 else 0o666)
                 try:
                     _clone(fin.fileno(), fd, pointer.size)
+                    # Dated before the index that is written next: an entry whose file is as
+                    # new as the index is "racily clean" to git, which then compares content,
+                    # and without git-lfs's clean filter the object is not the pointer blob
+                    # (git status would call it modified).
+                    st = os.fstat(fd)
+                    os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns - _RACY_NS))
                     st = os.fstat(fd)
                 finally:
                     os.close(fd)
