@@ -10,11 +10,13 @@ was asked (how many object downloads, with which credentials).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
 import secrets
 import subprocess
+import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -317,6 +319,35 @@ def test_https_with_the_repositorys_ca(
     assert res.returncode == 0, res.stderr
     assert _sha(assert_synced(root / "link", sha) / "t.bin") == hashlib.sha256(data).hexdigest()
     assert len(_downloads(server)) == 1
+
+
+def test_an_actions_own_authorization_is_sent_instead_of_the_credential(
+    server: GitHttpServer, upstream: Upstream, gs_env: dict[str, str], root: Path,
+    password: str
+) -> None:
+    """git-lfs sends an action's headers as they are: the repository's credential (same
+    origin here) must not replace the Authorization the batch answer gave."""
+    data = os.urandom(3000)
+    _upload(server, upstream, password, data)
+    oid = hashlib.sha256(data).hexdigest()
+    sha = upstream.commit({".gitattributes": ATTRS, "t.bin": pointer(data)}, "own token")
+    url = server.url_for(upstream.bare) + ".git/info/lfs/objects/batch"
+    token = base64.b64encode(b"action-user:action-secret").decode()
+    req = urllib.request.Request(url, method="POST", data=json.dumps(
+        {"operation": "download", "objects": [{"oid": oid, "size": 3000}]}).encode(), headers={
+        "Accept": "application/vnd.git-lfs+json", "Content-Type": "application/vnd.git-lfs+json",
+        "Authorization": "Basic " + base64.b64encode(f"{USER}:{password}".encode()).decode()})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        answer = json.loads(resp.read())
+    answer["objects"][0]["actions"]["download"]["header"] = {"Authorization": f"Basic {token}"}
+    assert server.lfs is not None
+    server.lfs.batch_answer = lambda: [json.dumps(answer).encode()]
+    server.reset_requests()
+    res = run_once(_env(gs_env, server, upstream, password))
+    assert res.returncode == 0, res.stderr
+    assert _sha(assert_synced(root / "link", sha) / "t.bin") == oid
+    assert [r.user for r in _downloads(server)] == ["action-user"]
+    assert_no_leak([token, "action-secret"], res.stdout, res.stderr, files=[*files_under(root)])
 
 
 def test_a_file_repository_reads_its_own_lfs_objects(
