@@ -173,8 +173,7 @@ def lfs(settings: Settings, remote: Remote, root: Path) -> Smudger | None:
 
     where = Layout(root)
     made = source(settings.repo, remote.config, remote.http_pool)
-    log.get().info("LFS enabled", source=type(made).__name__,
-                   url=getattr(made, "shown", redact_url(settings.repo)))
+    log.get().info("LFS enabled", source=made.shown)
     return Smudger(LfsConfig(made, ObjectCache(where.lfs_objects, where.lfs_tmp)))
 
 

@@ -159,7 +159,9 @@ class ObjectCache:
 
 
 class Source(Protocol):
-    """Where objects the cache lacks come from."""
+    """Where objects the cache lacks come from; ``shown`` names it in logs (no secret)."""
+
+    shown: str
 
     def fetch(self, wants: list[Want], cache: ObjectCache, cancel: threading.Event) -> int:
         """Add every wanted object to ``cache``; the bytes transferred."""
@@ -211,6 +213,7 @@ class LocalSource:
 
     def __init__(self, repo: Path) -> None:
         self.gitdir = repo / ".git" if (repo / ".git").is_dir() else repo
+        self.shown = str(self.gitdir / "lfs" / "objects")
 
     def fetch(self, wants: list[Want], cache: ObjectCache, cancel: threading.Event) -> int:
         total = 0
@@ -220,7 +223,7 @@ class LocalSource:
                 f = open(src, "rb")  # noqa: SIM115 (closed below, after the copy)
             except FileNotFoundError:
                 raise LfsMissing(f"LFS object {want.pointer.oid} for {want.path} is not in "
-                                 f"{self.gitdir}/lfs/objects") from None
+                                 f"{self.shown}") from None
             except OSError as e:
                 raise LocalError(f"can't read LFS object {src}: {e.strerror or e}") from None
             with f:
