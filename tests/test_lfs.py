@@ -372,6 +372,23 @@ def test_a_file_repository_reads_its_own_lfs_objects(
     assert_synced(root / "link", sha)
 
 
+def test_lfs_url_names_the_server(
+    make_http_server: MakeHttpServer, lfs_storage: Path, upstream: Upstream,
+    gs_env: dict[str, str], root: Path
+) -> None:
+    """``lfs.url`` (a --git-config pair) sends a file:// repository's LFS to an HTTP server."""
+    server = make_http_server()
+    server.lfs = LfsFront(lfs_storage)
+    data = os.urandom(4000)
+    LfsFront.upload(server.url_for(upstream.bare), data)
+    sha = upstream.commit({".gitattributes": ATTRS, "u.bin": pointer(data)}, "elsewhere")
+    lfs_url = server.url_for(upstream.bare) + ".git/info/lfs"
+    res = run_once({**gs_env, "GITSYNC_LFS": "true", "GITSYNC_GIT_CONFIG": f"lfs.url:{lfs_url}"})
+    assert res.returncode == 0, res.stderr
+    assert _sha(assert_synced(root / "link", sha) / "u.bin") == hashlib.sha256(data).hexdigest()
+    assert len(_downloads(server)) == 1
+
+
 def test_lfs_over_ssh_is_a_config_error(gs_env: dict[str, str], root: Path) -> None:
     res = run_once({**gs_env, "GITSYNC_REPO": "ssh://git@127.0.0.1:1/repo.git",
                     "GITSYNC_LFS": "true"})
