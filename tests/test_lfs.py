@@ -127,6 +127,16 @@ def test_cold_sync_replaces_pointers_and_an_update_downloads_only_the_new_object
         hashlib.sha256(new).hexdigest()]
     for name, data in (("small.bin", small), ("deep/big.bin", big), ("new.bin", new)):
         assert _sha(wt2 / name) == hashlib.sha256(data).hexdigest(), name
+    assert cached.exists()
+    # Once no kept worktree holds an object, the cache lets it go.
+    third = upstream.commit({"deep/big.bin": None}, "big one gone")
+    res3 = run_once(env)
+    assert res3.returncode == 0, res3.stderr
+    assert_synced(root / "link", third)
+    assert not (root / ".worktrees" / first).exists() and not (root / ".worktrees" / second).exists()
+    assert not cached.exists()
+    small_oid = hashlib.sha256(small).hexdigest()
+    assert (root / ".git/lfs/objects" / small_oid[:2] / small_oid[2:4] / small_oid).exists()
     assert_no_leak([password], res.stdout, res.stderr, res2.stdout, res2.stderr,
                    files=[*files_under(root)])
 

@@ -50,16 +50,21 @@ class Smudger:
         self.cache = config.cache
 
     def smudge(self, dest: Path, entries: list[IndexEntry], candidates: list[int],
-               cancel: threading.Event) -> None:
+               known: dict[bytes, str], cancel: threading.Event) -> dict[bytes, str]:
         """Replace, under ``dest``, each candidate entry's file that is a pointer; the entries
-        get the new files' stat."""
+        get the new files' stat. Returns the tree's objects (pointer blob sha → oid): those
+        replaced now, and those an update reused already replaced (``known`` says which)."""
         found: list[tuple[int, Pointer]] = []
+        objects: dict[bytes, str] = {}
         for i in candidates:
             pointer = _read_pointer(dest, entries[i].path)
             if pointer is not None:
                 found.append((i, pointer))
+                objects[entries[i].sha] = pointer.oid
+            elif entries[i].sha in known:
+                objects[entries[i].sha] = known[entries[i].sha]
         if not found:
-            return
+            return objects
         wants: dict[str, Want] = {}
         for i, pointer in found:
             if pointer.oid not in wants and not self.cache.has(pointer):
@@ -75,6 +80,13 @@ class Smudger:
         progress.count("lfs_files", len(found))
         log.get().info("LFS pointers replaced", v=1, files=len(found), downloaded=len(wants),
                        downloaded_bytes=fetched)
+        return objects
+
+    def prune(self, keep: set[str]) -> int:
+        removed = self.cache.prune(keep)
+        if removed:
+            log.get().info("LFS cache pruned", v=1, removed=removed, kept=len(keep))
+        return removed
 
     def _replace(self, dest: Path, entry: IndexEntry, pointer: Pointer) -> IndexEntry:
         """A new file in place of the pointer: the pointer may be a hard link shared with the

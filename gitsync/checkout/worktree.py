@@ -24,7 +24,7 @@ import threading
 import unicodedata
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -96,6 +96,7 @@ class Previous:
     path: Path
     entries: dict[bytes, IndexEntry]
     trees: dict[bytes, bytes] | None = None
+    lfs: dict[bytes, str] = field(default_factory=dict)  # its LFS objects (Smudge.smudge)
     _paths: list[bytes] | None = None
     _tree_paths: list[bytes] | None = None
 
@@ -147,10 +148,15 @@ class SubmoduleWriter(Protocol):
 
 class Smudge(Protocol):
     """Replaces the LFS pointer files among ``candidates`` (indexes into ``entries``, files
-    whose attributes say ``filter=lfs``) under ``dest``, updating their entries (lfs.py)."""
+    whose attributes say ``filter=lfs``) under ``dest``, updating their entries. Returns the
+    tree's objects, pointer blob sha → oid: those replaced, and those reused already replaced
+    from the previous worktree (``known``, its map). ``prune`` drops the cached objects not in
+    ``keep`` (lfs.py)."""
 
     def smudge(self, dest: Path, entries: list[IndexEntry], candidates: list[int],
-               cancel: threading.Event) -> None: ...
+               known: dict[bytes, str], cancel: threading.Event) -> dict[bytes, str]: ...
+
+    def prune(self, keep: set[str]) -> int: ...
 
 
 # Fetches objects a partial clone left out; None when the store is complete.
@@ -187,10 +193,14 @@ def write_checkout(co: Checkout, cancel: threading.Event, *, top: str, previous_
         if trees is not None:
             writer.trees = trees
         entries = writer.write(obj.tree)
-        if smudger is not None and writer.lfs_candidates:
-            smudger.smudge(co.dest, entries, writer.lfs_candidates, cancel)
+        objects = (smudger.smudge(co.dest, entries, writer.lfs_candidates,
+                                  co.prev.lfs if co.prev else {}, cancel)
+                   if smudger is not None and writer.lfs_candidates else {})
         (co.dest / ".git").write_text(layout.gitdir_line(co.final, co.admin) + "\n")
         _write_admin(co, entries)
+        if smudger is not None:  # built with --lfs, and the objects it holds (prune_lfs)
+            (co.admin / layout.LFS_MARKER).write_text(
+                "".join(f"{blob.decode()} {oid}\n" for blob, oid in sorted(objects.items())))
         if sparse is not None:
             _write_sparse(co, sparse)
         gitlinks = [e for e in entries if e.mode == _MODE_GITLINK and not e.skip_worktree]
@@ -308,7 +318,7 @@ class Materializer:
         trees = None
         if self._last is not None and self._last[:2] == (sha, checksum) and self._last[2]:
             trees = _unpack_trees(self._last[2])
-        return Previous(path, entries, trees)
+        return Previous(path, entries, trees, _lfs_objects(self.admin_dir(sha)))
 
     # ----- building ------------------------------------------------------------------------
 
@@ -333,11 +343,8 @@ class Materializer:
             write_checkout(co, cancel, top=commit, previous_top=previous, sparse=self.sparse,
                            submodules=self.submodules, fetcher=self.fetcher, trees=trees,
                            smudger=self.smudger)
-            marker = self.admin_dir(commit) / layout.LFS_MARKER
-            if self.smudger is not None:
-                marker.touch()
-            else:
-                marker.unlink(missing_ok=True)
+            if self.smudger is None:
+                (self.admin_dir(commit) / layout.LFS_MARKER).unlink(missing_ok=True)
             if os.path.lexists(final):
                 # Rebuilding a damaged worktree the link points at: swap, never leave a gap.
                 exchange(tmp, final)
@@ -350,6 +357,18 @@ class Materializer:
                       _pack_trees(trees) if self.sparse is None else None)
         return final
 
+    def prune_lfs(self) -> int:
+        """--lfs: drop the cached objects no kept worktree holds (each worktree's admin
+        marker lists its objects); the number dropped. A worktree whose list is gone only
+        costs a download again, never a wrong file: worktree files are copies."""
+        if self.smudger is None:
+            return 0
+        keep: set[str] = set()
+        admins = layout.admins(self.store.gitdir)
+        for admin_dir in admins.iterdir() if admins.is_dir() else ():
+            keep.update(_lfs_objects(admin_dir).values())
+        return self.smudger.prune(keep)
+
     def remove(self, sha: str) -> bool:
         """Remove the worktree of ``sha`` and its admin; False when some of it would not go
         (a consumer made it read-only or immutable): kept whole for the next cleanup."""
@@ -361,6 +380,18 @@ class Materializer:
         if self._last is not None and self._last[0] == sha:
             self._last = None
         return True
+
+
+def _lfs_objects(admin_dir: Path) -> dict[bytes, str]:
+    """A worktree's LFS objects as its build recorded them (pointer blob sha → oid); empty
+    when it was built without --lfs or the record cannot be read."""
+    out: dict[bytes, str] = {}
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        for line in (admin_dir / layout.LFS_MARKER).read_text().splitlines():
+            blob, _, oid = line.partition(" ")
+            if len(blob) == 40 and len(oid) == 64:
+                out[blob.encode()] = oid
+    return out
 
 
 def _pack_trees(trees: dict[bytes, bytes]) -> bytes:

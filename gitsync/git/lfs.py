@@ -117,6 +117,24 @@ class ObjectCache:
         except OSError:
             return False
 
+    def prune(self, keep: set[str]) -> int:
+        """Remove every cached object not in ``keep`` (and the directories left empty)."""
+        removed = 0
+        if not self.objects.is_dir():
+            return 0
+        for first in list(self.objects.iterdir()):
+            for second in list(first.iterdir()) if first.is_dir() else ():
+                for obj in list(second.iterdir()) if second.is_dir() else ():
+                    if obj.name not in keep:
+                        with contextlib.suppress(FileNotFoundError):
+                            obj.unlink()
+                            removed += 1
+                with contextlib.suppress(OSError):
+                    second.rmdir()  # only when empty
+            with contextlib.suppress(OSError):
+                first.rmdir()
+        return removed
+
     def clear_tmp(self) -> None:
         """Downloads an earlier process left unfinished (one process per root)."""
         shutil.rmtree(self.tmp, ignore_errors=True)

@@ -320,6 +320,8 @@ class Syncer:
             else:
                 self.log.warning("can't remove a stale worktree yet; will retry", path=str(path))
         prune_admin(self.store.gitdir)
+        if removed:
+            self.worktrees.prune_lfs()
         if removed and sha:
             live = self.kept_commits()
             self.store.record(sha, live, self.depth)
