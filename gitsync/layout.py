@@ -9,7 +9,7 @@
         lfs/objects/ab/cd/<oid>   the Git LFS cache (--lfs), laid out as git-lfs lays it out
         lfs/tmp/                  an LFS object being downloaded (renamed into objects/ once verified)
         worktrees/<sha>/          a worktree's admin files (HEAD, index, gitdir, commondir)
-        worktrees/<sha>/gitsync-lfs  present when the worktree's LFS pointers were replaced
+        worktrees/<sha>/gitsync-lfs  built with --lfs: its LFS objects (pointer blob → oid)
       .worktrees/<sha>/           one complete tree per published commit
       .worktrees/.tmp-<sha>-<pid> a tree being written (renamed to <sha> when complete)
       .git-sync                   the status file (git-sync's default name)
