@@ -28,7 +28,7 @@ from support.memlimit import LIMIT, bounded_one_time_run
 from support.servers import cannot_start
 from support.servers.git_http import GitHttpServer, RequestRecord
 from support.servers.lfs import LfsFront, pointer
-from support.upstream import Upstream, git_env
+from support.upstream import FileValue, Upstream, git_env
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -275,6 +275,24 @@ def test_hostile_batch_answers_are_refused_in_bounded_time(
         assert res.returncode == 1, words
         assert words in res.stderr, (words, res.stderr[-1500:])
         assert_synced(root / "link", first)
+
+
+def test_many_objects_go_in_batches_of_at_most_100(
+    server: GitHttpServer, upstream: Upstream, gs_env: dict[str, str], root: Path,
+    password: str
+) -> None:
+    blobs = [os.urandom(64) for _ in range(120)]
+    for data in blobs:
+        _upload(server, upstream, password, data)
+    files: dict[str, FileValue] = {f"many/f{i:03}.bin": pointer(d) for i, d in enumerate(blobs)}
+    sha = upstream.commit({".gitattributes": ATTRS, **files}, "120 objects")
+    server.reset_requests()
+    res = run_once(_env(gs_env, server, upstream, password))
+    assert res.returncode == 0, res.stderr
+    wt = assert_synced(root / "link", sha)
+    assert all((wt / f"many/f{i:03}.bin").read_bytes() == d for i, d in enumerate(blobs))
+    assert len(_batches(server)) == 2  # 100, then 20
+    assert len(_downloads(server)) == 120
 
 
 def test_sparse_paths_download_only_the_objects_in_the_worktree(
