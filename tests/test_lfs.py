@@ -25,10 +25,10 @@ from conftest import MakeHttpServer
 from support.gitsync_proc import assert_synced, read_link_sha, run_once
 from support.leaks import assert_no_leak, files_under
 from support.memlimit import LIMIT, bounded_one_time_run
-from support.servers import cannot_start
+from support.servers import cannot_start, require
 from support.servers.git_http import GitHttpServer, RequestRecord
 from support.servers.lfs import LfsFront, pointer
-from support.upstream import FileValue, Upstream, git_env
+from support.upstream import Exec, FileValue, Upstream, git_env
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -170,6 +170,51 @@ def test_a_missing_object_fails_naming_path_and_oid_and_the_link_stays(
     assert_synced(root / "link", first)
     assert_no_leak([password], res.stdout, res.stderr, res2.stdout, res2.stderr,
                    files=[*files_under(root)])
+
+
+def test_the_tree_is_what_git_lfs_checks_out(
+    server: GitHttpServer, upstream: Upstream, gs_env: dict[str, str], root: Path,
+    password: str, tmp_path: Path
+) -> None:
+    """Differential: the same commit through gitsync --lfs and through git clone with git-lfs
+    3.3, compared file by file (bytes and executable bit)."""
+    require("git-lfs")
+    a, b, c = os.urandom(70_000), os.urandom(1000), os.urandom(5)
+    for data in (a, b, c):
+        _upload(server, upstream, password, data)
+    sha = upstream.commit({
+        ".gitattributes": ATTRS,
+        "top.bin": pointer(a),
+        "run.bin": Exec(pointer(b)),
+        "tiny.bin": pointer(c),
+        "plain.bin": b"filter=lfs but not a pointer\n",
+        "notes.txt": pointer(a),  # a pointer without the attribute
+        "raw/.gitattributes": "*.bin -filter\n",
+        "raw/kept.bin": pointer(b),  # the attribute unset below
+        "data/.gitattributes": "*.dat filter=lfs -text\n",
+        "data/x.dat": pointer(c),
+        "data/deep/y.bin": pointer(a),
+    }, "for git-lfs")
+    res = run_once(_env(gs_env, server, upstream, password))
+    assert res.returncode == 0, res.stderr
+    ours = assert_synced(root / "link", sha)
+
+    home = tmp_path / "git-lfs-home"
+    home.mkdir()
+    env = {**git_env(home), "GIT_TERMINAL_PROMPT": "0"}
+    subprocess.run(["git", "lfs", "install", "--skip-repo"], env=env, check=True, timeout=60,
+                   capture_output=True)
+    theirs = tmp_path / "clone"
+    url = server.url_for(upstream.bare, user=USER, password=password)
+    subprocess.run(["git", "clone", "-q", url, str(theirs)], env=env, check=True, timeout=120,
+                   capture_output=True)
+
+    def tree(top: Path) -> dict[str, tuple[bytes, bool]]:
+        return {str(p.relative_to(top)): (p.read_bytes(), os.access(p, os.X_OK))
+                for p in top.rglob("*") if p.is_file() and ".git" not in p.relative_to(top).parts}
+
+    assert tree(ours) == tree(theirs)
+    assert tree(ours)["top.bin"][0] == a and tree(ours)["raw/kept.bin"][0] == pointer(b)
 
 
 def test_off_by_default_the_pointer_is_published(
