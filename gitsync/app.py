@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
     from gitsync.auth.context import AuthContext
     from gitsync.auth.credentials import Source
+    from gitsync.checkout.lfs import Smudger
     from gitsync.git.remote import Remote
     from gitsync.git.semver import Range
     from gitsync.settings.model import Settings
@@ -161,6 +162,21 @@ def followed(settings: Settings) -> str:
     return settings.ref_semver or settings.ref
 
 
+def lfs(settings: Settings, remote: Remote, root: Path) -> Smudger | None:
+    """--lfs: where objects come from (a ConfigError, before the root is touched, for a
+    transport without LFS) and the cache under the store; imported only when asked for."""
+    if not settings.lfs:
+        return None
+    from gitsync.checkout.lfs import LfsConfig, Smudger
+    from gitsync.git.lfs import ObjectCache, source
+    from gitsync.layout import Layout
+
+    where = Layout(root)
+    made = source(settings.repo, remote.config, remote.http_pool)
+    log.get().info("LFS enabled", source=made.shown)
+    return Smudger(LfsConfig(made, ObjectCache(where.lfs_objects, where.lfs_tmp)))
+
+
 def policy(settings: Settings) -> Policy:
     from gitsync.git.remote import FULL_SHA
     from gitsync.sidecar.loop import Policy
@@ -274,14 +290,16 @@ def build(settings: Settings, root: Path, verifier: Verifier | None = None,
     link = under(root, settings.link)
     assert link is not None
     runners = hooks(settings, root)
-    syncer = Syncer(remote=remote(settings), store=Store(root, redact_url(settings.repo)),
+    upstream = remote(settings)
+    syncer = Syncer(remote=upstream, store=Store(root, redact_url(settings.repo)),
                     root=root, link=link, ref=followed(settings),
                     depth=settings.depth, filter_spec=settings.filter,
                     verifier=verifier, submodules=settings.submodules,
                     sparse=lambda: sparse.load(settings.sparse_checkout_file, settings.sparse_paths),
                     gc=settings.git_gc, stale_worktree_timeout=settings.stale_worktree_timeout,
                     before_publish=runners.before_publish if runners is not None else None,
-                    semver=semver, publish_mode=settings.publish_mode)
+                    semver=semver, publish_mode=settings.publish_mode,
+                    lfs=lfs(settings, upstream, root))
     rules = policy(settings)
     # The status shows the running sync's progress, which the loop it listens to keeps.
     status = Status(repo=settings.repo, ref=followed(settings), link=link,

@@ -23,6 +23,7 @@ with its type name.
     │   ├── RefNotFound           the ref is not advertised
     │   ├── ProtocolError         the server answered, but not with what git would
     │   │   └── PackError         a received pack is truncated, corrupt or incomplete
+    │   ├── LfsMissing            an LFS object the tree points at is not on the LFS server
     │   └── FetchFailed           a fetch failed in a way that does not say whose fault (store suspected)
     ├── ObjectUnreadable          an object the sync needs cannot be read (store suspected)
     │   ├── MissingObject         ... not in the store (a sound store: the server did not send it)
@@ -31,6 +32,7 @@ with its type name.
     ├── StoreDamage               the store's own files failed a check: it is replaced
     ├── Refused                   the content is refused; retrying changes nothing until upstream does
     │   ├── UnsafeTree            a path or tree gitsync will not write
+    │   ├── LfsRefused            an LFS object's bytes do not match its pointer (size, sha256)
     │   └── VerifyError           a signature check refused the commit or tag
     │       └── SignatureError    a signature that does not parse or verify
     ├── LocalError                the disk under the root refused a write (full, permissions)
@@ -137,6 +139,12 @@ class PackError(ProtocolError):
     """A received pack is not a valid pack (truncated, corrupt, or missing a base)."""
 
 
+class LfsMissing(RemoteError):
+    """An LFS object a pointer names is not on the server (its batch answer or its download
+    said 404); ``str(e)`` names the path and the oid. Nothing retried fixes it until someone
+    uploads the object."""
+
+
 class FetchFailed(RemoteError):
     """A fetch failed with an error that does not say whose fault it is: a damaged local pack
     fails a fetch as surely as a broken server, so the store is checked."""
@@ -192,6 +200,11 @@ class Refused(GitsyncError):
 
 class UnsafeTree(Refused):
     """The commit holds a path or a tree gitsync refuses to write."""
+
+
+class LfsRefused(Refused):
+    """An LFS server sent bytes that are not the object its pointer names: more or fewer than
+    its size, or another sha256. Refused before the cache or a worktree sees them."""
 
 
 class VerifyError(Refused):

@@ -6,7 +6,10 @@
       .git/                       the store
         objects/pack/tmp_*        a pack, index or big object being written
         gitsync-upstream-shallow  the server's own shallow commits (a shallow server's)
+        lfs/objects/ab/cd/<oid>   the Git LFS cache (--lfs), laid out as git-lfs lays it out
+        lfs/tmp/                  an LFS object being downloaded (renamed into objects/ once verified)
         worktrees/<sha>/          a worktree's admin files (HEAD, index, gitdir, commondir)
+        worktrees/<sha>/gitsync-lfs  built with --lfs: its LFS objects (pointer blob → oid)
       .worktrees/<sha>/           one complete tree per published commit
       .worktrees/.tmp-<sha>-<pid> a tree being written (renamed to <sha> when complete)
       .git-sync                   the status file (git-sync's default name)
@@ -32,6 +35,8 @@ RESERVED = (STORE, WORKTREES, STATUS, LOCK)
 # In a store: the server's own shallow commits, one per line (see Store.upstream_shallow);
 # git ignores the file.
 UPSTREAM_SHALLOW = "gitsync-upstream-shallow"
+LFS = "lfs"  # in the store, as git-lfs's own $GIT_DIR/lfs
+LFS_MARKER = "gitsync-lfs"  # in a worktree's admin directory: built with --lfs
 KEEP_IN_WIPE = frozenset({LOCK, STATUS})  # what wiping a foreign root leaves in place
 
 
@@ -53,6 +58,14 @@ class Layout:
     def lock(self) -> Path:
         return self.root / LOCK
 
+    @property
+    def lfs_objects(self) -> Path:
+        return self.store / LFS / "objects"
+
+    @property
+    def lfs_tmp(self) -> Path:
+        return self.store / LFS / "tmp"
+
     def worktree(self, sha: str) -> Path:
         return self.worktrees / sha
 
@@ -68,6 +81,12 @@ def admins(gitdir: Path) -> Path:
 
 def admin(gitdir: Path, name: str) -> Path:
     return admins(gitdir) / name
+
+
+def lfs_object(objects: Path, oid: str) -> Path:
+    """Where an LFS object lives in a git-lfs objects directory (``ab/cd/abcd...``): the
+    cache under the store, or a file:// repository's own."""
+    return objects / oid[0:2] / oid[2:4] / oid
 
 
 PACK_TEMP = "tmp_"  # a file being written in a pack directory; what start-up finds is removed

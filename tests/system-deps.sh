@@ -7,6 +7,7 @@ command -v git >/dev/null 2>&1 || missing="$missing git"
 [ -x /usr/lib/git-core/git-http-backend ] || missing="$missing git"
 [ -x /usr/lib/git-core/git-daemon ] || missing="$missing git"
 command -v gpg >/dev/null 2>&1 || missing="$missing gnupg"
+command -v git-lfs >/dev/null 2>&1 || missing="$missing git-lfs"  # test_lfs's differential case
 command -v bwrap >/dev/null 2>&1 || missing="$missing bubblewrap"
 command -v shellcheck >/dev/null 2>&1 || missing="$missing shellcheck"
 [ -z "$missing" ] && exit 0

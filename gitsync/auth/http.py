@@ -212,9 +212,12 @@ class _Authenticating:
     credentials: Lookup | None = None
     cookies: CookieFile | None = None
 
-    def _headers(self, url: str, given: Mapping[str, str] | None) -> dict[str, str]:
+    def _headers(self, url: str, given: Mapping[str, str] | None,
+                 keep_authorization: bool = False) -> dict[str, str]:
+        """``keep_authorization``: the request carries its own (an LFS action's header, as
+        git-lfs sends it), which the URL's credential must not replace."""
         headers = dict(given or {})
-        secret = self.credentials(url) if self.credentials else None
+        secret = self.credentials(url) if self.credentials and not keep_authorization else None
         if secret is not None:
             headers["Authorization"] = secret.basic_header()
         cookie = self.cookies.header(url) if self.cookies else None
@@ -303,7 +306,7 @@ class AuthPoolManager(urllib3.PoolManager, _Authenticating):
     def urlopen(  # type: ignore[override]
         self, method: str, url: str, redirect: bool = True, **kw: Any
     ) -> BaseHTTPResponse:
-        kw["headers"] = self._headers(url, kw.get("headers"))
+        kw["headers"] = self._headers(url, kw.get("headers"), kw.pop("keep_authorization", False))
         return _keep_alive(super().urlopen(method, url, redirect=redirect, **kw))
 
 
@@ -314,7 +317,7 @@ class AuthProxyManager(urllib3.ProxyManager, _Authenticating):
     def urlopen(  # type: ignore[override]
         self, method: str, url: str, redirect: bool = True, **kw: Any
     ) -> BaseHTTPResponse:
-        kw["headers"] = self._headers(url, kw.get("headers"))
+        kw["headers"] = self._headers(url, kw.get("headers"), kw.pop("keep_authorization", False))
         return _keep_alive(super().urlopen(method, url, redirect=redirect, **kw))
 
 

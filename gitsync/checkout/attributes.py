@@ -2,9 +2,10 @@
 
 With ``core.autocrlf`` unset and ``core.eol`` native (LF), git changes a blob on checkout only
 for line endings pinned to CRLF (``eol=crlf``, or the legacy ``crlf``/``text`` values with it),
-``ident`` and ``working-tree-encoding``. Filters (LFS and friends) need programs git-sync's image
-does not have, so their pointer files are written as stored, as git does without a configured
-driver. Everything here follows git's attr.c and convert.c rather than the documentation,
+``ident`` and ``working-tree-encoding``. Filters need programs git-sync's image does not have,
+so their blobs are written as stored, as git does without a configured driver; with ``--lfs``
+the ``filter`` attribute is looked up too (``Attributes.with_filter``), for lfs.py, which does
+git-lfs's smudge itself. Everything here follows git's attr.c and convert.c rather than the documentation,
 because real repositories depend on the corners:
 
 * Files are parsed as git reads them from the index: bytes, lines cut at ``\\n``, everything
@@ -59,6 +60,8 @@ _BUILTIN_MACROS: dict[bytes, tuple[State, ...]] = {
 }
 # The attributes convert.c reads ("filter" needs a configured driver, which gitsync never has).
 _CONVERSION_ATTRS = frozenset({b"text", b"crlf", b"eol", b"ident", b"working-tree-encoding"})
+# ... and "filter" too, with --lfs (Attributes.with_filter): only then do its rules cost.
+_WITH_FILTER = _CONVERSION_ATTRS | {b"filter"}
 
 
 @dataclass(frozen=True)
@@ -190,13 +193,14 @@ def _lines(content: bytes) -> Iterator[bytes]:
         at = stop + 1
 
 
-def _relevant(macros: dict[bytes, tuple[State, ...]]) -> frozenset[bytes]:
-    """The conversion attributes and every macro that sets one, directly or through others."""
+def _relevant(macros: dict[bytes, tuple[State, ...]],
+              tracked: frozenset[bytes] = _CONVERSION_ATTRS) -> frozenset[bytes]:
+    """The tracked attributes and every macro that sets one, directly or through others."""
     users: dict[bytes, list[bytes]] = {}
     for macro, states in macros.items():
         for name, _ in states:
             users.setdefault(name, []).append(macro)
-    found = set(_CONVERSION_ATTRS)
+    found = set(tracked)
     todo = list(found)
     while todo:
         for macro in users.get(todo.pop(), ()):
@@ -224,6 +228,12 @@ class Attributes:
     rules: tuple[_Rule, ...] = ()  # outermost file first, each in file order
     macros: dict[bytes, tuple[State, ...]] = field(default_factory=lambda: dict(_BUILTIN_MACROS))
     relevant: frozenset[bytes] = field(default_factory=lambda: _relevant(_BUILTIN_MACROS))
+    tracked: frozenset[bytes] = _CONVERSION_ATTRS
+
+    @classmethod
+    def with_filter(cls) -> Attributes:
+        """The root rules when ``filter`` matters too (--lfs)."""
+        return cls(relevant=_relevant(_BUILTIN_MACROS, _WITH_FILTER), tracked=_WITH_FILTER)
 
     def child(self, base: bytes, content: bytes) -> Attributes:
         """Rules for directory ``base`` (repo-relative, no trailing slash) whose attributes file
@@ -236,7 +246,7 @@ class Attributes:
             macros = dict(macros)
             for name, states in defined:  # the last definition wins (git's determine_macros)
                 macros[name] = states
-            relevant = _relevant(macros)
+            relevant = _relevant(macros, self.tracked)
             macros = {k: tuple(s for s in v if s[0] in relevant) for k, v in macros.items()
                       if k in relevant}
         added: list[_Rule] = []
@@ -252,7 +262,7 @@ class Attributes:
         if len(rules) > MAX_RULES:
             raise UnsafeTree(f"{source} brings the line-ending, ident and encoding rules in "
                              f"effect to {len(rules)}, over gitsync's limit of {MAX_RULES}")
-        return Attributes(rules, macros, relevant)
+        return Attributes(rules, macros, relevant, self.tracked)
 
     def lookup(self, path: bytes) -> dict[bytes, Value]:
         """The conversion attributes of ``path`` that are set or unspecified (git's fill)."""
@@ -276,6 +286,12 @@ class Attributes:
             values[name] = value
             if value is True and name in self.macros:
                 stack.append(reversed(self.macros[name]))
+
+    def filter(self, path: bytes) -> Value:
+        """The ``filter`` attribute of ``path`` (``b"lfs"`` for a git-lfs file)."""
+        if not self.rules:
+            return None
+        return self.lookup(path).get(b"filter")
 
     def conversion(self, path: bytes) -> Conversion | None:
         """git's convert_attrs and classify_conv_attrs for ``path``; None when the blob is

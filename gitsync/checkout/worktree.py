@@ -24,7 +24,7 @@ import threading
 import unicodedata
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -96,6 +96,7 @@ class Previous:
     path: Path
     entries: dict[bytes, IndexEntry]
     trees: dict[bytes, bytes] | None = None
+    lfs: dict[bytes, str] = field(default_factory=dict)  # its LFS objects (Smudge.smudge)
     _paths: list[bytes] | None = None
     _tree_paths: list[bytes] | None = None
 
@@ -145,6 +146,19 @@ class SubmoduleWriter(Protocol):
                  previous_top: str | None, cancel: threading.Event) -> None: ...
 
 
+class Smudge(Protocol):
+    """Replaces the LFS pointer files among ``candidates`` (indexes into ``entries``, files
+    whose attributes say ``filter=lfs``) under ``dest``, updating their entries. Returns the
+    tree's objects, pointer blob sha → oid: those replaced, and those reused already replaced
+    from the previous worktree (``known``, its map). ``prune`` drops the cached objects not in
+    ``keep`` (lfs.py)."""
+
+    def smudge(self, dest: Path, entries: list[IndexEntry], candidates: list[int],
+               known: dict[bytes, str], cancel: threading.Event) -> dict[bytes, str]: ...
+
+    def prune(self, keep: set[str]) -> int: ...
+
+
 # Fetches objects a partial clone left out; None when the store is complete.
 Fetcher = Callable[[list[bytes]], None]
 
@@ -164,7 +178,8 @@ class Checkout:
 def write_checkout(co: Checkout, cancel: threading.Event, *, top: str, previous_top: str | None,
                    sparse: Sparse | None = None, submodules: SubmoduleWriter | None = None,
                    fetcher: Fetcher | None = None,
-                   trees: dict[bytes, bytes] | None = None) -> list[IndexEntry]:
+                   trees: dict[bytes, bytes] | None = None,
+                   smudger: Smudge | None = None) -> list[IndexEntry]:
     """Write ``co.commit`` into ``co.dest`` with its git admin files; return its index.
 
     dulwich's and the disk's exceptions become the project's here (errors.py): a missing
@@ -173,12 +188,19 @@ def write_checkout(co: Checkout, cancel: threading.Event, *, top: str, previous_
         obj = co.store.repo.object_store[ObjectID(co.commit.encode())]
         if not isinstance(obj, Commit):
             raise UnsafeTree(f"{co.commit} is not a commit")
-        writer = _Writer(co.store, co.dest, co.prev, cancel, sparse, fetcher)
+        writer = _Writer(co.store, co.dest, co.prev, cancel, sparse, fetcher,
+                         lfs=smudger is not None)
         if trees is not None:
             writer.trees = trees
         entries = writer.write(obj.tree)
+        objects = (smudger.smudge(co.dest, entries, writer.lfs_candidates,
+                                  co.prev.lfs if co.prev else {}, cancel)
+                   if smudger is not None and writer.lfs_candidates else {})
         (co.dest / ".git").write_text(layout.gitdir_line(co.final, co.admin) + "\n")
         _write_admin(co, entries)
+        if smudger is not None:  # built with --lfs, and the objects it holds (prune_lfs)
+            (co.admin / layout.LFS_MARKER).write_text(
+                "".join(f"{blob.decode()} {oid}\n" for blob, oid in sorted(objects.items())))
         if sparse is not None:
             _write_sparse(co, sparse)
         gitlinks = [e for e in entries if e.mode == _MODE_GITLINK and not e.skip_worktree]
@@ -250,13 +272,15 @@ class Materializer:
     """
 
     def __init__(self, store: Store, root: Path, *, sparse: Sparse | None = None,
-                 submodules: SubmoduleWriter | None = None, fetcher: Fetcher | None = None) -> None:
+                 submodules: SubmoduleWriter | None = None, fetcher: Fetcher | None = None,
+                 smudger: Smudge | None = None) -> None:
         self.store = store
         self.root = root
         self.layout = Layout(root)
         self.sparse = sparse
         self.submodules = submodules
         self.fetcher = fetcher
+        self.smudger = smudger  # --lfs: the top-level tree's pointers replaced by their objects
         # (commit, checksum of the index written for it, its packed trees when complete)
         self._last: tuple[str, bytes, bytes | None] | None = None
 
@@ -275,6 +299,10 @@ class Materializer:
                 return False
         except OSError:
             return False
+        # A worktree built with --lfs off holds pointers, one built with it on objects: turning
+        # the setting on or off rebuilds the published commit's.
+        if (self.admin_dir(sha) / layout.LFS_MARKER).is_file() != (self.smudger is not None):
+            return False
         return (self.admin_dir(sha) / "index").is_file()
 
     def _previous(self, sha: str | None) -> Previous | None:
@@ -290,7 +318,7 @@ class Materializer:
         trees = None
         if self._last is not None and self._last[:2] == (sha, checksum) and self._last[2]:
             trees = _unpack_trees(self._last[2])
-        return Previous(path, entries, trees)
+        return Previous(path, entries, trees, _lfs_objects(self.admin_dir(sha)))
 
     # ----- building ------------------------------------------------------------------------
 
@@ -313,7 +341,10 @@ class Materializer:
         try:
             co = Checkout(self.store, commit, tmp, final, self.admin_dir(commit), prev)
             write_checkout(co, cancel, top=commit, previous_top=previous, sparse=self.sparse,
-                           submodules=self.submodules, fetcher=self.fetcher, trees=trees)
+                           submodules=self.submodules, fetcher=self.fetcher, trees=trees,
+                           smudger=self.smudger)
+            if self.smudger is None:
+                (self.admin_dir(commit) / layout.LFS_MARKER).unlink(missing_ok=True)
             if os.path.lexists(final):
                 # Rebuilding a damaged worktree the link points at: swap, never leave a gap.
                 exchange(tmp, final)
@@ -326,6 +357,18 @@ class Materializer:
                       _pack_trees(trees) if self.sparse is None else None)
         return final
 
+    def prune_lfs(self) -> int:
+        """--lfs: drop the cached objects no kept worktree holds (each worktree's admin
+        marker lists its objects); the number dropped. A worktree whose list is gone only
+        costs a download again, never a wrong file: worktree files are copies."""
+        if self.smudger is None:
+            return 0
+        keep: set[str] = set()
+        admins = layout.admins(self.store.gitdir)
+        for admin_dir in admins.iterdir() if admins.is_dir() else ():
+            keep.update(_lfs_objects(admin_dir).values())
+        return self.smudger.prune(keep)
+
     def remove(self, sha: str) -> bool:
         """Remove the worktree of ``sha`` and its admin; False when some of it would not go
         (a consumer made it read-only or immutable): kept whole for the next cleanup."""
@@ -337,6 +380,18 @@ class Materializer:
         if self._last is not None and self._last[0] == sha:
             self._last = None
         return True
+
+
+def _lfs_objects(admin_dir: Path) -> dict[bytes, str]:
+    """A worktree's LFS objects as its build recorded them (pointer blob sha → oid); empty
+    when it was built without --lfs or the record cannot be read."""
+    out: dict[bytes, str] = {}
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        for line in (admin_dir / layout.LFS_MARKER).read_text().splitlines():
+            blob, _, oid = line.partition(" ")
+            if len(blob) == 40 and len(oid) == 64:
+                out[blob.encode()] = oid
+    return out
 
 
 def _pack_trees(trees: dict[bytes, bytes]) -> bytes:
@@ -412,7 +467,8 @@ class _Writer:
     lacks in one batch, then writes. Directories are made when a file needs them, as git does."""
 
     def __init__(self, store: Store, dest: Path, prev: Previous | None, cancel: threading.Event,
-                 sparse: Sparse | None = None, fetcher: Fetcher | None = None):
+                 sparse: Sparse | None = None, fetcher: Fetcher | None = None, *,
+                 lfs: bool = False):
         self.objects = store.repo.object_store
         self.dest = os.fsencode(dest)
         self.prev = prev
@@ -421,6 +477,8 @@ class _Writer:
         self.sparse = sparse
         self.fetcher = fetcher
         self.entries: list[IndexEntry] = []
+        self.lfs = lfs
+        self.lfs_candidates: list[int] = []  # entries whose files have filter=lfs (with lfs)
         self._dirs: set[bytes] = {b""}
         self.trees: dict[bytes, bytes] = {}  # directory prefix → tree sha, for the next update
         self._reuse: Callable[[bytes, bytes], None] = self._link
@@ -452,6 +510,9 @@ class _Writer:
                         self.entries.append(IndexEntry(spec.rel, spec.mode, spec.sha))
                     else:
                         self._file(spec, target)
+                        if (self.lfs and spec.mode != _MODE_LINK
+                                and spec.attrs.filter(spec.rel) == b"lfs"):
+                            self.lfs_candidates.append(len(self.entries) - 1)
                 except OSError as e:
                     if e.errno != errno.ENAMETOOLONG:
                         raise
@@ -488,7 +549,8 @@ class _Writer:
     def _plan(self, tree_sha: bytes) -> list[_Spec]:
         specs: list[_Spec] = []
         stack: list[tuple[bytes, bytes, int, Attributes, bool]] = [
-            (tree_sha, b"", 0, Attributes(), self.prev is not None)
+            (tree_sha, b"", 0, Attributes.with_filter() if self.lfs else Attributes(),
+             self.prev is not None)
         ]
         while stack:
             sha, prefix, depth, attrs, reuse = stack.pop()

@@ -15,7 +15,7 @@ import struct
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from dulwich.client import (
     GitClient,
@@ -48,6 +48,9 @@ from gitsync.errors import (
 )
 from gitsync.git import localfetch, packindex, transports, wire
 from gitsync.urls import redact_url
+
+if TYPE_CHECKING:
+    import urllib3
 
 FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
 _HEX_SHA = re.compile(rb"[0-9a-f]{40}")
@@ -239,12 +242,13 @@ class Remote:
         self._owns_auth = owns_auth
         self._from_user = from_user  # the operator's URL, not a repository's (a submodule's)
         self._transport: Transport | None = None
+        self._pool: urllib3.PoolManager | None = None
 
     def transport(self) -> Transport:
         if self._transport is None:
             transports.check(self.url, self.display_url, self.config, from_user=self._from_user)
-            pool = (self.auth.pool(self.url, self.config)
-                    if self.url.startswith(("http://", "https://")) else None)
+            pool = self._pool = (self.auth.pool(self.url, self.config)
+                                 if self.url.startswith(("http://", "https://")) else None)
             try:
                 client, path = get_transport_and_path(self.url, config=self.config,
                                                       pool_manager=pool)
@@ -258,6 +262,15 @@ class Remote:
                 wire.guard(client, self.display_url, self._read_timeout())
                 self._transport = NetworkReceive(client, str(path), self.display_url)
         return self._transport
+
+    def http_pool(self) -> urllib3.PoolManager:
+        """The HTTP(S) pool the transport uses (its credentials, proxy, TLS): other requests
+        to the repository's servers (LFS) share it. For another transport, a pool built
+        from the same settings."""
+        self.transport()
+        if self._pool is None:
+            self._pool = self.auth.pool(self.url, self.config)
+        return self._pool
 
     def _read_timeout(self) -> float | None:
         """``--sync-timeout``, which ``git_config`` passes as ``http.timeout``."""
@@ -285,6 +298,7 @@ class Remote:
         if self._transport is not None:
             self._transport.close()
         self._transport = None
+        self._pool = None
 
     def advertise(self) -> Advertisement:
         transport = self.transport()
@@ -327,7 +341,7 @@ class Remote:
                 and os.fsdecode(e.filename).startswith(store))
         if isinstance(e, NotGitRepository | FileNotFoundError) and not ours:
             return RepoNotFound(f"repository not found: {self.display_url}")
-        network = _network_cause(e)
+        network = network_cause(e)
         if network is not None and not ours:
             cause, hint = network
             return Unreachable(f"unable to access '{self.display_url}': {cause}", hint=hint)
@@ -360,7 +374,7 @@ def _chain(e: BaseException) -> list[BaseException]:
     return out
 
 
-def _network_cause(e: BaseException) -> tuple[str, str] | None:
+def network_cause(e: BaseException) -> tuple[str, str] | None:
     """The network failure under ``e`` in a few words, and what to do; None if there is none.
 
     urllib3 says "HTTPConnectionPool(host=..., port=1): Max retries exceeded ... (Caused by

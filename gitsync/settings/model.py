@@ -219,6 +219,8 @@ class Settings(BaseModel):
         "", description="A git sparse-checkout pattern file applied to each checkout.")
     sparse_paths: CommaList = Field(
         default_factory=list, description="Comma-separated directories to check out (cone-mode sparse checkout; gitsync extra).")
+    lfs: GoBool = Field(
+        False, description="Replace Git LFS pointer files by their objects, fetched over the repository's HTTP(S) with its credentials (gitsync extra; docs/lfs.md).")
     error_file: Annotated[Text, LEGACY] = Field(
         "", description="File receiving the last error; relative paths are under --root.")
     touch_file: Annotated[Text, LEGACY] = Field(

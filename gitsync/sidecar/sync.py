@@ -22,6 +22,7 @@ from gitsync.checkout.submodules import Mode as SubmoduleMode
 from gitsync.checkout.submodules import Submodules
 from gitsync.checkout.worktree import (
     Materializer,
+    Smudge,
     Sparse,
     prune_admin,
     remove_tree,
@@ -88,7 +89,7 @@ class Syncer:
                  submodules: SubmoduleMode = "off",
                  sparse: Callable[[], Sparse | None] | None = None, gc: str = "always",
                  stale_worktree_timeout: float = 0.0, semver: Range | None = None,
-                 publish_mode: publish.Mode = "symlink") -> None:
+                 publish_mode: publish.Mode = "symlink", lfs: Smudge | None = None) -> None:
         self.remote = remote
         self.store = store
         self.root = root
@@ -104,7 +105,8 @@ class Syncer:
         self.semver = semver  # --ref-semver: the tag is chosen from each advertisement
         self._chosen: str | None = None  # the tag chosen last, to log a change once
         fetcher = (lambda shas: store.fetch_missing(remote, shas)) if filter_spec else None
-        self.worktrees = Materializer(store, root, submodules=self.submodules, fetcher=fetcher)
+        self.worktrees = Materializer(store, root, submodules=self.submodules, fetcher=fetcher,
+                                      smudger=lfs)
         self.verifier = verifier
         # Called with the new commit after its worktree is complete and before the link moves.
         self.before_publish = before_publish
@@ -318,6 +320,8 @@ class Syncer:
             else:
                 self.log.warning("can't remove a stale worktree yet; will retry", path=str(path))
         prune_admin(self.store.gitdir)
+        if removed:
+            self.worktrees.prune_lfs()
         if removed and sha:
             live = self.kept_commits()
             self.store.record(sha, live, self.depth)

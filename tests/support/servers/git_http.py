@@ -29,6 +29,7 @@ from typing import IO, Any, Literal
 from urllib.parse import quote, unquote, urlsplit
 
 from . import wait_port
+from .lfs import LfsFront
 
 Mode = Literal["ok", "error", "hang", "reset", "truncate", "stall"]
 PACK_FAULTS = ("reset", "truncate", "stall")
@@ -44,6 +45,7 @@ class RequestRecord:
     path: str
     user: str | None
     status: int | None  # None: no answer (hang mode / dropped)
+    authorization: str | None = None  # the scheme of the Authorization header sent ("Basic")
 
 
 class GitHttpServer:
@@ -72,6 +74,7 @@ class GitHttpServer:
             self.project_root.parent / f"git-http-{os.getpid()}-{id(self):x}.log"
         )
         self.ca_file: Path | None = None
+        self.lfs: LfsFront | None = None  # the LFS API beside the repositories (servers/lfs.py)
         self.port = 0
         self.mode: Mode = "ok"
         self.error_status = 500
@@ -260,6 +263,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._handle()
 
+    def do_PUT(self) -> None:  # an LFS upload (servers/lfs.py)
+        self._handle()
+
     # ------------------------------------------------------------------
     def _auth_user(self) -> tuple[bool, str | None]:
         owner = self.server.owner
@@ -300,6 +306,13 @@ class _Handler(BaseHTTPRequestHandler):
         if mode == "error":
             owner._record(RequestRecord(self.command, self.path, user, owner.error_status))
             self._simple(owner.error_status, "injected failure\n")
+            return
+        lfs = owner.lfs
+        if lfs is not None and lfs.routes(self.path) and (ok or not lfs.needs_auth(
+                self.command, self.path)):
+            scheme = self.headers.get("Authorization", "").partition(" ")[0] or None
+            status = lfs.handle(self)
+            owner._record(RequestRecord(self.command, self.path, user, status, scheme))
             return
         if not ok:
             owner._record(RequestRecord(self.command, self.path, user, 401))
