@@ -281,7 +281,8 @@ def build(settings: Settings, root: Path, verifier: Verifier | None = None,
                     sparse=lambda: sparse.load(settings.sparse_checkout_file, settings.sparse_paths),
                     gc=settings.git_gc, stale_worktree_timeout=settings.stale_worktree_timeout,
                     before_publish=runners.before_publish if runners is not None else None,
-                    semver=semver, publish_mode=settings.publish_mode)
+                    semver=semver, publish_mode=settings.publish_mode,
+                    tags=bool(settings.relay_bind) and settings.relay_tags)
     rules = policy(settings)
     # The status shows the running sync's progress, which the loop it listens to keeps.
     status = Status(repo=settings.repo, ref=followed(settings), link=link,

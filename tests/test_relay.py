@@ -339,3 +339,75 @@ def test_a_push_reaches_sidecars_through_the_relay_and_they_ride_out_its_outage(
             p.wait_for_sha(c3, timeout=START)
             s.wait_for_sha(c3, timeout=START)  # the restarted relay's fan-out, not its period
             assert_synced(p.link, c3, {"file": "three\n"})
+
+
+def _tag_lines(text: str) -> list[str]:
+    """``git ls-remote``'s tag lines (peeled ``^{}`` lines included), sorted."""
+    return sorted(line for line in text.splitlines() if "\trefs/tags/" in line)
+
+
+def test_tags_are_served_only_when_asked_and_as_the_forge_advertises_them(
+    upstream: Upstream, relay_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Annotated and lightweight tags, one deeper than the relay's depth (fetched for it),
+    through the git CLI (ls-remote against the forge's, a shallow clone by tag, a full clone
+    whose boundary must cover the tags' commits) and a gitsync sidecar following a tag."""
+    shas = five_commits(upstream)
+    v1 = upstream.tag("v1", shas[1], annotated=True)  # below the relay's depth 2
+    upstream.tag("v2", shas[-1])  # lightweight, at the synced commit
+    upstream.tag("v3", shas[-1], annotated=True)
+    assert v1 != shas[1]
+    forge = upstream.http_url
+    home = tmp_path / "git-home"
+    home.mkdir()
+    env = {**relay_env, "GITSYNC_REPO": forge}
+
+    def sidecar(name: str, url: str, ref: str) -> dict[str, str]:
+        return base_env(tmp_path / f"home-{name}", GITSYNC_REPO=url, GITSYNC_REF=ref,
+                        GITSYNC_ROOT=str(tmp_path / f"root-{name}"), GITSYNC_LINK="link",
+                        GITSYNC_DEPTH="1", GITSYNC_ONE_TIME="true")
+
+    # Not asked: no tag is advertised, and a fetch by tag fails as for any missing ref.
+    with running(env, ["--relay-bind", "127.0.0.1:0", "--period", "60s"]) as relay:
+        url = relay_url(relay)
+        relay.wait_for_sha(shas[-1], timeout=START)
+        assert _tag_lines(git("ls-remote", url, home=home).stdout) == []
+        cloned = git("clone", "-q", "--depth", "1", "--branch", "v1", url, str(tmp_path / "no"),
+                     home=home, check=False)
+        assert cloned.returncode != 0 and "Remote branch v1 not found" in cloned.stderr
+        with running(sidecar("untagged", url, "v1")) as gs:
+            assert gs.wait_exit(START) != 0
+            assert "couldn't find remote ref v1" in gs.stderr()
+
+    # Asked (same root, restarted): the forge's tags, as the forge advertises them.
+    with running({**env, "GITSYNC_RELAY_TAGS": "true"},
+                 ["--relay-bind", "127.0.0.1:0", "--period", "500ms"]) as relay:
+        url = relay_url(relay)
+        expected = _tag_lines(git("ls-remote", forge, home=home).stdout)
+        assert len(expected) == 5  # v1, v1^{}, v2, v3, v3^{}
+        relay.wait_for(lambda: _tag_lines(git("ls-remote", url, home=home).stdout) == expected,
+                       START, "the relay advertising the forge's tags")
+        for tag, commit in (("v1", shas[1]), ("v2", shas[-1]), ("v3", shas[-1])):
+            dest = tmp_path / f"clone-{tag}"
+            git("clone", "-q", "--depth", "1", "--branch", tag, url, str(dest), home=home)
+            git("fsck", "--no-progress", cwd=dest, home=home)
+            assert git("rev-parse", "HEAD", cwd=dest, home=home).stdout.strip() == commit
+        assert (tmp_path / "clone-v1" / "f1").read_text() == "1\n"
+        full = tmp_path / "clone-full"
+        git("clone", "-q", url, str(full), home=home)
+        git("fsck", "--no-progress", cwd=full, home=home)  # every tag's boundary advertised
+        assert git("rev-parse", "v1^{commit}", cwd=full, home=home).stdout.strip() == shas[1]
+
+        with running(sidecar("tagged", url, "v1")) as gs:
+            assert gs.wait_exit(START) == 0
+            assert_synced(gs.link, shas[1], {"f1": "1\n"})
+
+        # A tag deleted and one added at the forge: the relay follows at its next poll.
+        upstream.delete_tag("v2")
+        upstream.tag("v4", shas[0], annotated=True)
+        expected = _tag_lines(git("ls-remote", forge, home=home).stdout)
+        relay.wait_for(lambda: _tag_lines(git("ls-remote", url, home=home).stdout) == expected,
+                       30, "the relay following the forge's tags")
+        store = Path(env["GITSYNC_ROOT"])
+        git("fsck", "--no-progress", cwd=store, home=home)
+        assert git("tag", "--list", cwd=store, home=home).stdout.split() == ["v1", "v3", "v4"]

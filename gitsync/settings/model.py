@@ -968,6 +968,10 @@ class Settings(BaseModel):
         int, _o(kind="int", flags=("relay-fanout-concurrency",),
                 env=("GITSYNC_RELAY_FANOUT_CONCURRENCY",))
     ] = Field(16, description="Sidecars the relay notifies at the same time.")
+    relay_tags: Annotated[
+        bool, _o(kind="bool", flags=("relay-tags",), env=("GITSYNC_RELAY_TAGS",))
+    ] = Field(False, description="The relay also fetches the forge's tags (at --depth) and "
+              "serves them beside the synced ref.")
     verify_mode: Annotated[
         Literal["none", "head", "tag", "tag-and-head"],
         _o(

@@ -88,7 +88,7 @@ class Fanout(Listener):
         threading.Thread(target=self._run, name="fanout", daemon=True).start()
 
     def on_success(self, outcome: Outcome, first: bool, duration: float) -> None:
-        if outcome.changed:
+        if outcome.changed or outcome.tags_changed:
             self.notify(outcome.commit)
 
     def notify(self, commit: str) -> None:

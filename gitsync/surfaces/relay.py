@@ -7,7 +7,9 @@ however many pods there are. The protocol is dulwich's (``dulwich.web`` routing 
 needs and dulwich's server lacks:
 
 * Only the published commit is advertised, as ``HEAD`` and the followed ref's name: never a
-  commit still being fetched or checked out, never the store's own branch name.
+  commit still being fetched or checked out, never the store's own branch name. With
+  ``--relay-tags`` the forge's tags too, as the relay's last sync left them in its store
+  (annotated ones with their peeled ``^{}`` line).
 * The store is shallow, so its boundary is part of the answer, as ``git upload-pack`` gives it:
   ``shallow`` lines after the refs (a depth-0 clone from the relay becomes a clone exactly as
   shallow as the relay), boundary commits taken as parentless in every walk (dulwich would
@@ -118,7 +120,8 @@ class _Served:
     shallow boundary, and the object walk that respects both (dulwich's ``BackendRepo``)."""
 
     def __init__(self, gitdir: Path, commit: str, ref: Ref | None,
-                 previous: Iterable[str] = ()) -> None:
+                 previous: Iterable[str] = (),
+                 tags: Mapping[bytes, tuple[bytes, bytes]] | None = None) -> None:
         # Not ``self.repo``: dulwich's include-tag code would read the store's own refs there.
         self._repo = Repo(str(gitdir))
         self.object_store = self._repo.object_store
@@ -127,6 +130,10 @@ class _Served:
         self._refs = {Ref(b"HEAD"): self.commit}
         if ref is not None:
             self._refs[ref] = self.commit
+        self._peeled = dict(self._refs)
+        for name, (sha, peeled) in (tags or {}).items():
+            self._refs.setdefault(Ref(name), ObjectID(sha))
+            self._peeled.setdefault(Ref(name), ObjectID(peeled))
         self.refs = _Refs({Ref(b"HEAD"): ref} if ref is not None else {})
         self.store_shallow = frozenset(self._repo.get_shallow())
         # Over HTTP the advertisement and the fetch are two requests: a commit published
@@ -142,7 +149,14 @@ class _Served:
         return dict(self._refs)
 
     def get_peeled(self, ref: Ref) -> ObjectID | None:
-        return self._refs.get(ref)
+        return self._peeled.get(ref)
+
+    def peel(self, sha: ObjectID) -> ObjectID:
+        """A wanted tag's commit (what a depth counts from); anything else as it is."""
+        obj = self.object_store[sha]
+        while isinstance(obj, Tag):
+            obj = self.object_store[obj.object[1]]
+        return obj.id
 
     def parents(self, sha: ObjectID) -> list[ObjectID]:
         """A commit's parents in the store; none for a commit at its shallow boundary."""
@@ -154,13 +168,13 @@ class _Served:
         return [p for p in obj.parents if p in self.object_store]
 
     def boundary(self) -> set[ObjectID]:
-        """The store's shallow commits reachable from the served commit (what ``git
+        """The store's shallow commits reachable from the served refs (what ``git
         upload-pack`` advertises); nothing to walk when the store is complete."""
         if not self.store_shallow:
             return set()
         found: set[ObjectID] = set()
-        seen = {self.commit}
-        todo = [self.commit]
+        seen = set(self._peeled.values())
+        todo = list(seen)
         while todo:
             sha = todo.pop()
             if sha in self.store_shallow:
@@ -177,7 +191,7 @@ class _Served:
         shallow server: a boundary commit within the depth is shallow for the client too."""
         shallow: set[ObjectID] = set()
         not_shallow: set[ObjectID] = set()
-        todo = [(sha, 1) for sha in wants]
+        todo = [(self.peel(sha), 1) for sha in wants]
         seen: set[tuple[ObjectID, int]] = set()
         while todo:
             sha, level = todo.pop()
@@ -337,12 +351,14 @@ class _Backend(Backend):
 
     def __init__(self, gitdir: Path, name: str, ref: Ref | None,
                  published: Callable[[], str | None],
-                 previous: Callable[[], list[str]] = list) -> None:
+                 previous: Callable[[], list[str]] = list,
+                 tags: Callable[[], dict[bytes, tuple[bytes, bytes]]] = dict) -> None:
         self.gitdir = gitdir
         self.paths = {f"/{name}", f"/{name}.git"}
         self.ref = ref
         self.published = published
         self.previous = previous
+        self.tags = tags
 
     def open_repository(self, path: str | bytes) -> Any:
         # dulwich passes the advertisement's path as str, the POST's as bytes
@@ -350,7 +366,7 @@ class _Backend(Backend):
         commit = self.published()
         if name not in self.paths or commit is None:
             raise NotGitRepository(path)
-        return _Served(self.gitdir, commit, self.ref, self.previous())
+        return _Served(self.gitdir, commit, self.ref, self.previous(), self.tags())
 
 
 # ----- HTTP -------------------------------------------------------------------------------------
@@ -536,9 +552,10 @@ class Relay(Listener):
         self.log = log.get().bind(logger="relay")
         self._commit = published
         self._previous: list[str] = []  # the last few commits served before this one
+        self._tags: dict[bytes, tuple[bytes, bytes]] = {}  # --relay-tags: (object, commit)
         self._lock = threading.Lock()
         ref = served_ref(config.ref)
-        backend = _Backend(gitdir, config.name, ref, self.published, self.previous)
+        backend = _Backend(gitdir, config.name, ref, self.published, self.previous, self.tags)
         git_app = HTTPGitApplication(backend)
         git_app.handlers = {_SERVICE.encode(): _UploadPack}  # receive-pack: 403 in dulwich too
         token = SecretFile(config.token_file) if config.token_file else None
@@ -567,12 +584,18 @@ class Relay(Listener):
         with self._lock:
             return list(self._previous)
 
+    def tags(self) -> dict[bytes, tuple[bytes, bytes]]:
+        with self._lock:
+            return self._tags
+
     def on_success(self, outcome: Outcome, first: bool, duration: float) -> None:
         with self._lock:
             changed, old = self._commit != outcome.commit, self._commit
             if changed and old is not None:
                 self._previous = [old, *self._previous][:_PREVIOUS]
             self._commit = outcome.commit
+            if outcome.tags is not None:
+                self._tags = outcome.tags  # replaced, never changed in place
         if changed:
             self.log.info("relay serves a new commit", v=1, commit=outcome.commit)
 
