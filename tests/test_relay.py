@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import socket
 import subprocess
 import time
@@ -309,8 +310,9 @@ def test_a_push_reaches_sidecars_through_the_relay_and_they_ride_out_its_outage(
     relay_port, sidecar_port = free_port(), free_port()
     url = f"http://127.0.0.1:{relay_port}/repo.git"
     triggered = _sidecar(tmp_path, "triggered", url, f"127.0.0.1:{sidecar_port}", "60s", secret_file)
-    polling = _sidecar(tmp_path, "polling", url, "", "1s", secret_file)
-    del polling["GITSYNC_HTTP_BIND"], polling["GITSYNC_TRIGGER_SECRET_FILE"]
+    # No trigger endpoint: only its poll can bring it a commit. Its health is served.
+    polling = _sidecar(tmp_path, "polling", url, "127.0.0.1:0", "1s", secret_file)
+    del polling["GITSYNC_TRIGGER_SECRET_FILE"]
     body = b'{"ref": "refs/heads/main"}'
     signed = {"X-Hub-Signature-256": sign(SECRET.encode(), body)}
 
@@ -326,19 +328,31 @@ def test_a_push_reaches_sidecars_through_the_relay_and_they_ride_out_its_outage(
             assert (metric(text, "gitsync_relay_fanout_total", status="success") or 0) >= 1
             p.wait_for_sha(c2, timeout=START)
 
-        # The relay is gone: the polling sidecar keeps its tree and keeps trying.
+        # The relay is gone: the polling sidecar keeps its tree and keeps trying; its health
+        # is as docs/operations.md says for an outage: still ready and live (the published
+        # tree stays in service), the status's Ready condition False with the error's class.
         c3 = upstream.commit({"file": "three\n"})
         failures = p.count("error syncing repo, will retry")
         p.wait_for(lambda: p.count("error syncing repo, will retry") > failures + 1, 20,
                    "failed polls while the relay is down")
         assert_synced(p.link, c2, {"file": "two\n"})
         assert_synced(s.link, c2, {"file": "two\n"})
+        health = endpoint(p)
+        assert request(health, "/readyz").status == 200
+        assert request(health, "/livez").status == 200
+        status = json.loads(request(health, "/status").body)
+        ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+        assert (ready["status"], ready["reason"]) == ("False", "Unreachable"), ready
+        assert status["commit"] == c2 and status["consecutive_failures"] >= 2
 
         # Back (same root: it serves c2 from disk, then fetches c3): both converge.
         with _relay(relay_env, relay_port, secret_file, sidecar_port) as relay:
-            p.wait_for_sha(c3, timeout=START)
+            p.wait_for_sha(c3, timeout=START)  # its poll: it has no trigger endpoint
             s.wait_for_sha(c3, timeout=START)  # the restarted relay's fan-out, not its period
             assert_synced(p.link, c3, {"file": "three\n"})
+            status = json.loads(request(health, "/status").body)
+            ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+            assert (ready["status"], status["consecutive_failures"]) == ("True", 0)
 
 
 def _tag_lines(text: str) -> list[str]:
