@@ -291,6 +291,8 @@ def build(settings: Settings, root: Path, verifier: Verifier | None = None,
     listeners: list[Listener] = [status] if runners is None else [status, runners]
     relayed, relay_listeners = relay(settings, syncer.store.gitdir, syncer.published())
     listeners += relay_listeners
+    if relayed is not None:
+        syncer.retain = relayed.served  # a compaction keeps what a client may still fetch
     loop = Loop(syncer, rules, error_file=under(root, settings.error_file),
                 touch_file=under(root, settings.touch_file), listeners=listeners)
     return App(loop=loop, syncer=syncer, lock=RootLock(root), status=status, hooks=runners,

@@ -425,3 +425,78 @@ def test_tags_are_served_only_when_asked_and_as_the_forge_advertises_them(
         store = Path(env["GITSYNC_ROOT"])
         git("fsck", "--no-progress", cwd=store, home=home)
         assert git("tag", "--list", cwd=store, home=home).stdout.split() == ["v1", "v3", "v4"]
+
+
+def _pkt(text: str) -> bytes:
+    data = text.encode()
+    return b"%04x" % (len(data) + 4) + data
+
+
+def _pack_of(answer: bytes) -> bytes:
+    """The pack in an upload-pack answer (side-band-64k): channel 1 after the NAK; a
+    channel-3 message fails the test with the server's words."""
+    pack, pos, banded = bytearray(), 0, False
+    while pos + 4 <= len(answer):
+        size = int(answer[pos:pos + 4], 16)
+        payload, pos = answer[pos + 4:pos + size], pos + max(size, 4)
+        if size == 0:
+            continue
+        if not banded:
+            banded = payload.startswith(b"NAK")
+        elif payload[:1] == b"\x01":
+            pack += payload[1:]
+        elif payload[:1] == b"\x03":
+            pytest.fail(f"the relay sent an error: {payload[1:]!r}")
+    return bytes(pack)
+
+
+def test_a_fetch_in_flight_survives_the_relays_compaction(
+    upstream: Upstream, relay_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A POST that began (its want read) while commit A was served, finished after the relay
+    published B and compacted its store (the first compaction of a process is at its first
+    removed worktree): the pack must still hold A whole. Before the relay kept what it served
+    in the compaction, A's blobs were gone and the answer broke off at a KeyError."""
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(f"{SECRET}\n")
+    a = upstream.commit({f"a{i}": f"only in A {i}\n" * 20 for i in range(20)})
+    home = tmp_path / "git-home"
+    home.mkdir()
+    args = ["--relay-bind", "127.0.0.1:0", "--http-bind", "127.0.0.1:0", "--period", "60s",
+            "--trigger-secret-file", str(secret_file), "-v", "1"]
+    with running({**relay_env, "GITSYNC_DEPTH": "1"}, args) as relay:
+        url = relay_url(relay)
+        relay.wait_for_sha(a, timeout=START)
+        host, _, rest = url.removeprefix("http://").partition(":")
+        port = int(rest.partition("/")[0])
+        first = _pkt(f"want {a} multi_ack_detailed side-band-64k thin-pack ofs-delta agent=t\n")
+        rest_of_body = _pkt("deepen 1\n") + b"0000" + _pkt("done\n")
+        with socket.create_connection((host, port), timeout=30) as conn:
+            conn.sendall(
+                b"POST /repo.git/git-upload-pack HTTP/1.1\r\nHost: relay\r\n"
+                b"Content-Type: application/x-git-upload-pack-request\r\n"
+                b"Content-Length: %d\r\n\r\n" % (len(first) + len(rest_of_body)) + first)
+            b = upstream.commit({f"a{i}": None for i in range(20)} | {"b": "B\n"})
+            body = b'{"ref": "refs/heads/main"}'
+            signed = {"X-Hub-Signature-256": sign(SECRET.encode(), body)}
+            assert request(endpoint(relay), "/api/v1/trigger", "POST", body, signed).status == 202
+            relay.wait_for(lambda: any(r.get("msg") == "relay serves a new commit"
+                                       and r.get("commit") == b for r in relay.logs()),
+                           START, "the relay publishing B")
+            relay.wait_for(lambda: any(r.get("removed") for r in relay.logs()
+                                       if r.get("msg") == "removed stale worktrees"),
+                           10, "the relay removing A's worktree (and compacting)")
+            conn.sendall(rest_of_body)
+            answer = b""
+            while chunk := conn.recv(65536):
+                answer += chunk
+        head, _, payload = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.0 200"), head[:100]
+        clone = tmp_path / "check"
+        git("init", "-q", str(clone), home=home)
+        indexed = subprocess.run(["git", "index-pack", "--stdin"], cwd=clone,
+                                 input=_pack_of(payload), capture_output=True, timeout=60,
+                                 env={**git_env(home)})
+        assert indexed.returncode == 0, indexed.stderr
+        shown = git("cat-file", "-p", f"{a}:a7", cwd=clone, home=home, check=False)
+        assert shown.stdout == "only in A 7\n" * 20

@@ -109,6 +109,9 @@ class Syncer:
         self.semver = semver  # --ref-semver: the tag is chosen from each advertisement
         self._chosen: str | None = None  # the tag chosen last, to log a change once
         self.tags = tags  # --relay-tags: the forge's tags are kept in the store too
+        # Commits whose objects the store keeps besides the worktrees': a relay's recently
+        # served ones, which a fetch in flight (or about to follow its advertisement) wants.
+        self.retain: Callable[[], list[str]] = list
         fetcher = (lambda shas: store.fetch_missing(remote, shas)) if filter_spec else None
         self.worktrees = Materializer(store, root, submodules=self.submodules, fetcher=fetcher)
         self.verifier = verifier
@@ -334,7 +337,7 @@ class Syncer:
                 self.log.warning("can't remove a stale worktree yet; will retry", path=str(path))
         prune_admin(self.store.gitdir)
         if removed and sha:
-            live = self.kept_commits()
+            live = [*self.kept_commits(), *self.retain()]
             self.store.record(sha, live, self.depth)
             if cancel.is_set():
                 raise Cancelled("sync abandoned before compacting the store")

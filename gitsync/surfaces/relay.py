@@ -27,8 +27,11 @@ needs and dulwich's server lacks:
   ``Authorization: Bearer`` or as the password of Basic auth, which is how git and gitsync
   send a password; compared in constant time.
 
-Each request opens the store afresh (cheap: no object is read until needed), so packs that the
-sync's compaction replaced are never looked up in a stale list.
+Each request opens the store afresh (cheap: no object is read until needed). The sync's
+compaction keeps the objects of every commit still wantable here (``Relay.served``: the one
+served and the 4 before it), so a fetch in flight, or one whose advertisement came before a
+publish, never finds its objects gone; a pack removed under a request is looked up again in
+the new one (dulwich rescans a pack directory when a pack disappears).
 """
 
 from __future__ import annotations
@@ -583,6 +586,13 @@ class Relay(Listener):
     def previous(self) -> list[str]:
         with self._lock:
             return list(self._previous)
+
+    def served(self) -> list[str]:
+        """The commit served and the ones before it that a client may still want (a fetch in
+        flight, or whose advertisement came before the last publish): what the store's
+        compaction must keep."""
+        with self._lock:
+            return [c for c in (self._commit, *self._previous) if c is not None]
 
     def tags(self) -> dict[bytes, tuple[bytes, bytes]]:
         with self._lock:
