@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import http.server
 import json
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +28,7 @@ from support.upstream import Upstream, git_env
 
 from gitsync import metrics
 from gitsync.surfaces.fanout import Fanout, resolve_all, sign
-from gitsync.surfaces.trigger import SecretFile
+from gitsync.surfaces.trigger import SecretFile, authorised
 
 # Generous: each case starts several processes, and start-up is slow on a loaded machine.
 pytestmark = pytest.mark.timeout(300)
@@ -252,6 +254,7 @@ def test_fanout_notifies_every_address_a_name_resolves_to(
     before = metrics.exposition().decode()
     ok0 = metric(before, "gitsync_relay_fanout_total", status="success") or 0
     err0 = metric(before, "gitsync_relay_fanout_total", status="error") or 0
+    retry0 = metric(before, "gitsync_relay_fanout_total", status="retry") or 0
     asked: list[tuple[str, int]] = []
 
     def resolve(host: str, p: int) -> list[str]:
@@ -279,13 +282,99 @@ def test_fanout_notifies_every_address_a_name_resolves_to(
     after = metrics.exposition().decode()
     assert metric(after, "gitsync_relay_fanout_total", status="success") == ok0 + 3
     assert metric(after, "gitsync_relay_fanout_total", status="error") == err0 + 1
+    # the address where nothing listens, tried twice more before giving up
+    assert metric(after, "gitsync_relay_fanout_total", status="retry") == retry0 + 2
+
+
+class _Pod:
+    """A trigger endpoint on one loopback address: records each signed POST, takes ``delay``
+    seconds to answer, and counts how many requests it holds at once across all pods."""
+
+    inflight = 0
+    peak = 0
+    lock = threading.Lock()
+
+    def __init__(self, address: str, port: int, delay: float = 0.0) -> None:
+        self.received: list[bytes] = []
+        pod = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                with _Pod.lock:
+                    _Pod.inflight += 1
+                    _Pod.peak = max(_Pod.peak, _Pod.inflight)
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if authorised(SECRET.encode(), {k.lower(): v for k, v in self.headers.items()},
+                              body):
+                    pod.received.append(body)
+                time.sleep(delay)
+                with _Pod.lock:
+                    _Pod.inflight -= 1
+                self.send_response(202)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer((address, port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _fanout_counts() -> dict[str, float]:
+    text = metrics.exposition().decode()
+    return {s: metric(text, "gitsync_relay_fanout_total", status=s) or 0
+            for s in ("success", "retry", "error")}
+
+
+def test_fanout_retries_a_pod_that_was_just_starting_within_bounded_concurrency(
+    tmp_path: Path
+) -> None:
+    """Six slow pods and one that starts listening only after the first attempt: every pod
+    gets one signed trigger, never more than ``concurrency`` at a time, the late one on a
+    retry (counted), and ``notify`` returns at once whatever the pods do."""
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(f"{SECRET}\n")
+    port = free_port("127.0.0.2")
+    slow = [f"127.0.0.{i}" for i in range(2, 8)]
+    late = "127.0.0.8"
+    metrics.enable()
+    before = _fanout_counts()
+    _Pod.peak = 0
+    pods = [_Pod(a, port, delay=0.3) for a in slow]
+    fanout = Fanout(f"pods.example.svc:{port}", SecretFile(secret_file), concurrency=2,
+                    timeout=3, retries=2, backoff=1.0, resolve=lambda h, p: [*slow, late])
+    try:
+        started = time.monotonic()
+        fanout.notify("a" * 40)
+        assert time.monotonic() - started < 0.1  # the relay's loop never waits
+        # The late pod comes up after its first attempt (refused) and before the retry.
+        deadline = time.monotonic() + 2
+        while _fanout_counts()["retry"] == before["retry"] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _fanout_counts()["retry"] == before["retry"] + 1, "the late pod's first attempt"
+        pods.append(_Pod(late, port))
+        deadline = time.monotonic() + 20
+        while fanout.rounds < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert fanout.rounds == 1
+        assert [len(p.received) for p in pods] == [1] * 7
+        assert b'"commit": "' + b"a" * 40 in pods[-1].received[0]
+        assert _Pod.peak <= 2
+        after = _fanout_counts()
+        assert {k: after[k] - before[k] for k in after} == {"success": 7, "retry": 1, "error": 0}
+    finally:
+        for pod in pods:
+            pod.close()
 
 
 def test_resolve_all_and_the_signature_sidecars_check() -> None:
     assert "127.0.0.1" in resolve_all("localhost", 8080)
     assert resolve_all("127.0.0.3", 1) == ["127.0.0.3"]
-    from gitsync.surfaces.trigger import authorised
-
     body = b'{"relay": "gitsync"}'
     assert authorised(SECRET.encode(), {"x-hub-signature-256": sign(SECRET.encode(), body)}, body)
     assert not authorised(SECRET.encode(), {"x-hub-signature-256": sign(b"other", body)}, body)
