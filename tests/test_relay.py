@@ -168,6 +168,42 @@ def test_gitsync_sidecars_sync_from_the_relay_at_depth_1_and_0(
                 assert shallow == ([new] if depth == 1 else [shas[-2]])
 
 
+def test_a_triggered_update_costs_the_relay_one_advertisement_and_one_fetch(
+    upstream: Upstream, relay_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The sidecar's poll advertisement is handed to its fetch (the relay speaks protocol v0
+    only, so asking again would get the same answer): one GET and one POST per update, where
+    there were two GETs. The first fetch asks for itself (that is how v0 is learned)."""
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(f"{SECRET}\n")
+    with running({**relay_env, "GITSYNC_VERBOSE": "4"},
+                 ["--relay-bind", "127.0.0.1:0", "--period", "500ms"]) as relay:
+        url = relay_url(relay)
+        relay.wait_for_sha(upstream.head_sha(), timeout=START)
+        env = _sidecar(tmp_path, "s", url, "127.0.0.1:0", "60s", secret_file)
+        with running(env) as gs:
+            gs.wait_for_sha(upstream.head_sha(), timeout=START)
+            hook = endpoint(gs)
+
+            def requests() -> list[str]:
+                return [r["request"].split()[0].strip('"') for r in relay.logs()
+                        if r.get("msg") == "relay request"]
+
+            for round_ in range(2):
+                new = upstream.commit({"file": f"update {round_}\n"})
+                relay.wait_for(lambda n=new: any(r.get("commit") == n for r in relay.logs()),
+                               START, "the relay publishing the commit")
+                before = len(requests())
+                body = b'{"ref": "refs/heads/main"}'
+                signed = {"X-Hub-Signature-256": sign(SECRET.encode(), body)}
+                assert request(hook, "/api/v1/trigger", "POST", body, signed).status == 202
+                gs.wait_for_sha(new, timeout=30)
+                assert_synced(gs.link, new, {"file": f"update {round_}\n"})
+                relay.wait_for(lambda b=before: len(requests()) >= b + 2, 10, "the relay's log")
+                time.sleep(0.5)  # nothing more comes
+                assert sorted(requests()[before:]) == ["GET", "POST"]
+
+
 def test_the_relay_is_read_only_and_guarded_by_its_token(
     upstream: Upstream, relay_env: dict[str, str], tmp_path: Path
 ) -> None:
