@@ -94,6 +94,12 @@ class _Metrics:
             "to be tried again; error: failed for good)",
             ["status"], registry=REGISTRY,
         )
+        self.relay_packs = Counter(
+            "gitsync_relay_packs_total",
+            "Packs the relay sent, partitioned by source (built: walked and written for the "
+            "request; cached: the same pack sent to an earlier client of the same commit)",
+            ["source"], registry=REGISTRY,
+        )
         REGISTRY.register(_ProgressCollector())
 
 
@@ -174,6 +180,12 @@ def relay_fanout(status: str) -> None:
     """Count one trigger the relay sent a sidecar (fanout.py): success, retry or error."""
     if _METRICS is not None:
         _METRICS.relay_fanout.labels(status=status).inc()
+
+
+def relay_pack(cached: bool) -> None:
+    """Count one pack the relay sent (relay.py's ``Packs``)."""
+    if _METRICS is not None:
+        _METRICS.relay_packs.labels(source="cached" if cached else "built").inc()
 
 
 def _status(ok: bool) -> str:

@@ -28,6 +28,7 @@ from support.upstream import Upstream, git_env
 
 from gitsync import metrics
 from gitsync.surfaces.fanout import Fanout, resolve_all, sign
+from gitsync.surfaces.relay import PACK_CACHE_ENTRY, PackKey, Packs, _Capture
 from gitsync.surfaces.trigger import SecretFile, authorised
 
 # Generous: each case starts several processes, and start-up is slow on a loaded machine.
@@ -153,6 +154,10 @@ def test_gitsync_sidecars_sync_from_the_relay_at_depth_1_and_0(
             new = upstream.commit({"f1": "changed\n", "dir/sub/y": None})
             for depth, gs in sidecars.items():
                 gs.wait_for_sha(new, timeout=30)
+                # the link moves before the sync's cleanup (which may rewrite the store) ends
+                gs.wait_for(lambda g=gs: any(r.get("msg") == "updated successfully"
+                                             and r.get("remote") == new for r in g.logs()),
+                            30, "the sync that published the commit to end")
                 wt = assert_synced(gs.link, new, {"f1": "changed\n"})
                 assert worktree_entries(wt) == upstream.ls_tree(new)
                 store = tmp_path / f"root-{depth}"
@@ -408,6 +413,49 @@ def test_fanout_retries_a_pod_that_was_just_starting_within_bounded_concurrency(
             pod.close()
 
 
+def test_the_relay_builds_a_pack_once_for_every_client_that_asks_for_it() -> None:
+    """relay.Packs: one builder per key, the others wait and get its bytes; a failed build
+    lets a waiter build; a slow builder is not waited for past the bound; a pack too big to
+    keep is only streamed; the oldest packs go beyond the byte bound."""
+    key = PackKey((b"a" * 40,), (b"b" * 40,), frozenset({b"c" * 40}))  # type: ignore[arg-type]
+    packs = Packs(max_bytes=10, wait=5.0)
+    assert packs.claim(key) == (None, True)
+    got: list[tuple[list[bytes] | None, bool]] = []
+    waiters = [threading.Thread(target=lambda: got.append(packs.claim(key))) for _ in range(3)]
+    for t in waiters:
+        t.start()
+    time.sleep(0.2)
+    assert got == []  # waiting for the builder
+    packs.finish(key, [b"PACK", b"1234"])
+    for t in waiters:
+        t.join(5)
+    assert got == [([b"PACK", b"1234"], False)] * 3
+    assert (packs.built, packs.sent) == (1, 3)
+
+    other = PackKey((b"d" * 40,), (), frozenset())  # type: ignore[arg-type]
+    assert packs.claim(other) == (None, True)
+    waiter = threading.Thread(target=lambda: got.append(packs.claim(other)))
+    waiter.start()
+    packs.finish(other, None)  # the build failed: the waiter builds it
+    waiter.join(5)
+    assert got[-1] == (None, True)
+    packs.finish(other, [b"123456"])  # 8 + 6 bytes > 10: the oldest (key) goes
+    assert packs.claim(other) == ([b"123456"], False)
+    assert packs.claim(key) == (None, True)
+
+    slow = Packs(wait=0.3)
+    assert slow.claim(key) == (None, True)  # and never finished
+    started = time.monotonic()
+    assert slow.claim(key) == (None, False)  # builds its own, keeps nothing
+    assert 0.25 < time.monotonic() - started < 3
+
+    sent: list[bytes] = []
+    capture = _Capture(sent.append)
+    for _ in range(5):
+        capture(b"x" * (PACK_CACHE_ENTRY // 4))
+    assert capture.chunks is None and len(b"".join(sent)) == 5 * (PACK_CACHE_ENTRY // 4)
+
+
 def test_resolve_all_and_the_signature_sidecars_check() -> None:
     assert "127.0.0.1" in resolve_all("localhost", 8080)
     assert resolve_all("127.0.0.3", 1) == ["127.0.0.3"]
@@ -452,6 +500,10 @@ def test_a_push_reaches_sidecars_through_the_relay_and_they_ride_out_its_outage(
             text = request(endpoint(relay), "/metrics").body
             assert (metric(text, "gitsync_relay_fanout_total", status="success") or 0) >= 1
             p.wait_for_sha(c2, timeout=START)
+            # Both sidecars asked for the same packs (the clone of c1, the update to c2): the
+            # relay built each once and sent it again from memory.
+            text = request(endpoint(relay), "/metrics").body
+            assert (metric(text, "gitsync_relay_packs_total", source="cached") or 0) >= 1
 
         # The relay is gone: the polling sidecar keeps its tree and keeps trying; its health
         # is as docs/operations.md says for an outage: still ready and live (the published
@@ -475,9 +527,13 @@ def test_a_push_reaches_sidecars_through_the_relay_and_they_ride_out_its_outage(
             p.wait_for_sha(c3, timeout=START)  # its poll: it has no trigger endpoint
             s.wait_for_sha(c3, timeout=START)  # the restarted relay's fan-out, not its period
             assert_synced(p.link, c3, {"file": "three\n"})
-            status = json.loads(request(health, "/status").body)
-            ready = next(c for c in status["conditions"] if c["type"] == "Ready")
-            assert (ready["status"], status["consecutive_failures"]) == ("True", 0)
+
+            def recovered() -> bool:  # the link moves just before the status is told
+                status = json.loads(request(health, "/status").body)
+                ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+                return (ready["status"], status["consecutive_failures"]) == ("True", 0)
+
+            p.wait_for(recovered, 10, "the status's Ready condition True again")
 
 
 def _tag_lines(text: str) -> list[str]:

@@ -603,8 +603,13 @@ class Store:
         current = self.repo.get_shallow()
         if shallow != current:
             self.repo.update_shallow({ObjectID(s) for s in shallow - current}, current - shallow)
-        self.repo.refs.set_symbolic_ref(Ref(b"HEAD"), BRANCH)
-        self.repo.refs[BRANCH] = ObjectID(commit.encode())
+        # Written only when they change: each write is a lock file and an fsync, and a sync
+        # records twice (before the publish, and after removing stale worktrees).
+        refs = self.repo.refs
+        if refs.read_ref(Ref(b"HEAD")) != b"ref: " + BRANCH:
+            refs.set_symbolic_ref(Ref(b"HEAD"), BRANCH)
+        if refs.read_ref(BRANCH) != commit.encode():
+            refs[BRANCH] = ObjectID(commit.encode())
         if not self.bare:  # a submodule's store lies inside ours and is settled with it
             modes.settle(self.gitdir)
 

@@ -44,6 +44,7 @@ import socketserver
 import threading
 import time
 import urllib.parse
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,7 +72,7 @@ from dulwich.web import (
     WSGIRequestHandlerLogger,
 )
 
-from gitsync import log
+from gitsync import log, metrics
 from gitsync.errors import ConfigError, describe
 from gitsync.git import dulwich_private
 from gitsync.sidecar.loop import Listener
@@ -85,6 +86,9 @@ IO_TIMEOUT = 30.0  # seconds any one read or write may wait for the client
 MAX_BODY = 8 << 20  # bytes of a request body, after gunzip (haves: 50 bytes each)
 _PREVIOUS = 4  # commits served before the current one whose fetch is still answered
 _HAVE_TREES = 16  # the client's have commits whose trees are left out of a pack
+PACK_CACHE_BYTES = 16 << 20  # packs kept for the next clients (Packs)
+PACK_CACHE_ENTRY = 4 << 20  # a bigger pack is streamed and not kept
+PACK_WAIT = 10.0  # seconds a request waits for the same pack being built by another
 _SERVICE = "git-upload-pack"
 
 
@@ -118,13 +122,100 @@ class _Refs:
         return dict(self._symrefs)
 
 
+@dataclass(frozen=True)
+class PackKey:
+    """What decides a pack's bytes, for a given store: N sidecars one commit behind send
+    the same request, and get the same pack."""
+
+    wants: tuple[ObjectID, ...]
+    haves: tuple[ObjectID, ...]  # the common commits whose trees the client has
+    shallow: frozenset[ObjectID]  # where the walk stops: the client's and the store's boundary
+
+
+class _Capture:
+    """The pack's writer that also keeps its bytes, up to ``PACK_CACHE_ENTRY`` (beyond it
+    the pack is only streamed, and ``chunks`` is None)."""
+
+    def __init__(self, write: Callable[[bytes], object]) -> None:
+        self.write = write
+        self.chunks: list[bytes] | None = []
+        self.size = 0
+
+    def __call__(self, data: bytes) -> None:
+        self.write(data)
+        if self.chunks is not None:
+            self.size += len(data)
+            if self.size > PACK_CACHE_ENTRY:
+                self.chunks = None
+            else:
+                self.chunks.append(bytes(data))
+
+
+class Packs:
+    """Packs built for the relay's clients, by ``PackKey``: when a commit is published, N
+    sidecars ask for the same depth-1 update at once; the first request builds the pack
+    (walk, object lookups, pack writing), the others wait for it and send its bytes. Bounded:
+    a pack over ``PACK_CACHE_ENTRY`` is not kept, the oldest go beyond ``PACK_CACHE_BYTES``,
+    and a request waits ``PACK_WAIT`` seconds at most for another's pack, then builds its own.
+    Keys name objects, which never change, and the store's boundary: a pack stays right for
+    as long as its objects are in the store."""
+
+    def __init__(self, max_bytes: int = PACK_CACHE_BYTES, wait: float = PACK_WAIT) -> None:
+        self.max_bytes = max_bytes
+        self.wait = wait
+        self._lock = threading.Lock()
+        self._done: OrderedDict[PackKey, list[bytes]] = OrderedDict()
+        self._sizes: dict[PackKey, int] = {}
+        self._building: dict[PackKey, threading.Event] = {}
+        self.built = 0  # packs built (not sent from here), for tests and the benchmark
+        self.sent = 0  # packs sent from here
+
+    def claim(self, key: PackKey) -> tuple[list[bytes] | None, bool]:
+        """The pack for ``key`` if one is kept (or finished within the wait); else None and
+        whether the caller builds it for everyone (then it must call ``finish``)."""
+        deadline = time.monotonic() + self.wait
+        while True:
+            with self._lock:
+                chunks = self._done.get(key)
+                if chunks is not None:
+                    self._done.move_to_end(key)
+                    self.sent += 1
+                    metrics.relay_pack(cached=True)
+                    return chunks, False
+                event = self._building.get(key)
+                if event is None:
+                    self._building[key] = threading.Event()
+                    self.built += 1
+                    metrics.relay_pack(cached=False)
+                    return None, True
+            left = deadline - time.monotonic()
+            if left <= 0 or not event.wait(left):
+                with self._lock:
+                    self.built += 1
+                metrics.relay_pack(cached=False)
+                return None, False  # the builder is slow: build one's own, keep nothing
+
+    def finish(self, key: PackKey, chunks: list[bytes] | None) -> None:
+        """The builder's pack (None: failed, or too big to keep); the waiters go on."""
+        with self._lock:
+            event = self._building.pop(key)
+            if chunks is not None:
+                self._done[key] = chunks
+                self._sizes[key] = sum(len(c) for c in chunks)
+                while sum(self._sizes.values()) > self.max_bytes:
+                    old, _ = self._done.popitem(last=False)
+                    del self._sizes[old]
+        event.set()
+
+
 class _Served:
     """One request's view of the store: the published commit as the only ref, the store's
     shallow boundary, and the object walk that respects both (dulwich's ``BackendRepo``)."""
 
     def __init__(self, gitdir: Path, commit: str, ref: Ref | None,
                  previous: Iterable[str] = (),
-                 tags: Mapping[bytes, tuple[bytes, bytes]] | None = None) -> None:
+                 tags: Mapping[bytes, tuple[bytes, bytes]] | None = None,
+                 packs: Packs | None = None) -> None:
         # Not ``self.repo``: dulwich's include-tag code would read the store's own refs there.
         self._repo = Repo(str(gitdir))
         self.object_store = self._repo.object_store
@@ -139,6 +230,7 @@ class _Served:
             self._peeled.setdefault(Ref(name), ObjectID(peeled))
         self.refs = _Refs({Ref(b"HEAD"): ref} if ref is not None else {})
         self.store_shallow = frozenset(self._repo.get_shallow())
+        self.packs = packs if packs is not None else Packs()
         # Over HTTP the advertisement and the fetch are two requests: a commit published
         # between them leaves the client wanting the one before, which it may still have.
         self.previous = {Ref(b"refs/gitsync/previous/%d" % i): ObjectID(sha.encode())
@@ -210,27 +302,32 @@ class _Served:
                 shallow.add(sha)
         return shallow, not_shallow
 
-    def find_missing_objects(
+    def negotiate(
         self,
         determine_wants: Callable[[Mapping[Ref, ObjectID], int | None], list[ObjectID]],
         graph_walker: Any,
-        progress: Callable[[bytes], None] | None,
-        *,
-        get_tagged: Callable[[], dict[ObjectID, ObjectID]] | None = None,
-        depth: int | None = None,
-    ) -> list[tuple[ObjectID, Any]] | None:
-        """The objects to send: the wanted history down to the client's and the store's
-        shallow boundaries, less the trees of up to ``_HAVE_TREES`` commits the client has."""
-        wants = determine_wants(self.get_refs(), depth)
+    ) -> PackKey | None:
+        """Read the client's wants, shallow lines and haves (answering them); return what
+        decides the pack: the wants, the haves whose trees are left out (up to
+        ``_HAVE_TREES``), and where the walk stops (the client's and the store's boundaries).
+        None when the client wants nothing."""
+        wants = determine_wants(self.get_refs(), None)
         if not wants:
             return None
         haves = self.object_store.find_common_revisions(graph_walker)
-        shallow = set(graph_walker.shallow) | set(self.store_shallow)
+        shallow = frozenset(graph_walker.shallow) | self.store_shallow
+        return PackKey(tuple(sorted(wants)), tuple(haves[:_HAVE_TREES]), shallow)
+
+    def missing_objects(self, key: PackKey,
+                        get_tagged: Callable[[], dict[ObjectID, ObjectID]] | None = None,
+                        ) -> list[tuple[ObjectID, Any]]:
+        """The objects to send: the wanted history down to the shallow boundaries, less the
+        trees of the client's haves."""
         finder = MissingObjectFinder(
-            self.object_store, haves=[], wants=wants, shallow=shallow, progress=progress,
+            self.object_store, haves=[], wants=list(key.wants), shallow=set(key.shallow),
             get_tagged=get_tagged, get_parents=lambda c: self.parents(c.id),
         )
-        have_objects = self._tree_objects(haves[:_HAVE_TREES])
+        have_objects = self._tree_objects(key.haves)
         return [(oid, hint) for oid, hint in finder if oid not in have_objects]
 
     def _tree_objects(self, commits: Iterable[ObjectID]) -> set[ObjectID]:
@@ -337,15 +434,29 @@ class _UploadPack(UploadPackHandler):
             wants.extend(walker.determine_wants(refs, depth))
             return wants
 
-        objects = self.served.find_missing_objects(determine_wants, walker, self.progress,
-                                                   get_tagged=self.get_tagged)
-        if not wants or objects is None:
+        key = self.served.negotiate(determine_wants, walker)
+        if not wants or key is None:
             return
         if not walker.handle_done(not self.has_capability(CAPABILITY_NO_DONE), self._done_received):
             return
         self._start_pack_send_phase()
-        write_pack_from_container(self.write_pack_data, self.served.object_store, objects,
-                                  object_format=self.served.object_format)
+        packs = self.served.packs
+        chunks, building = packs.claim(key)
+        if chunks is not None:
+            for chunk in chunks:
+                self.write_pack_data(chunk)
+        else:
+            capture = _Capture(self.write_pack_data)
+            try:
+                objects = self.served.missing_objects(key, get_tagged=self.get_tagged)
+                write_pack_from_container(capture, self.served.object_store, objects,
+                                          object_format=self.served.object_format)
+            except BaseException:
+                if building:
+                    packs.finish(key, None)  # the waiters build their own
+                raise
+            if building:
+                packs.finish(key, capture.chunks)
         self.proto.write_pkt_line(None)
 
 
@@ -362,6 +473,7 @@ class _Backend(Backend):
         self.published = published
         self.previous = previous
         self.tags = tags
+        self.packs = Packs()
 
     def open_repository(self, path: str | bytes) -> Any:
         # dulwich passes the advertisement's path as str, the POST's as bytes
@@ -369,7 +481,7 @@ class _Backend(Backend):
         commit = self.published()
         if name not in self.paths or commit is None:
             raise NotGitRepository(path)
-        return _Served(self.gitdir, commit, self.ref, self.previous(), self.tags())
+        return _Served(self.gitdir, commit, self.ref, self.previous(), self.tags(), self.packs)
 
 
 # ----- HTTP -------------------------------------------------------------------------------------
@@ -572,6 +684,7 @@ class Relay(Listener):
         self._address, self._family, self._bind = (host, port), family, config.bind
         self.server: _Server | None = None
         self.paths = sorted(backend.paths)
+        self.packs = backend.packs
 
     @property
     def endpoint(self) -> str:
