@@ -666,7 +666,7 @@ def test_a_fetch_in_flight_survives_the_relays_compaction(
                            START, "the relay publishing B")
             relay.wait_for(lambda: any(r.get("removed") for r in relay.logs()
                                        if r.get("msg") == "removed stale worktrees"),
-                           10, "the relay removing A's worktree (and compacting)")
+                           START, "the relay removing A's worktree (and compacting)")
             conn.sendall(rest_of_body)
             answer = b""
             while chunk := conn.recv(65536):

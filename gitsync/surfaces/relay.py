@@ -210,16 +210,18 @@ class Packs:
 
 class _Served:
     """One request's view of the store: the published commit as the only ref, the store's
-    shallow boundary, and the object walk that respects both (dulwich's ``BackendRepo``)."""
+    shallow boundary, and the object walk that respects both (dulwich's ``BackendRepo``).
+
+    The store is opened by ``open``, which only the upload-pack handler calls: dulwich's web
+    layer also asks the backend for the repository once per request just to see that it
+    exists, and never closes what it got."""
 
     def __init__(self, gitdir: Path, commit: str, ref: Ref | None,
                  previous: Iterable[str] = (),
                  tags: Mapping[bytes, tuple[bytes, bytes]] | None = None,
                  packs: Packs | None = None) -> None:
-        # Not ``self.repo``: dulwich's include-tag code would read the store's own refs there.
-        self._repo = Repo(str(gitdir))
-        self.object_store = self._repo.object_store
-        self.object_format = self._repo.object_format
+        self.gitdir = gitdir
+        self.wanted_previous = list(previous)
         self.commit = ObjectID(commit.encode())
         self._refs = {Ref(b"HEAD"): self.commit}
         if ref is not None:
@@ -229,16 +231,24 @@ class _Served:
             self._refs.setdefault(Ref(name), ObjectID(sha))
             self._peeled.setdefault(Ref(name), ObjectID(peeled))
         self.refs = _Refs({Ref(b"HEAD"): ref} if ref is not None else {})
-        self.store_shallow = frozenset(self._repo.get_shallow())
         self.packs = packs if packs is not None else Packs()
+        self._repo: Repo | None = None
+
+    def open(self) -> None:
+        # Not ``self.repo``: dulwich's include-tag code would read the store's own refs there.
+        self._repo = Repo(str(self.gitdir))
+        self.object_store = self._repo.object_store
+        self.object_format = self._repo.object_format
+        self.store_shallow = frozenset(self._repo.get_shallow())
         # Over HTTP the advertisement and the fetch are two requests: a commit published
         # between them leaves the client wanting the one before, which it may still have.
         self.previous = {Ref(b"refs/gitsync/previous/%d" % i): ObjectID(sha.encode())
-                         for i, sha in enumerate(previous)
+                         for i, sha in enumerate(self.wanted_previous)
                          if ObjectID(sha.encode()) in self.object_store}
 
     def close(self) -> None:
-        self._repo.close()
+        if self._repo is not None:
+            self._repo.close()
 
     def get_refs(self) -> dict[Ref, ObjectID]:
         return dict(self._refs)
@@ -415,6 +425,7 @@ class _UploadPack(UploadPackHandler):
         super().__init__(backend, args, proto, stateless_rpc=stateless_rpc,
                          advertise_refs=advertise_refs)
         self.served: _Served = self.repo  # type: ignore[assignment]
+        self.served.open()
 
     def capabilities(self) -> list[bytes]:
         return [c for c in super().capabilities() if c != CAPABILITY_FILTER]
