@@ -28,7 +28,14 @@ from support.upstream import Upstream, git_env
 
 from gitsync import metrics
 from gitsync.surfaces.fanout import Fanout, resolve_all, sign
-from gitsync.surfaces.relay import PACK_CACHE_ENTRY, PackKey, Packs, _Capture
+from gitsync.surfaces.relay import (
+    PACK_CACHE_COUNT,
+    PACK_CACHE_ENTRY,
+    PACK_KEY_MAX,
+    PackKey,
+    Packs,
+    _Capture,
+)
 from gitsync.surfaces.trigger import SecretFile, authorised
 
 # Generous: each case starts several processes, and start-up is slow on a loaded machine.
@@ -442,6 +449,14 @@ def test_the_relay_builds_a_pack_once_for_every_client_that_asks_for_it() -> Non
     packs.finish(other, [b"123456"])  # 8 + 6 bytes > 10: the oldest (key) goes
     assert packs.claim(other) == ([b"123456"], False)
     assert packs.claim(key) == (None, True)
+
+    huge = PackKey((b"e" * 40,), (), frozenset(b"%040x" % i for i in range(PACK_KEY_MAX)))  # type: ignore[arg-type]
+    assert packs.claim(huge) == (None, False)  # built, never kept nor waited for
+    for i in range(PACK_CACHE_COUNT + 5):
+        small = PackKey((b"%040x" % i,), (), frozenset())  # type: ignore[arg-type]
+        assert packs.claim(small) == (None, True)
+        packs.finish(small, [])
+    assert len(packs._done) == PACK_CACHE_COUNT
 
     slow = Packs(wait=0.3)
     assert slow.claim(key) == (None, True)  # and never finished

@@ -88,6 +88,8 @@ _PREVIOUS = 4  # commits served before the current one whose fetch is still answ
 _HAVE_TREES = 16  # the client's have commits whose trees are left out of a pack
 PACK_CACHE_BYTES = 16 << 20  # packs kept for the next clients (Packs)
 PACK_CACHE_ENTRY = 4 << 20  # a bigger pack is streamed and not kept
+PACK_CACHE_COUNT = 64  # packs kept at most (their keys take memory too)
+PACK_KEY_MAX = 4096  # wants and shallow commits in a key worth keeping (a fleet's: a few)
 PACK_WAIT = 10.0  # seconds a request waits for the same pack being built by another
 _SERVICE = "git-upload-pack"
 
@@ -155,8 +157,9 @@ class Packs:
     """Packs built for the relay's clients, by ``PackKey``: when a commit is published, N
     sidecars ask for the same depth-1 update at once; the first request builds the pack
     (walk, object lookups, pack writing), the others wait for it and send its bytes. Bounded:
-    a pack over ``PACK_CACHE_ENTRY`` is not kept, the oldest go beyond ``PACK_CACHE_BYTES``,
-    and a request waits ``PACK_WAIT`` seconds at most for another's pack, then builds its own.
+    a pack over ``PACK_CACHE_ENTRY`` is not kept, the oldest go beyond ``PACK_CACHE_BYTES``
+    or ``PACK_CACHE_COUNT`` packs, a request naming more than ``PACK_KEY_MAX`` wants and
+    shallow commits is neither kept nor waited for, and a request waits ``PACK_WAIT`` seconds at most for another's pack, then builds its own.
     Keys name objects, which never change, and the store's boundary: a pack stays right for
     as long as its objects are in the store."""
 
@@ -173,6 +176,11 @@ class Packs:
     def claim(self, key: PackKey) -> tuple[list[bytes] | None, bool]:
         """The pack for ``key`` if one is kept (or finished within the wait); else None and
         whether the caller builds it for everyone (then it must call ``finish``)."""
+        if len(key.wants) + len(key.shallow) > PACK_KEY_MAX:
+            with self._lock:
+                self.built += 1
+            metrics.relay_pack(cached=False)
+            return None, False
         deadline = time.monotonic() + self.wait
         while True:
             with self._lock:
@@ -202,7 +210,8 @@ class Packs:
             if chunks is not None:
                 self._done[key] = chunks
                 self._sizes[key] = sum(len(c) for c in chunks)
-                while sum(self._sizes.values()) > self.max_bytes:
+                while (sum(self._sizes.values()) > self.max_bytes
+                       or len(self._done) > PACK_CACHE_COUNT):
                     old, _ = self._done.popitem(last=False)
                     del self._sizes[old]
         event.set()
