@@ -291,6 +291,7 @@ def build(settings: Settings, root: Path, verifier: Verifier | None = None,
     assert link is not None
     runners = hooks(settings, root)
     upstream = remote(settings)
+    relayed: Relay | None = None  # built below: it serves from the syncer's store
     syncer = Syncer(remote=upstream, store=Store(root, redact_url(settings.repo)),
                     root=root, link=link, ref=followed(settings),
                     depth=settings.depth, filter_spec=settings.filter,
@@ -299,7 +300,10 @@ def build(settings: Settings, root: Path, verifier: Verifier | None = None,
                     gc=settings.git_gc, stale_worktree_timeout=settings.stale_worktree_timeout,
                     before_publish=runners.before_publish if runners is not None else None,
                     semver=semver, publish_mode=settings.publish_mode,
-                    lfs=lfs(settings, upstream, root))
+                    lfs=lfs(settings, upstream, root),
+                    tags=bool(settings.relay_bind) and settings.relay_tags,
+                    # a compaction keeps what a relay's client may still fetch
+                    retain=lambda: relayed.served() if relayed is not None else [])
     rules = policy(settings)
     # The status shows the running sync's progress, which the loop it listens to keeps.
     status = Status(repo=settings.repo, ref=followed(settings), link=link,

@@ -90,8 +90,15 @@ class _Metrics:
         )
         self.relay_fanout = Counter(
             "gitsync_relay_fanout_total",
-            "Sidecars the relay notified of a new commit, partitioned by state (success, error)",
+            "Triggers the relay sent sidecars, partitioned by state (success; retry: failed, "
+            "to be tried again; error: failed for good)",
             ["status"], registry=REGISTRY,
+        )
+        self.relay_packs = Counter(
+            "gitsync_relay_packs_total",
+            "Packs the relay sent, partitioned by source (built: walked and written for the "
+            "request; cached: the same pack sent to an earlier client of the same commit)",
+            ["source"], registry=REGISTRY,
         )
         REGISTRY.register(_ProgressCollector())
 
@@ -169,10 +176,16 @@ def hook_run(name: str, ok: bool) -> None:
         _METRICS.hook_runs.labels(name=name, status=_status(ok)).inc()
 
 
-def relay_fanout(ok: bool) -> None:
-    """Count one trigger the relay sent a sidecar (fanout.py)."""
+def relay_fanout(status: str) -> None:
+    """Count one trigger the relay sent a sidecar (fanout.py): success, retry or error."""
     if _METRICS is not None:
-        _METRICS.relay_fanout.labels(status=_status(ok)).inc()
+        _METRICS.relay_fanout.labels(status=status).inc()
+
+
+def relay_pack(cached: bool) -> None:
+    """Count one pack the relay sent (relay.py's ``Packs``)."""
+    if _METRICS is not None:
+        _METRICS.relay_packs.labels(source="cached" if cached else "built").inc()
 
 
 def _status(ok: bool) -> str:

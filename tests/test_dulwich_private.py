@@ -75,6 +75,33 @@ def test_client_hooks_are_called() -> None:
     assert seen == ["http", "connect", "connect"]
 
 
+def test_http_discovery_hook_is_what_polls_and_fetches_call() -> None:
+    """remote.py hands a v0 server's poll advertisement to the fetch through this hook."""
+    http = HttpGitClient("http://127.0.0.1:1/")
+    seen: list[tuple[bytes, int | None]] = []
+
+    class Called(Exception):
+        pass
+
+    def wrap(original: dulwich_private.Discover) -> dulwich_private.Discover:
+        assert callable(original)
+
+        def discover(service: bytes, base_url: str, protocol_version: int | None = None,
+                     ref_prefix: object = None) -> tuple[object, ...]:
+            seen.append((service, protocol_version))
+            raise Called
+
+        return discover
+
+    dulwich_private.wrap_discover(http, wrap)
+    with pytest.raises(Called):
+        http.get_refs(b"/x", protocol_version=0)
+    with pytest.raises(Called):
+        http.fetch_pack(b"/x", lambda refs, depth=None: [], None, lambda data: len(data))  # type: ignore[arg-type]
+    assert seen == [(b"git-upload-pack", 0), (b"git-upload-pack", None)]
+    assert http.protocol_version in (0, 2)  # read after a discovery (remote.py)
+
+
 def test_the_relay_walker_hooks_exist() -> None:
     """The relay overrides these two; a rename would silently serve whole histories."""
     walker = dulwich_private.ProtocolGraphWalker

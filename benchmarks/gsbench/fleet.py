@@ -15,7 +15,13 @@ Per mode and N:
 * per commit: a commit is pushed into the forge's bare repository (not through the server);
   in relay mode one signed trigger goes to the relay, as a forge's webhook would; then the time
   until all N links point at it, and the forge CPU in that window less the idle rate;
-* memory per sidecar: VmRSS of each sidecar process once converged (median, max).
+* memory per sidecar: VmRSS of each sidecar process once converged (median, max);
+* the fleet's CPU per commit: the sidecars' and the relay's, from the push until all links
+  moved.
+
+``--baseline DIR`` with the modes ``direct-base`` / ``relay-base`` runs the same fleet from
+another gitsync source tree (e.g. ``git archive <commit> | tar -x -C DIR``), so that a change
+is compared with what came before it in the same run, under the same load.
 """
 
 from __future__ import annotations
@@ -106,13 +112,14 @@ class Proc:
         unregister(self.popen)
 
 
-def start_gitsync(python: str, work: Path, name: str, env: dict[str, str]) -> Proc:
+def start_gitsync(python: str, work: Path, name: str, env: dict[str, str],
+                  source: Path = REPO_ROOT) -> Proc:
     root = work / name
     home = work / f"{name}.home"
     home.mkdir(parents=True)
     log = work / f"{name}.log"
     full = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home),
-            "TMPDIR": str(home), "LANG": "C.UTF-8", "PYTHONPATH": str(REPO_ROOT),
+            "TMPDIR": str(home), "LANG": "C.UTF-8", "PYTHONPATH": str(source),
             "GITSYNC_ROOT": str(root), "GITSYNC_LINK": "link", "GITSYNC_REF": "main",
             "GITSYNC_DEPTH": "1", "GITSYNC_MAX_FAILURES": "-1", **env}
     with log.open("wb") as err:
@@ -183,6 +190,7 @@ class Result:
     rss_kb: list[int] = field(default_factory=list)
     start_s: float = 0.0
     fleet_cpu: list[float] = field(default_factory=list)  # sidecars + relay, per commit
+    relay_cpu: list[float] = field(default_factory=list)  # the relay alone, per commit
     load: list[float] = field(default_factory=list)  # 1-minute load average per commit
 
     def row(self) -> dict[str, Any]:
@@ -194,6 +202,8 @@ class Result:
             "push->all links max s": round(max(self.all_links), 2),
             "per link median s": round(statistics.median(self.per_link), 2),
             "fleet CPU s/commit": round(statistics.median(self.fleet_cpu), 2),
+            "relay CPU s/commit": round(statistics.median(self.relay_cpu), 3)
+            if self.relay_cpu else None,
             "RSS/sidecar median MB": round(statistics.median(self.rss_kb) / 1024, 1),
             "RSS/sidecar max MB": round(max(self.rss_kb) / 1024, 1),
             "start s": round(self.start_s, 1),
@@ -204,6 +214,11 @@ class Result:
 def run_mode(args: argparse.Namespace, work: Path, up: Upstream, server: ByteCountingServer,
              mode: str, n: int) -> Result:
     python = sys.executable
+    source = REPO_ROOT
+    if mode.endswith("-base"):
+        if args.baseline is None:
+            raise BenchError(f"mode {mode} needs --baseline DIR")
+        source = args.baseline
     work.mkdir(parents=True, exist_ok=True)
     secret = work / "secret"
     secret.write_text(SECRET + "\n")
@@ -215,14 +230,14 @@ def run_mode(args: argparse.Namespace, work: Path, up: Upstream, server: ByteCou
     try:
         sidecar_env = {"GITSYNC_TRIGGER_SECRET_FILE": str(secret),
                        "GITSYNC_TRIGGER_MIN_INTERVAL": "0s"}
-        if mode == "relay":
+        if mode.startswith("relay"):
             relay_port = free_port("127.0.0.1")
             targets = ",".join(f"{address(i)}:{port}" for i in range(n))
             relay = start_gitsync(python, work, f"{mode}{n}-relay", {
                 "GITSYNC_REPO": forge_url, "GITSYNC_PERIOD": f"{args.period}s",
                 "GITSYNC_HTTP_BIND": "127.0.0.1:0", "GITSYNC_TRIGGER_SECRET_FILE": str(secret),
                 "GITSYNC_RELAY_BIND": f"127.0.0.1:{relay_port}", "GITSYNC_RELAY_NAME": "repo",
-                "GITSYNC_RELAY_FANOUT_DNS": targets})
+                "GITSYNC_RELAY_FANOUT_DNS": targets}, source)
             relay_trigger = relay_http(relay.log) + "/api/v1/trigger"
             wait_all([relay], git("rev-parse", "HEAD", cwd=up.work), args.start_timeout,
                      time.monotonic())
@@ -234,7 +249,8 @@ def run_mode(args: argparse.Namespace, work: Path, up: Upstream, server: ByteCou
         t0 = time.monotonic()
         for i in range(n):
             procs.append(start_gitsync(python, work, f"{mode}{n}-{i}", {
-                **sidecar_env, "GITSYNC_REPO": repo, "GITSYNC_HTTP_BIND": f"{address(i)}:{port}"}))
+                **sidecar_env, "GITSYNC_REPO": repo, "GITSYNC_HTTP_BIND": f"{address(i)}:{port}"},
+                source))
             time.sleep(args.stagger)
         head = git("rev-parse", "HEAD", cwd=up.work)
         wait_all(procs, head, args.start_timeout, t0)
@@ -253,6 +269,7 @@ def run_mode(args: argparse.Namespace, work: Path, up: Upstream, server: ByteCou
         for k in range(args.commits):
             c0 = tree_cpu_seconds(server.proc.pid)
             f0 = sum(tree_cpu_seconds(pid) for pid in fleet)
+            r0 = tree_cpu_seconds(relay.popen.pid) if relay is not None else 0.0
             sha = up.commit()
             t0 = time.monotonic()
             if relay is not None:
@@ -262,11 +279,14 @@ def run_mode(args: argparse.Namespace, work: Path, up: Upstream, server: ByteCou
             window = time.monotonic() - t0
             res.commit_cpu.append(tree_cpu_seconds(server.proc.pid) - c0 - idle_rate * window)
             res.fleet_cpu.append(sum(tree_cpu_seconds(pid) for pid in fleet) - f0)
+            if relay is not None:
+                res.relay_cpu.append(tree_cpu_seconds(relay.popen.pid) - r0)
             res.load.append(os.getloadavg()[0])
             res.all_links.append(max(times))
             res.per_link.extend(times)
             print(f"  {mode} N={n}: commit {k + 1}: all links in {max(times):.2f}s, "
-                  f"forge {res.commit_cpu[-1]:.3f} CPU-s, fleet {res.fleet_cpu[-1]:.2f} CPU-s, "
+                  f"forge {res.commit_cpu[-1]:.3f} CPU-s, fleet {res.fleet_cpu[-1]:.2f} CPU-s "
+                  f"(relay {res.relay_cpu[-1] if res.relay_cpu else 0:.2f}), "
                   f"load {res.load[-1]:.1f}", file=sys.stderr)
         res.rss_kb = [_status_kb(p.popen.pid, "VmRSS") for p in procs]
         return res
@@ -300,6 +320,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--settle", type=float, default=2.0)
     ap.add_argument("--start-timeout", type=float, default=900.0)
     ap.add_argument("--commit-timeout", type=float, default=120.0)
+    ap.add_argument("--baseline", type=Path, default=None,
+                    help="another gitsync source tree, run by the modes direct-base and relay-base")
     ap.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "relay-results.json")
     args = ap.parse_args(argv)
     work = REPO_ROOT / "benchmarks" / ".work-relay"
@@ -320,7 +342,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             server.stop()
     rows = [r.row() for r in results]
     doc = {"rows": rows, "samples": [r.__dict__ for r in results], "args": vars(args) | {
-        "out": str(args.out)}, "cpus": os.cpu_count(), "loadavg_start": load0,
+        "out": str(args.out), "baseline": str(args.baseline) if args.baseline else None},
+           "cpus": os.cpu_count(), "loadavg_start": load0,
            "loadavg_end": os.getloadavg()}
     args.out.write_text(json.dumps(doc, indent=2) + "\n")
     print(table(rows))

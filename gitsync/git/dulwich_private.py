@@ -3,7 +3,8 @@
 Each exists because dulwich has no public way to do what it does: read a pack's file by
 offset without mapping it whole, find a loose object's file, let go of a pack's mapped pages,
 wrap the point where a client opens a connection (the advertisement cap, no dumb HTTP,
-``git://`` timeouts), and answer a shallow request as ``git upload-pack`` does (the relay). ``tests/test_dulwich_private.py`` checks each against the installed
+``git://`` timeouts) and where an HTTP client asks for the advertisement (a v0 server's is
+asked once per sync), and answer a shallow request as ``git upload-pack`` does (the relay). ``tests/test_dulwich_private.py`` checks each against the installed
 dulwich, so an upgrade that renames one fails there, by name, and not as a slow or
 unbounded sync.
 """
@@ -49,6 +50,15 @@ def pack_map(pack: Pack) -> mmap.mmap | None:
 def wrap_http_request(client: AbstractHttpGitClient, wrap: Callable[[HttpRequest], HttpRequest]) -> None:
     """Route every smart-HTTP request of ``client`` through ``wrap(original)``."""
     client._http_request = wrap(client._http_request)  # type: ignore[method-assign]
+
+
+Discover = Callable[..., tuple[Any, ...]]
+
+
+def wrap_discover(client: AbstractHttpGitClient, wrap: Callable[[Discover], Discover]) -> None:
+    """Route ``client``'s ref discovery (the ``info/refs`` GET and its parsing) through
+    ``wrap(original)``; ``client.protocol_version`` is the version the server answered."""
+    client._discover_references = wrap(client._discover_references)  # type: ignore[method-assign]
 
 
 def wrap_connect(client: TraditionalGitClient, wrap: Callable[[Connect], Connect]) -> None:

@@ -15,9 +15,10 @@ import struct
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from dulwich.client import (
+    AbstractHttpGitClient,
     GitClient,
     HTTPProxyUnauthorized,
     HTTPUnauthorized,
@@ -46,7 +47,7 @@ from gitsync.errors import (
     RepoNotFound,
     Unreachable,
 )
-from gitsync.git import localfetch, packindex, transports, wire
+from gitsync.git import dulwich_private, localfetch, packindex, transports, wire
 from gitsync.urls import redact_url
 
 if TYPE_CHECKING:
@@ -213,8 +214,50 @@ class LocalCopy(_DulwichClient):
         localfetch.fetch(self.path, target, wants, depth, filter_spec)
 
 
+class _Readvertised:
+    """One smart-HTTP request less per update from a server that speaks only protocol v0.
+
+    A sync asks for the advertisement twice: its poll (``advertise``, v0: one GET) and then
+    dulwich's fetch, which begins with a discovery of its own (asking for v2). ``git fetch``
+    asks once. A v0-only server (the relay) answers the fetch's GET as it answered the poll's,
+    so the poll's answer is handed to the fetch that follows it, once. Whether the server
+    speaks v2 is learned at the first fetch, which always asks; a v2 server's fetches keep
+    asking (v2 is what they negotiate). Submodules and push are untouched (their own clients)."""
+
+    def __init__(self, client: AbstractHttpGitClient) -> None:
+        self.client = client
+        self.kept: tuple[Any, ...] | None = None
+        self.v2: bool | None = None  # does the server answer a fetch in protocol v2?
+        dulwich_private.wrap_discover(client, self._wrap)
+
+    def _wrap(self, discover: dulwich_private.Discover) -> dulwich_private.Discover:
+        def discover_once(service: bytes, base_url: str, protocol_version: int | None = None,
+                          ref_prefix: Any = None) -> tuple[Any, ...]:
+            kept, self.kept = self.kept, None
+            fetching = service == b"git-upload-pack" and protocol_version is None
+            if fetching and kept is not None and self.v2 is False and not ref_prefix:
+                self.client.protocol_version = 0
+                return kept
+            result = discover(service, base_url, protocol_version=protocol_version,
+                              ref_prefix=ref_prefix)
+            if fetching:
+                self.v2 = self.client.protocol_version == 2
+            elif service == b"git-upload-pack" and protocol_version == 0:
+                # dulwich's get_refs adds peeled entries to the refs it is given: keep copies
+                refs, caps, url, symrefs, peeled = result
+                self.kept = (dict(refs), set(caps), url, dict(symrefs), dict(peeled))
+            return result
+
+        return discover_once
+
+
 class NetworkReceive(_DulwichClient):
     """http(s), ssh, ``git://``: a thin pack streamed to disk and indexed (``_receive``)."""
+
+    def __init__(self, client: GitClient, path: str, display_url: str) -> None:
+        super().__init__(client, path, display_url)
+        if isinstance(client, AbstractHttpGitClient):
+            _Readvertised(client)
 
     def fetch(self, target: Repo, wants: list[ObjectID], depth: int | None,
               filter_spec: str) -> None:

@@ -5,6 +5,10 @@ transport: dulwich's local transport does not report one, and an honest boundary
 keeps ``git fsck`` and ``git rev-list --count`` right across depth changes and backward
 moves. Disk is bounded by rewriting one pack of the live objects when the store outgrows
 twice its size after the last rewrite (dulwich's gc does not prune a shallow store).
+
+A relay serving tags (``--relay-tags``) keeps the forge's tags as ``refs/tags/*`` here; they
+are roots like the kept worktrees' commits: their boundaries are in the shallow file and their
+objects survive a rewrite. A sidecar's store has none.
 """
 
 from __future__ import annotations
@@ -12,24 +16,25 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from dulwich.errors import NotGitRepository, ObjectFormatException
 from dulwich.objects import Commit, ObjectID, Tag
 from dulwich.pack import Pack
-from dulwich.refs import Ref
+from dulwich.refs import Ref, check_ref_format
 from dulwich.repo import Repo
 
 from gitsync import layout, log
-from gitsync.errors import CorruptObject, MissingObject, ProtocolError, Refused
+from gitsync.errors import CorruptObject, GitsyncError, MissingObject, ProtocolError, Refused
 from gitsync.git import modes, packcopy
 from gitsync.git.remote import Remote, Target
 from gitsync.git.trees import read as read_tree
 from gitsync.layout import Layout
 
 BRANCH = Ref(b"refs/heads/git-sync")
+TAGS = b"refs/tags/"
 # A deepen value meaning "everything", as git's --unshallow sends.
 INFINITE_DEPTH = 0x7FFFFFFF
 # Lock files git or dulwich leave behind when killed; we hold the root lock, so any is stale.
@@ -170,6 +175,8 @@ class Store:
         self.repo_url = repo_url
         self._repo: Repo | None = None
         self._baseline = 0  # size of objects/ right after the last rewrite (or first fetch)
+        # The advertised tags last made the store's, and each one's commit (sync_tags).
+        self._tags: tuple[dict[Ref, ObjectID], dict[bytes, tuple[bytes, bytes]]] | None = None
 
     # ----- opening and repair -------------------------------------------------------------
 
@@ -272,6 +279,7 @@ class Store:
         self.close()
         rmtree(self.gitdir)
         self._baseline = 0
+        self._tags = None
         self._repo = self._open_or_init()
 
     def _drop_broken_indexes(self) -> None:
@@ -502,6 +510,72 @@ class Store:
                 self._learn_upstream_shallow(commit, depth)
         return commit
 
+    # ----- tags (--relay-tags) -------------------------------------------------------------
+
+    def tags(self) -> dict[Ref, ObjectID]:
+        """The store's ``refs/tags/*``."""
+        base = Ref(TAGS.rstrip(b"/"))
+        return {Ref(TAGS + name): sha for name, sha in self.repo.refs.as_dict(base).items()}
+
+    def _tag_roots(self) -> tuple[list[ObjectID], list[str]]:
+        """The tag objects the store's tags name, and the commits they peel to (tags of a tree
+        or blob, or whose objects are gone, are left out)."""
+        objects: list[ObjectID] = []
+        commits: list[str] = []
+        store = self.repo.object_store
+        for sha in self.tags().values():
+            try:
+                obj = store[sha]
+                chain = []
+                while isinstance(obj, Tag):
+                    chain.append(obj.id)
+                    obj = store[obj.object[1]]
+            except (KeyError, ObjectFormatException):
+                continue
+            if isinstance(obj, Commit):
+                objects += chain
+                commits.append(obj.id.decode())
+        return objects, commits
+
+    def sync_tags(self, remote: Remote, advertised: Mapping[bytes, bytes], depth: int
+                  ) -> tuple[dict[bytes, tuple[bytes, bytes]], bool]:
+        """Make the store's tags the advertised ones: fetch (at ``depth``) those whose objects
+        or history are missing, write and delete the refs. Returns each tag that names a commit
+        as (its object, that commit), and whether any ref changed. An unchanged advertisement costs
+        nothing (a relay's idle poll)."""
+        wanted = {Ref(n): ObjectID(s) for n, s in advertised.items()
+                  if n.startswith(TAGS) and check_ref_format(Ref(n)) and len(s) == 40}
+        if self._tags is not None and self._tags[0] == wanted:
+            return dict(self._tags[1]), False
+        current = self.tags()
+        fetch = sorted({sha for ref, sha in wanted.items() if current.get(ref) != sha
+                        and not self._complete(sha.decode(), depth)})
+        if fetch:
+            remote.fetch(self.repo, [s.decode() for s in fetch], depth if depth > 0 else None)
+        changed = False
+        for ref, sha in wanted.items():
+            if current.get(ref) != sha and sha in self.repo.object_store:
+                self.repo.refs[ref] = sha
+                changed = True
+        for ref in current.keys() - wanted.keys():
+            self.repo.refs.remove_if_equals(ref, None)
+            changed = True
+        peeled: dict[bytes, tuple[bytes, bytes]] = {}
+        for ref, sha in wanted.items():
+            try:
+                peeled[ref] = (sha, self.peel(sha.decode()).encode())
+            except GitsyncError:
+                continue  # not sent, or a tag of a tree or blob: not served
+        self._tags = (wanted, peeled)
+        return dict(peeled), changed
+
+    def _complete(self, sha: str, depth: int) -> bool:
+        """The tag (or commit) ``sha`` and its commit's history at ``depth`` are in the store."""
+        try:
+            return self.has(sha) and self.has_history(self.peel(sha), depth)
+        except GitsyncError:
+            return False
+
     def fetch_missing(self, remote: Remote, shas: list[bytes]) -> None:
         """A partial clone's lazy fetch: the blobs (or trees) a checkout needs, in one batch."""
         remote.fetch(self.repo, [s.decode() for s in shas], None)
@@ -523,14 +597,19 @@ class Store:
         """Point the branch at ``commit`` and write the shallow file for every live commit;
         then give ``.git`` git's modes (modes.py), its worktrees' admin files included."""
         shallow: set[bytes] = set()
-        for sha in {commit, *live}:
+        for sha in {commit, *live, *self._tag_roots()[1]}:
             if self.has(sha):
                 shallow |= self.boundary(sha, depth)
         current = self.repo.get_shallow()
         if shallow != current:
             self.repo.update_shallow({ObjectID(s) for s in shallow - current}, current - shallow)
-        self.repo.refs.set_symbolic_ref(Ref(b"HEAD"), BRANCH)
-        self.repo.refs[BRANCH] = ObjectID(commit.encode())
+        # Written only when they change: each write is a lock file and an fsync, and a sync
+        # records twice (before the publish, and after removing stale worktrees).
+        refs = self.repo.refs
+        if refs.read_ref(Ref(b"HEAD")) != b"ref: " + BRANCH:
+            refs.set_symbolic_ref(Ref(b"HEAD"), BRANCH)
+        if refs.read_ref(BRANCH) != commit.encode():
+            refs[BRANCH] = ObjectID(commit.encode())
         if not self.bare:  # a submodule's store lies inside ours and is settled with it
             modes.settle(self.gitdir)
 
@@ -597,8 +676,9 @@ class Store:
     def compact(self, live: Iterable[str], depth: int) -> None:
         """One new pack of the live objects, copied entry by entry; then the old packs go."""
         repo = self.repo
-        commits = [c for c in live if self.has(c)]
-        ids = [ObjectID(i) for i in self.live_objects(commits, depth)]
+        tag_objects, tag_commits = self._tag_roots()
+        commits = [c for c in dict.fromkeys([*live, *tag_commits]) if self.has(c)]
+        ids = [ObjectID(i) for i in self.live_objects(commits, depth)] + tag_objects
         pack_dir = self.gitdir / "objects" / "pack"
         old = list(pack_dir.glob("*.pack"))
         partial = any(p.with_suffix(".promisor").exists() for p in old)

@@ -345,6 +345,7 @@ class Settings(BaseModel):
         "comma-separated): after each new commit the relay triggers every address it "
         "resolves to; needs --trigger-secret-file, the sidecars' shared secret.")
     relay_fanout_concurrency: GoInt = Field(16, description="Sidecars the relay notifies at the same time.")
+    relay_tags: GoBool = Field(False, description="The relay also fetches the forge's tags (at --depth) and serves them beside the synced ref.")
     verify_mode: Annotated[Literal["none", "head", "tag", "tag-and-head"], CHOICE] = Field(
         "none", description="Signature verification: none, head, tag or tag-and-head (Flux spellings accepted).")
     verify_keys_dir: Text = Field(

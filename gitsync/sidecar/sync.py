@@ -28,7 +28,7 @@ from gitsync.checkout.worktree import (
     remove_tree,
 )
 from gitsync.errors import Cancelled, GitsyncError, ObjectUnreadable, StoreDamage, describe
-from gitsync.git.remote import FULL_SHA, Remote, Target, resolve
+from gitsync.git.remote import FULL_SHA, Advertisement, Remote, Target, resolve
 from gitsync.git.store import Store
 from gitsync.layout import Layout
 from gitsync.sidecar import mirror, publish
@@ -58,6 +58,10 @@ class Outcome:
     # poll reads no object), so None means "as the last update said".
     described: dict[str, str] | None = None
     tag: str | None = None  # the tag --ref-semver chose
+    # --relay-tags: the forge's tags now in the store, as (object, commit); and whether any
+    # moved, appeared or went (None and False when tags are not kept).
+    tags: dict[bytes, tuple[bytes, bytes]] | None = None
+    tags_changed: bool = False
 
 
 @dataclass
@@ -75,6 +79,7 @@ class SyncState:
     removed: list[str] = field(default_factory=list)
     resolved: str | None = None
     tag: str | None = None
+    advertised: Advertisement | None = None
 
 
 StepFn = Callable[[SyncState, threading.Event], None]
@@ -89,7 +94,8 @@ class Syncer:
                  submodules: SubmoduleMode = "off",
                  sparse: Callable[[], Sparse | None] | None = None, gc: str = "always",
                  stale_worktree_timeout: float = 0.0, semver: Range | None = None,
-                 publish_mode: publish.Mode = "symlink", lfs: Smudge | None = None) -> None:
+                 publish_mode: publish.Mode = "symlink", lfs: Smudge | None = None,
+                 tags: bool = False, retain: Callable[[], list[str]] = list) -> None:
         self.remote = remote
         self.store = store
         self.root = root
@@ -104,6 +110,10 @@ class Syncer:
         self.stale_worktree_timeout = stale_worktree_timeout
         self.semver = semver  # --ref-semver: the tag is chosen from each advertisement
         self._chosen: str | None = None  # the tag chosen last, to log a change once
+        self.tags = tags  # --relay-tags: the forge's tags are kept in the store too
+        # Commits whose objects the store keeps besides the worktrees': a relay's recently
+        # served ones, which a fetch in flight (or about to follow its advertisement) wants.
+        self.retain = retain
         fetcher = (lambda shas: store.fetch_missing(remote, shas)) if filter_spec else None
         self.worktrees = Materializer(store, root, submodules=self.submodules, fetcher=fetcher,
                                       smudger=lfs)
@@ -167,12 +177,20 @@ class Syncer:
             if not unknown or state.commit is None:
                 break
         assert state.commit is not None
+        tags, tags_changed = None, False
+        if self.tags:
+            # After the publish: a tag fetch never delays the followed ref's commit.
+            assert state.advertised is not None
+            start = time.monotonic()
+            tags, tags_changed = self.store.sync_tags(self.remote, state.advertised.refs,
+                                                      self.depth)
+            state.timings["tags"] = round(time.monotonic() - start, 4)
         changed = state.commit != state.current or not state.linked
         updated = is_update(tuple(done))
         described = self.store.describe(state.commit) if updated or first else None
         return Outcome(state.commit, changed, updated, state.current, state.timings,
                        state.fetched_bytes, state.removed, state.resolved, described,
-                       state.tag)
+                       state.tag, tags, tags_changed)
 
     def _timed(self, name: str, step: StepFn, state: SyncState, cancel: threading.Event,
                v: int) -> None:
@@ -205,7 +223,8 @@ class Syncer:
 
     def _discover(self, state: SyncState, _cancel: threading.Event) -> None:
         self.remote.refresh()
-        adv = None if FULL_SHA.match(self.ref) else self.remote.advertise()
+        adv = None if FULL_SHA.match(self.ref) and not self.tags else self.remote.advertise()
+        state.advertised = adv
         ref = self.ref
         if self.semver is not None:
             assert adv is not None
@@ -323,7 +342,7 @@ class Syncer:
         if removed:
             self.worktrees.prune_lfs()
         if removed and sha:
-            live = self.kept_commits()
+            live = [*self.kept_commits(), *self.retain()]
             self.store.record(sha, live, self.depth)
             if cancel.is_set():
                 raise Cancelled("sync abandoned before compacting the store")

@@ -9,14 +9,18 @@ syncs whatever ref it follows: from the relay, which serves one.
 
 Nothing here may hold the relay's loop: the listener only records the commit and wakes one
 daemon thread, which resolves and sends (at most ``concurrency`` requests at a time, each
-within ``timeout``). Commits published during a round coalesce into one more round. A failure
-(refused, timed out, a status other than 2xx) is logged and counted
-(``gitsync_relay_fanout_total{status="error"}``) and never retried: the sidecars keep a slow
-poll as their fallback, and the next commit notifies them again.
+within ``timeout``). Commits published during a round coalesce into one more round. A failed
+delivery (refused, timed out, a status other than 2xx: often a pod that is just starting) is
+tried again ``retries`` times, after ``backoff`` seconds and then twice that each time, the
+failed addresses only and with the same bound on concurrency; a newer commit ends the waiting
+(its round notifies everyone). Each failed attempt that will be retried is counted as
+``gitsync_relay_fanout_total{status="retry"}``; the last one is logged and counted as
+``status="error"``: that sidecar catches up at its slow fallback poll or the next commit.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import http.client
@@ -73,10 +77,13 @@ class Fanout(Listener):
     """Notifies every address of the target after each published change (a loop listener)."""
 
     def __init__(self, target: str, secret_file: SecretFile, *, concurrency: int = 16,
-                 timeout: float = 5.0, resolve: Resolver = resolve_all) -> None:
+                 timeout: float = 5.0, retries: int = 2, backoff: float = 0.5,
+                 resolve: Resolver = resolve_all) -> None:
         self.targets = parse_targets(target)
         self.secret = secret_file
         self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
         self.resolve = resolve
         self.log = log.get().bind(logger="fanout")
         self._pool = ThreadPoolExecutor(max_workers=max(1, concurrency),
@@ -88,7 +95,7 @@ class Fanout(Listener):
         threading.Thread(target=self._run, name="fanout", daemon=True).start()
 
     def on_success(self, outcome: Outcome, first: bool, duration: float) -> None:
-        if outcome.changed:
+        if outcome.changed or outcome.tags_changed:
             self.notify(outcome.commit)
 
     def notify(self, commit: str) -> None:
@@ -119,7 +126,7 @@ class Fanout(Listener):
             except OSError as e:
                 self.log.warning("fan-out: can't resolve the sidecars' name", name=host,
                                  error=str(e))
-                metrics.relay_fanout(ok=False)
+                metrics.relay_fanout("error")
                 continue
             addresses += [(a, port) for a in found if (a, port) not in addresses]
         try:
@@ -130,12 +137,23 @@ class Fanout(Listener):
         body = json.dumps({"relay": "gitsync", "commit": commit}).encode()
         headers = {"Content-Type": "application/json", "X-Hub-Signature-256": sign(secret, body),
                    "User-Agent": "gitsync-relay"}
-        results = list(self._pool.map(lambda a: self._send(a, body, headers), addresses))
-        failed = [a for a, ok in zip(addresses, results, strict=True) if not ok]
-        self.log.info("fan-out done", v=1, commit=commit, notified=len(addresses) - len(failed),
-                      failed=len(failed), seconds=round(time.monotonic() - start, 3))
+        pending = addresses
+        for attempt in range(self.retries + 1):
+            last = attempt == self.retries
+            send = functools.partial(self._send, body=body, headers=headers, last=last)
+            results = list(self._pool.map(send, pending))
+            pending = [a for a, ok in zip(pending, results, strict=True) if not ok]
+            if not pending or last:
+                break
+            if self._wake.wait(self.backoff * 2 ** attempt):
+                self.log.info("fan-out: a newer commit; its round notifies the rest", v=1,
+                              commit=commit, pending=len(pending))
+                break
+        self.log.info("fan-out done", v=1, commit=commit, notified=len(addresses) - len(pending),
+                      failed=len(pending), seconds=round(time.monotonic() - start, 3))
 
-    def _send(self, target: tuple[str, int], body: bytes, headers: dict[str, str]) -> bool:
+    def _send(self, target: tuple[str, int], body: bytes, headers: dict[str, str],
+              last: bool = True) -> bool:
         address, port = target
         conn = http.client.HTTPConnection(address, port, timeout=self.timeout)
         try:
@@ -146,8 +164,11 @@ class Fanout(Listener):
             error = str(e) or type(e).__name__
         finally:
             conn.close()
-        metrics.relay_fanout(ok=not error)
-        if error:
+        metrics.relay_fanout("success" if not error else "error" if last else "retry")
+        if error and last:
             self.log.warning("fan-out: a sidecar was not notified; it will catch up by polling",
                              address=address, port=port, error=error)
+        elif error:
+            self.log.info("fan-out: a sidecar was not notified; will retry", v=1,
+                          address=address, port=port, error=error)
         return not error

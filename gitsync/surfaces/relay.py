@@ -7,7 +7,9 @@ however many pods there are. The protocol is dulwich's (``dulwich.web`` routing 
 needs and dulwich's server lacks:
 
 * Only the published commit is advertised, as ``HEAD`` and the followed ref's name: never a
-  commit still being fetched or checked out, never the store's own branch name.
+  commit still being fetched or checked out, never the store's own branch name. With
+  ``--relay-tags`` the forge's tags too, as the relay's last sync left them in its store
+  (annotated ones with their peeled ``^{}`` line).
 * The store is shallow, so its boundary is part of the answer, as ``git upload-pack`` gives it:
   ``shallow`` lines after the refs (a depth-0 clone from the relay becomes a clone exactly as
   shallow as the relay), boundary commits taken as parentless in every walk (dulwich would
@@ -25,8 +27,11 @@ needs and dulwich's server lacks:
   ``Authorization: Bearer`` or as the password of Basic auth, which is how git and gitsync
   send a password; compared in constant time.
 
-Each request opens the store afresh (cheap: no object is read until needed), so packs that the
-sync's compaction replaced are never looked up in a stale list.
+Each request opens the store afresh (cheap: no object is read until needed). The sync's
+compaction keeps the objects of every commit still wantable here (``Relay.served``: the one
+served and the 4 before it), so a fetch in flight, or one whose advertisement came before a
+publish, never finds its objects gone; a pack removed under a request is looked up again in
+the new one (dulwich rescans a pack directory when a pack disappears).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ import socketserver
 import threading
 import time
 import urllib.parse
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,7 +72,7 @@ from dulwich.web import (
     WSGIRequestHandlerLogger,
 )
 
-from gitsync import log
+from gitsync import log, metrics
 from gitsync.errors import ConfigError, describe
 from gitsync.git import dulwich_private
 from gitsync.sidecar.loop import Listener
@@ -80,6 +86,11 @@ IO_TIMEOUT = 30.0  # seconds any one read or write may wait for the client
 MAX_BODY = 8 << 20  # bytes of a request body, after gunzip (haves: 50 bytes each)
 _PREVIOUS = 4  # commits served before the current one whose fetch is still answered
 _HAVE_TREES = 16  # the client's have commits whose trees are left out of a pack
+PACK_CACHE_BYTES = 16 << 20  # packs kept for the next clients (Packs)
+PACK_CACHE_ENTRY = 4 << 20  # a bigger pack is streamed and not kept
+PACK_CACHE_COUNT = 64  # packs kept at most (their keys take memory too)
+PACK_KEY_MAX = 4096  # wants and shallow commits in a key worth keeping (a fleet's: a few)
+PACK_WAIT = 10.0  # seconds a request waits for the same pack being built by another
 _SERVICE = "git-upload-pack"
 
 
@@ -113,36 +124,153 @@ class _Refs:
         return dict(self._symrefs)
 
 
+@dataclass(frozen=True)
+class PackKey:
+    """What decides a pack's bytes, for a given store: N sidecars one commit behind send
+    the same request, and get the same pack."""
+
+    wants: tuple[ObjectID, ...]
+    haves: tuple[ObjectID, ...]  # the common commits whose trees the client has
+    shallow: frozenset[ObjectID]  # where the walk stops: the client's and the store's boundary
+
+
+class _Capture:
+    """The pack's writer that also keeps its bytes, up to ``PACK_CACHE_ENTRY`` (beyond it
+    the pack is only streamed, and ``chunks`` is None)."""
+
+    def __init__(self, write: Callable[[bytes], object]) -> None:
+        self.write = write
+        self.chunks: list[bytes] | None = []
+        self.size = 0
+
+    def __call__(self, data: bytes) -> None:
+        self.write(data)
+        if self.chunks is not None:
+            self.size += len(data)
+            if self.size > PACK_CACHE_ENTRY:
+                self.chunks = None
+            else:
+                self.chunks.append(bytes(data))
+
+
+class Packs:
+    """Packs built for the relay's clients, by ``PackKey``: when a commit is published, N
+    sidecars ask for the same depth-1 update at once; the first request builds the pack
+    (walk, object lookups, pack writing), the others wait for it and send its bytes. Bounded:
+    a pack over ``PACK_CACHE_ENTRY`` is not kept, the oldest go beyond ``PACK_CACHE_BYTES``
+    or ``PACK_CACHE_COUNT`` packs, a request naming more than ``PACK_KEY_MAX`` wants and
+    shallow commits is neither kept nor waited for, and a request waits ``PACK_WAIT`` seconds at most for another's pack, then builds its own.
+    Keys name objects, which never change, and the store's boundary: a pack stays right for
+    as long as its objects are in the store."""
+
+    def __init__(self, max_bytes: int = PACK_CACHE_BYTES, wait: float = PACK_WAIT) -> None:
+        self.max_bytes = max_bytes
+        self.wait = wait
+        self._lock = threading.Lock()
+        self._done: OrderedDict[PackKey, list[bytes]] = OrderedDict()
+        self._sizes: dict[PackKey, int] = {}
+        self._building: dict[PackKey, threading.Event] = {}
+        self.built = 0  # packs built (not sent from here), for tests and the benchmark
+        self.sent = 0  # packs sent from here
+
+    def claim(self, key: PackKey) -> tuple[list[bytes] | None, bool]:
+        """The pack for ``key`` if one is kept (or finished within the wait); else None and
+        whether the caller builds it for everyone (then it must call ``finish``)."""
+        if len(key.wants) + len(key.shallow) > PACK_KEY_MAX:
+            with self._lock:
+                self.built += 1
+            metrics.relay_pack(cached=False)
+            return None, False
+        deadline = time.monotonic() + self.wait
+        while True:
+            with self._lock:
+                chunks = self._done.get(key)
+                if chunks is not None:
+                    self._done.move_to_end(key)
+                    self.sent += 1
+                    metrics.relay_pack(cached=True)
+                    return chunks, False
+                event = self._building.get(key)
+                if event is None:
+                    self._building[key] = threading.Event()
+                    self.built += 1
+                    metrics.relay_pack(cached=False)
+                    return None, True
+            left = deadline - time.monotonic()
+            if left <= 0 or not event.wait(left):
+                with self._lock:
+                    self.built += 1
+                metrics.relay_pack(cached=False)
+                return None, False  # the builder is slow: build one's own, keep nothing
+
+    def finish(self, key: PackKey, chunks: list[bytes] | None) -> None:
+        """The builder's pack (None: failed, or too big to keep); the waiters go on."""
+        with self._lock:
+            event = self._building.pop(key)
+            if chunks is not None:
+                self._done[key] = chunks
+                self._sizes[key] = sum(len(c) for c in chunks)
+                while (sum(self._sizes.values()) > self.max_bytes
+                       or len(self._done) > PACK_CACHE_COUNT):
+                    old, _ = self._done.popitem(last=False)
+                    del self._sizes[old]
+        event.set()
+
+
 class _Served:
     """One request's view of the store: the published commit as the only ref, the store's
-    shallow boundary, and the object walk that respects both (dulwich's ``BackendRepo``)."""
+    shallow boundary, and the object walk that respects both (dulwich's ``BackendRepo``).
+
+    The store is opened by ``open``, which only the upload-pack handler calls: dulwich's web
+    layer also asks the backend for the repository once per request just to see that it
+    exists, and never closes what it got."""
 
     def __init__(self, gitdir: Path, commit: str, ref: Ref | None,
-                 previous: Iterable[str] = ()) -> None:
-        # Not ``self.repo``: dulwich's include-tag code would read the store's own refs there.
-        self._repo = Repo(str(gitdir))
-        self.object_store = self._repo.object_store
-        self.object_format = self._repo.object_format
+                 previous: Iterable[str] = (),
+                 tags: Mapping[bytes, tuple[bytes, bytes]] | None = None,
+                 packs: Packs | None = None) -> None:
+        self.gitdir = gitdir
+        self.wanted_previous = list(previous)
         self.commit = ObjectID(commit.encode())
         self._refs = {Ref(b"HEAD"): self.commit}
         if ref is not None:
             self._refs[ref] = self.commit
+        self._peeled = dict(self._refs)
+        for name, (sha, peeled) in (tags or {}).items():
+            self._refs.setdefault(Ref(name), ObjectID(sha))
+            self._peeled.setdefault(Ref(name), ObjectID(peeled))
         self.refs = _Refs({Ref(b"HEAD"): ref} if ref is not None else {})
+        self.packs = packs if packs is not None else Packs()
+        self._repo: Repo | None = None
+
+    def open(self) -> None:
+        # Not ``self.repo``: dulwich's include-tag code would read the store's own refs there.
+        self._repo = Repo(str(self.gitdir))
+        self.object_store = self._repo.object_store
+        self.object_format = self._repo.object_format
         self.store_shallow = frozenset(self._repo.get_shallow())
         # Over HTTP the advertisement and the fetch are two requests: a commit published
         # between them leaves the client wanting the one before, which it may still have.
         self.previous = {Ref(b"refs/gitsync/previous/%d" % i): ObjectID(sha.encode())
-                         for i, sha in enumerate(previous)
+                         for i, sha in enumerate(self.wanted_previous)
                          if ObjectID(sha.encode()) in self.object_store}
 
     def close(self) -> None:
-        self._repo.close()
+        if self._repo is not None:
+            self._repo.close()
 
     def get_refs(self) -> dict[Ref, ObjectID]:
         return dict(self._refs)
 
     def get_peeled(self, ref: Ref) -> ObjectID | None:
-        return self._refs.get(ref)
+        return self._peeled.get(ref)
+
+    def peel(self, sha: ObjectID) -> ObjectID:
+        """A wanted tag's commit (what a depth counts from); anything else as it is."""
+        obj = self.object_store[sha]
+        while isinstance(obj, Tag):
+            obj = self.object_store[obj.object[1]]
+        return obj.id
 
     def parents(self, sha: ObjectID) -> list[ObjectID]:
         """A commit's parents in the store; none for a commit at its shallow boundary."""
@@ -154,13 +282,13 @@ class _Served:
         return [p for p in obj.parents if p in self.object_store]
 
     def boundary(self) -> set[ObjectID]:
-        """The store's shallow commits reachable from the served commit (what ``git
+        """The store's shallow commits reachable from the served refs (what ``git
         upload-pack`` advertises); nothing to walk when the store is complete."""
         if not self.store_shallow:
             return set()
         found: set[ObjectID] = set()
-        seen = {self.commit}
-        todo = [self.commit]
+        seen = set(self._peeled.values())
+        todo = list(seen)
         while todo:
             sha = todo.pop()
             if sha in self.store_shallow:
@@ -177,7 +305,7 @@ class _Served:
         shallow server: a boundary commit within the depth is shallow for the client too."""
         shallow: set[ObjectID] = set()
         not_shallow: set[ObjectID] = set()
-        todo = [(sha, 1) for sha in wants]
+        todo = [(self.peel(sha), 1) for sha in wants]
         seen: set[tuple[ObjectID, int]] = set()
         while todo:
             sha, level = todo.pop()
@@ -193,27 +321,32 @@ class _Served:
                 shallow.add(sha)
         return shallow, not_shallow
 
-    def find_missing_objects(
+    def negotiate(
         self,
         determine_wants: Callable[[Mapping[Ref, ObjectID], int | None], list[ObjectID]],
         graph_walker: Any,
-        progress: Callable[[bytes], None] | None,
-        *,
-        get_tagged: Callable[[], dict[ObjectID, ObjectID]] | None = None,
-        depth: int | None = None,
-    ) -> list[tuple[ObjectID, Any]] | None:
-        """The objects to send: the wanted history down to the client's and the store's
-        shallow boundaries, less the trees of up to ``_HAVE_TREES`` commits the client has."""
-        wants = determine_wants(self.get_refs(), depth)
+    ) -> PackKey | None:
+        """Read the client's wants, shallow lines and haves (answering them); return what
+        decides the pack: the wants, the haves whose trees are left out (up to
+        ``_HAVE_TREES``), and where the walk stops (the client's and the store's boundaries).
+        None when the client wants nothing."""
+        wants = determine_wants(self.get_refs(), None)
         if not wants:
             return None
         haves = self.object_store.find_common_revisions(graph_walker)
-        shallow = set(graph_walker.shallow) | set(self.store_shallow)
+        shallow = frozenset(graph_walker.shallow) | self.store_shallow
+        return PackKey(tuple(sorted(wants)), tuple(haves[:_HAVE_TREES]), shallow)
+
+    def missing_objects(self, key: PackKey,
+                        get_tagged: Callable[[], dict[ObjectID, ObjectID]] | None = None,
+                        ) -> list[tuple[ObjectID, Any]]:
+        """The objects to send: the wanted history down to the shallow boundaries, less the
+        trees of the client's haves."""
         finder = MissingObjectFinder(
-            self.object_store, haves=[], wants=wants, shallow=shallow, progress=progress,
+            self.object_store, haves=[], wants=list(key.wants), shallow=set(key.shallow),
             get_tagged=get_tagged, get_parents=lambda c: self.parents(c.id),
         )
-        have_objects = self._tree_objects(haves[:_HAVE_TREES])
+        have_objects = self._tree_objects(key.haves)
         return [(oid, hint) for oid, hint in finder if oid not in have_objects]
 
     def _tree_objects(self, commits: Iterable[ObjectID]) -> set[ObjectID]:
@@ -301,6 +434,7 @@ class _UploadPack(UploadPackHandler):
         super().__init__(backend, args, proto, stateless_rpc=stateless_rpc,
                          advertise_refs=advertise_refs)
         self.served: _Served = self.repo  # type: ignore[assignment]
+        self.served.open()
 
     def capabilities(self) -> list[bytes]:
         return [c for c in super().capabilities() if c != CAPABILITY_FILTER]
@@ -320,15 +454,29 @@ class _UploadPack(UploadPackHandler):
             wants.extend(walker.determine_wants(refs, depth))
             return wants
 
-        objects = self.served.find_missing_objects(determine_wants, walker, self.progress,
-                                                   get_tagged=self.get_tagged)
-        if not wants or objects is None:
+        key = self.served.negotiate(determine_wants, walker)
+        if not wants or key is None:
             return
         if not walker.handle_done(not self.has_capability(CAPABILITY_NO_DONE), self._done_received):
             return
         self._start_pack_send_phase()
-        write_pack_from_container(self.write_pack_data, self.served.object_store, objects,
-                                  object_format=self.served.object_format)
+        packs = self.served.packs
+        chunks, building = packs.claim(key)
+        if chunks is not None:
+            for chunk in chunks:
+                self.write_pack_data(chunk)
+        else:
+            capture = _Capture(self.write_pack_data)
+            try:
+                objects = self.served.missing_objects(key, get_tagged=self.get_tagged)
+                write_pack_from_container(capture, self.served.object_store, objects,
+                                          object_format=self.served.object_format)
+            except BaseException:
+                if building:
+                    packs.finish(key, None)  # the waiters build their own
+                raise
+            if building:
+                packs.finish(key, capture.chunks)
         self.proto.write_pkt_line(None)
 
 
@@ -337,12 +485,15 @@ class _Backend(Backend):
 
     def __init__(self, gitdir: Path, name: str, ref: Ref | None,
                  published: Callable[[], str | None],
-                 previous: Callable[[], list[str]] = list) -> None:
+                 previous: Callable[[], list[str]] = list,
+                 tags: Callable[[], dict[bytes, tuple[bytes, bytes]]] = dict) -> None:
         self.gitdir = gitdir
         self.paths = {f"/{name}", f"/{name}.git"}
         self.ref = ref
         self.published = published
         self.previous = previous
+        self.tags = tags
+        self.packs = Packs()
 
     def open_repository(self, path: str | bytes) -> Any:
         # dulwich passes the advertisement's path as str, the POST's as bytes
@@ -350,7 +501,7 @@ class _Backend(Backend):
         commit = self.published()
         if name not in self.paths or commit is None:
             raise NotGitRepository(path)
-        return _Served(self.gitdir, commit, self.ref, self.previous())
+        return _Served(self.gitdir, commit, self.ref, self.previous(), self.tags(), self.packs)
 
 
 # ----- HTTP -------------------------------------------------------------------------------------
@@ -536,9 +687,10 @@ class Relay(Listener):
         self.log = log.get().bind(logger="relay")
         self._commit = published
         self._previous: list[str] = []  # the last few commits served before this one
+        self._tags: dict[bytes, tuple[bytes, bytes]] = {}  # --relay-tags: (object, commit)
         self._lock = threading.Lock()
         ref = served_ref(config.ref)
-        backend = _Backend(gitdir, config.name, ref, self.published, self.previous)
+        backend = _Backend(gitdir, config.name, ref, self.published, self.previous, self.tags)
         git_app = HTTPGitApplication(backend)
         git_app.handlers = {_SERVICE.encode(): _UploadPack}  # receive-pack: 403 in dulwich too
         token = SecretFile(config.token_file) if config.token_file else None
@@ -552,6 +704,7 @@ class Relay(Listener):
         self._address, self._family, self._bind = (host, port), family, config.bind
         self.server: _Server | None = None
         self.paths = sorted(backend.paths)
+        self.packs = backend.packs
 
     @property
     def endpoint(self) -> str:
@@ -567,12 +720,25 @@ class Relay(Listener):
         with self._lock:
             return list(self._previous)
 
+    def served(self) -> list[str]:
+        """The commit served and the ones before it that a client may still want (a fetch in
+        flight, or whose advertisement came before the last publish): what the store's
+        compaction must keep."""
+        with self._lock:
+            return [c for c in (self._commit, *self._previous) if c is not None]
+
+    def tags(self) -> dict[bytes, tuple[bytes, bytes]]:
+        with self._lock:
+            return self._tags
+
     def on_success(self, outcome: Outcome, first: bool, duration: float) -> None:
         with self._lock:
             changed, old = self._commit != outcome.commit, self._commit
             if changed and old is not None:
                 self._previous = [old, *self._previous][:_PREVIOUS]
             self._commit = outcome.commit
+            if outcome.tags is not None:
+                self._tags = outcome.tags  # replaced, never changed in place
         if changed:
             self.log.info("relay serves a new commit", v=1, commit=outcome.commit)
 
