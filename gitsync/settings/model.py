@@ -580,9 +580,13 @@ class _Rules:
                 f"{self.name('ref_semver')}={quote(s.ref_semver)} and "
                 f"{self.name('ref')}={quote(s.ref)} are both set: use only one"
             )
-        if not s.link:
+        derived = not s.link
+        if derived:
             self.set(link=default_link(s.repo))
         if (why := layout.collision(s.root, s.link)) is not None:
+            if derived:  # the user set no link: name what they did set
+                raise self.fail("repo", s.repo, f"the link named after it ({quote(s.link)}) "
+                                f"{why.removeprefix('it ')}; set --link")
             raise self.fail("link", s.link, f"{why}; choose another name")
         if s.publish_mode == "copy" and not s.one_time:
             raise self.fail("publish_mode", "copy", "needs --one-time (use in-place for a loop)")
