@@ -7,6 +7,8 @@
         objects/pack/tmp_*        a pack, index or big object being written
         gitsync-upstream-shallow  the server's own shallow commits (a shallow server's)
         worktrees/<sha>/          a worktree's admin files (HEAD, index, gitdir, commondir)
+        gitsync-spare/            the last unpublished tree, rebuilt in place into the next one
+        gitsync-spare.index       its index (what each of its files held when written)
       .worktrees/<sha>/           one complete tree per published commit
       .worktrees/.tmp-<sha>-<pid> a tree being written (renamed to <sha> when complete)
       .git-sync                   the status file (git-sync's default name)
@@ -32,6 +34,8 @@ RESERVED = (STORE, WORKTREES, STATUS, LOCK)
 # In a store: the server's own shallow commits, one per line (see Store.upstream_shallow);
 # git ignores the file.
 UPSTREAM_SHALLOW = "gitsync-upstream-shallow"
+# In a store: a worktree no longer published, kept to be turned into the next one (worktree.py).
+SPARE = "gitsync-spare"
 KEEP_IN_WIPE = frozenset({LOCK, STATUS})  # what wiping a foreign root leaves in place
 
 
@@ -55,6 +59,14 @@ class Layout:
 
     def worktree(self, sha: str) -> Path:
         return self.worktrees / sha
+
+    @property
+    def spare(self) -> Path:
+        return self.store / SPARE
+
+    @property
+    def spare_index(self) -> Path:
+        return self.store / f"{SPARE}.index"
 
     def building(self, sha: str) -> Path:
         """Where ``sha``'s tree is written before it is renamed into place."""
