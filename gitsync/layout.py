@@ -10,7 +10,8 @@
         gitsync-spare/            the last unpublished tree, rebuilt in place into the next one
         gitsync-spare.index       its index (what each of its files held when written)
       .worktrees/<sha>/           one complete tree per published commit
-      .worktrees/.tmp-<sha>-<pid> a tree being written (renamed to <sha> when complete)
+      .worktrees/.tmp-<sha>-<pid> a tree being written (renamed to <sha> when complete;
+                                  ``-spare`` appended: a spare that could not be rewritten)
       .git-sync                   the status file (git-sync's default name)
       .gitsync.lock               one process per root
       <link>                      the symlink the consumers read (anything but the above)

@@ -15,6 +15,7 @@ import subprocess
 import threading
 from pathlib import Path
 
+from support.servers import cannot_start
 from support.upstream import Exec, Symlink, Upstream, git
 
 from gitsync.git.remote import Remote
@@ -24,8 +25,10 @@ from gitsync.sidecar.sync import Syncer
 
 def _syncer(upstream: Upstream, root: Path) -> Syncer:
     root.mkdir(parents=True, exist_ok=True)
-    return Syncer(remote=Remote(upstream.file_url), store=Store(root, upstream.file_url),
-                  root=root, link=root / "link", ref="HEAD", depth=1, stale_worktree_timeout=0)
+    s = Syncer(remote=Remote(upstream.file_url), store=Store(root, upstream.file_url),
+               root=root, link=root / "link", ref="HEAD", depth=1, stale_worktree_timeout=0)
+    s.worktrees.spare_min_files = 1  # small trees keep no spare; these would not be tested
+    return s
 
 
 def _sync(s: Syncer, first: bool = False) -> str:
@@ -145,3 +148,24 @@ def test_changed_attributes_rewrite_kept_files(upstream: Upstream, tmp_path: Pat
     assert _sync(s) == third
     assert (s.link / "a.txt").read_bytes() == b"one\r\ntwo\r\n"
     _assert_like_git(s, upstream, third, tmp_path / "git")
+
+
+def test_a_spare_that_cannot_be_rewritten_is_set_aside(upstream: Upstream, tmp_path: Path) -> None:
+    upstream.commit({"stuck.txt": "one\n", "other.txt": "1\n"}, "base")
+    s = _syncer(upstream, tmp_path / "root")
+    first = _sync(s, first=True)
+    stuck = s.root / ".worktrees" / first / "stuck.txt"
+    if subprocess.run(["chattr", "+i", str(stuck)], capture_output=True).returncode != 0:
+        cannot_start("an immutable file", "chattr +i refused on this filesystem")
+    try:
+        upstream.commit({"other.txt": "2\n"}, "unrelated")
+        _sync(s)  # the first tree, with its immutable file, is the spare
+        third = upstream.commit({"stuck.txt": "three\n"}, "the immutable file changes")
+        assert _sync(s) == third
+        assert (s.link / "stuck.txt").read_text() == "three\n"
+        _assert_like_git(s, upstream, third, tmp_path / "git")
+        aside = [p.name for p in (s.root / ".worktrees").iterdir() if p.name.endswith("-spare")]
+        assert len(aside) == 1, "left for the stale-worktree cleanup"
+    finally:
+        for path in (s.root / ".worktrees").glob("*/stuck.txt"):
+            subprocess.run(["chattr", "-i", str(path)], capture_output=True)

@@ -16,7 +16,6 @@ import contextlib
 import ctypes
 import errno
 import hashlib
-import itertools
 import mmap
 import os
 import stat
@@ -51,6 +50,9 @@ from gitsync.git.trees import show_path
 from gitsync.layout import Layout
 
 MAX_TREE_DEPTH = 4096
+# Below this many files a tree is cheap to write afresh, and a spare would only hold disk
+# (the old versions of changed files) and old trees' quirks (a consumer's immutable file).
+SPARE_MIN_FILES = 1000
 _CHECK_CANCEL_EVERY = 256
 _TRIM_EVERY = 4096
 _STREAM_CHUNK = 1 << 20
@@ -104,9 +106,11 @@ class Previous:
         assert self.trees is not None
         if self._tree_paths is None:
             self._tree_paths = sorted(self.trees)
+        paths = self._tree_paths
         out = []
-        for path in itertools.islice(self._tree_paths,
-                                     bisect.bisect_left(self._tree_paths, prefix), None):
+        # Indexed, not islice: islice walks the list from its start on every call.
+        for i in range(bisect.bisect_left(paths, prefix), len(paths)):
+            path = paths[i]
             if not path.startswith(prefix):
                 break
             out.append((path, self.trees[path]))
@@ -117,8 +121,10 @@ class Previous:
         (a nested ``.gitattributes`` would change how a rewritten file is converted)."""
         if self._paths is None:
             self._paths = sorted(self.entries)
+        paths = self._paths
         out: list[IndexEntry] = []
-        for path in itertools.islice(self._paths, bisect.bisect_left(self._paths, prefix), None):
+        for i in range(bisect.bisect_left(paths, prefix), len(paths)):
+            path = paths[i]
             if not path.startswith(prefix):
                 break
             entry = self.entries[path]
@@ -267,6 +273,7 @@ class Materializer:
         # for the last two builds: the current worktree and the next spare.
         self._built: dict[str, tuple[bytes, bytes | None]] = {}
         self._spare_trees: tuple[bytes, bytes | None] | None = None  # the same, for the spare
+        self.spare_min_files = SPARE_MIN_FILES
 
     # ----- inspection ----------------------------------------------------------------------
 
@@ -327,8 +334,11 @@ class Materializer:
                 if base is None:
                     raise
                 # The spare would not be rewritten (a consumer made part of it read-only
-                # while it was published): the tree is written afresh, as without one.
+                # while it was published): the tree is written afresh, as without one; what
+                # will not go is left aside for the stale-worktree cleanup.
                 remove_tree(tmp)
+                if os.path.lexists(tmp):
+                    os.rename(tmp, tmp.with_name(tmp.name + "-spare"))
                 os.mkdir(tmp)
                 co.base, co.prev, trees = None, None, {}
                 write_checkout(co, cancel, top=commit, previous_top=previous, sparse=self.sparse,
@@ -381,7 +391,7 @@ class Materializer:
             return
         path, index = self.layout.worktree(sha), self.admin_dir(sha) / "index"
         try:
-            if not stat.S_ISDIR(os.lstat(path).st_mode) or not index.is_file():
+            if not stat.S_ISDIR(os.lstat(path).st_mode) or gitindex.count(index) < self.spare_min_files:
                 return
             remove_tree(self.layout.spare)
             if os.path.lexists(self.layout.spare):
@@ -521,16 +531,22 @@ class _Writer:
         if self.base is not None:
             self._clear(specs)
         written = 0
+        dest, dirs, present, keep = self.dest, self._dirs, self._present, self._keep
         try:
-            for spec in specs:
+            for spec in specs:  # 40,000 files on an update of a big tree: kept tight
                 if written == _CHECK_CANCEL_EVERY:
                     progress.count("files", written)
                     written = 0
                 written += 1
-                target = self.dest + b"/" + spec.rel
+                rel = spec.rel
+                target = dest + b"/" + rel
                 try:
-                    self._ensure_dir(spec.rel.rpartition(b"/")[0])
-                    if spec.mode == _MODE_GITLINK:
+                    parent = rel.rpartition(b"/")[0]
+                    if parent not in dirs:
+                        self._ensure_dir(parent)
+                    if rel in present and keep(spec, target):
+                        pass
+                    elif spec.mode == _MODE_GITLINK:
                         os.mkdir(target)
                         self.entries.append(IndexEntry(spec.rel, spec.mode, spec.sha))
                     else:
@@ -592,20 +608,25 @@ class _Writer:
                     os.unlink(entry.path)
             self._tick()
 
-    def _keep(self, rel: bytes, mode: int, sha: bytes, target: bytes) -> bool:
-        """Keep the spare's file at ``rel`` when it holds this blob as written (git's stat
-        check, and the exec bit: a consumer's chmod or in-place write makes it rewritten)."""
+    def _keep(self, spec: _Spec, target: bytes) -> bool:
+        """Keep the spare's file at ``spec.rel`` when it holds this blob as written (git's
+        stat check, and the exec bit: a consumer's chmod or in-place write makes it
+        rewritten). Whatever is not kept is removed (symlinks are always written again)."""
+        rel, sha = spec.rel, spec.sha
         old = self.base.get(rel) if self.base is not None and self._keep_ok else None
-        if old is None or old.sha != sha or old.mode != mode or old.skip_worktree:
-            return False
-        try:
-            st = os.lstat(target)
-        except OSError:
-            return False
-        if not (stat.S_ISREG(st.st_mode) and old.unchanged(st) and _exec_matches(st, mode)):
-            return False
-        self.entries.append(IndexEntry.from_stat(rel, mode, sha, st))
-        return True
+        if old is not None and old.sha == sha and spec.mode != _MODE_LINK and not old.skip_worktree:
+            mode = _git_mode(spec.mode)
+            try:
+                st = os.lstat(target)
+            except OSError:
+                st = None
+            if (st is not None and old.mode == mode and stat.S_ISREG(st.st_mode)
+                    and old.unchanged(st) and _exec_matches(st, mode)):
+                self.entries.append(IndexEntry.from_stat(rel, mode, sha, st))
+                return True
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(target)
+        return False
 
     def _open_packs(self) -> list[tuple[Pack, int]]:
         if self._packs is None:
@@ -743,10 +764,6 @@ class _Writer:
 
     def _file(self, spec: _Spec, target: bytes) -> None:
         rel, sha = spec.rel, spec.sha
-        if rel in self._present:
-            if spec.mode != _MODE_LINK and self._keep(rel, _git_mode(spec.mode), sha, target):
-                return
-            os.unlink(target)
         if spec.mode == _MODE_LINK:
             os.symlink(self._blob(sha, rel), target)
             self.entries.append(IndexEntry.from_stat(rel, _MODE_LINK, sha, os.lstat(target)))
