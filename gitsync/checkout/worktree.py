@@ -15,6 +15,7 @@ import bisect
 import contextlib
 import ctypes
 import errno
+import gc
 import hashlib
 import mmap
 import os
@@ -184,7 +185,15 @@ def write_checkout(co: Checkout, cancel: threading.Event, *, top: str, previous_
         writer = _Writer(co.store, co.dest, co.prev, cancel, sparse, fetcher, co.base)
         if trees is not None:
             writer.trees = trees
-        entries = writer.write(obj.tree)
+        # The cyclic GC would scan every object at each generation-2 pass while a checkout
+        # makes tens of thousands that live until it ends (specs, index entries) and no cycles.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            entries = writer.write(obj.tree)
+        finally:
+            if collecting:
+                gc.enable()
         (co.dest / ".git").write_text(layout.gitdir_line(co.final, co.admin) + "\n")
         _write_admin(co, entries)
         if sparse is not None:
