@@ -13,11 +13,14 @@ import os
 import stat
 import subprocess
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
+from support.gitsync_proc import running
 from support.servers import cannot_start
-from support.upstream import Exec, Symlink, Upstream, git
+from support.upstream import Exec, Symlink, Upstream, git, many_files
 
+from gitsync.checkout.worktree import SPARE_MIN_FILES
 from gitsync.git.remote import Remote
 from gitsync.git.store import Store
 from gitsync.sidecar.sync import Syncer
@@ -169,3 +172,33 @@ def test_a_spare_that_cannot_be_rewritten_is_set_aside(upstream: Upstream, tmp_p
     finally:
         for path in (s.root / ".worktrees").glob("*/stuck.txt"):
             subprocess.run(["chattr", "-i", str(path)], capture_output=True)
+
+
+def test_submodules_are_written_again_in_a_rebuilt_spare(
+    make_upstream: Callable[..., Upstream], gs_env: dict[str, str], root: Path
+) -> None:
+    # A tree big enough for a spare (SPARE_MIN_FILES), with a submodule: the spare's
+    # submodule directory is emptied and checked out again at the new commit.
+    sub = make_upstream("sub")
+    sub.commit({"sfile": "sub 1\n"}, "sub")
+    parent = make_upstream("parent")
+    parent.commit(many_files(SPARE_MIN_FILES), "many files")
+    git("-c", "protocol.file.allow=always", "submodule", "add", "-q", sub.file_url, "sub",
+        cwd=parent.work, env=parent._env)
+    parent.commit({}, "add sub")
+    env = {**gs_env, "GITSYNC_REPO": parent.file_url, "GITSYNC_PERIOD": "100ms",
+           "GITSYNC_GIT_CONFIG": "protocol.file.allow:always"}
+    link = root / "link"
+    with running(env) as gs:
+        gs.wait_for_sha(parent.head_sha())
+        gs.wait_for_sha(parent.commit({"pfile": "2\n"}, "second"))
+        gs.wait_for(lambda: (root / ".git" / "gitsync-spare").is_dir(), 20, "the spare")
+        sub.commit({"sfile": "sub 2\n"}, "sub moves")
+        git("-C", "sub", "pull", "-q", "origin", "main", cwd=parent.work, env=parent._env)
+        git("add", "sub", cwd=parent.work, env=parent._env)
+        third = parent.commit({"pfile": "3\n"}, "bump sub")
+        gs.wait_for_sha(third)
+        assert (link / "sub" / "sfile").read_text() == "sub 2\n"
+        assert git("-C", str(link / "sub"), "rev-parse", "HEAD") == sub.head_sha()
+        assert git("-C", str(link), "status", "--porcelain") == ""
+        assert (link / "pfile").read_text() == "3\n"

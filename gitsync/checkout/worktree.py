@@ -168,6 +168,8 @@ class Checkout:
     prev: Previous | None = None
     # ``dest`` is a former worktree (the spare) holding these entries: rebuilt in place.
     base: dict[bytes, IndexEntry] | None = None
+    # The previous worktree when ``prev`` is the spare: where submodules reuse files from.
+    published: Path | None = None
 
 
 def write_checkout(co: Checkout, cancel: threading.Event, *, top: str, previous_top: str | None,
@@ -335,7 +337,8 @@ class Materializer:
             self._previous(previous) if previous != commit else None)
         trees: dict[bytes, bytes] = {}
         try:
-            co = Checkout(self.store, commit, tmp, final, self.admin_dir(commit), prev, base)
+            co = Checkout(self.store, commit, tmp, final, self.admin_dir(commit), prev, base,
+                          self.layout.worktree(previous) if spare is not None and previous else None)
             try:
                 write_checkout(co, cancel, top=commit, previous_top=previous, sparse=self.sparse,
                                submodules=self.submodules, fetcher=self.fetcher, trees=trees)
@@ -349,7 +352,8 @@ class Materializer:
                 if os.path.lexists(tmp):
                     os.rename(tmp, tmp.with_name(tmp.name + "-spare"))
                 os.mkdir(tmp)
-                co.base, co.prev, trees = None, None, {}
+                co.base, co.published, trees = None, None, {}
+                co.prev = self._previous(previous) if previous != commit else None
                 write_checkout(co, cancel, top=commit, previous_top=previous, sparse=self.sparse,
                                submodules=self.submodules, fetcher=self.fetcher, trees=trees)
             if os.path.lexists(final):
