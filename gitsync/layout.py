@@ -10,8 +10,11 @@
         lfs/tmp/                  an LFS object being downloaded (renamed into objects/ once verified)
         worktrees/<sha>/          a worktree's admin files (HEAD, index, gitdir, commondir)
         worktrees/<sha>/gitsync-lfs  built with --lfs: its LFS objects (pointer blob → oid)
+        gitsync-spare/            the last unpublished tree, rebuilt in place into the next one
+        gitsync-spare.index       its index (what each of its files held when written)
       .worktrees/<sha>/           one complete tree per published commit
-      .worktrees/.tmp-<sha>-<pid> a tree being written (renamed to <sha> when complete)
+      .worktrees/.tmp-<sha>-<pid> a tree being written (renamed to <sha> when complete;
+                                  ``-spare`` appended: a spare that could not be rewritten)
       .git-sync                   the status file (git-sync's default name)
       .gitsync.lock               one process per root
       <link>                      the symlink the consumers read (anything but the above)
@@ -37,6 +40,8 @@ RESERVED = (STORE, WORKTREES, STATUS, LOCK)
 UPSTREAM_SHALLOW = "gitsync-upstream-shallow"
 LFS = "lfs"  # in the store, as git-lfs's own $GIT_DIR/lfs
 LFS_MARKER = "gitsync-lfs"  # in a worktree's admin directory: built with --lfs
+# In a store: a worktree no longer published, kept to be turned into the next one (worktree.py).
+SPARE = "gitsync-spare"
 KEEP_IN_WIPE = frozenset({LOCK, STATUS})  # what wiping a foreign root leaves in place
 
 
@@ -68,6 +73,14 @@ class Layout:
 
     def worktree(self, sha: str) -> Path:
         return self.worktrees / sha
+
+    @property
+    def spare(self) -> Path:
+        return self.store / SPARE
+
+    @property
+    def spare_index(self) -> Path:
+        return self.store / f"{SPARE}.index"
 
     def building(self, sha: str) -> Path:
         """Where ``sha``'s tree is written before it is renamed into place."""

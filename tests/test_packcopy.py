@@ -11,9 +11,11 @@ import os
 import tracemalloc
 from pathlib import Path
 
+import pytest
 from dulwich.repo import Repo
 from support.upstream import git
 
+from gitsync.errors import ProtocolError
 from gitsync.git import localfetch
 
 
@@ -54,3 +56,53 @@ def test_old_version_of_a_big_file_is_copied_through_files(tmp_path: Path) -> No
     git("--git-dir", store, "fsck", "--strict", "--no-dangling", old)
     assert git("--git-dir", store, "rev-parse", f"{old}:big.bin") == blob
     assert not list((tmp_path / "store.git" / "objects" / "pack").glob("tmp_*"))
+
+
+def _cloned(tmp_path: Path, src: Path, commit: str) -> str:
+    store = tmp_path / "store.git"
+    target = Repo.init_bare(str(store), mkdir=True)
+    try:
+        localfetch.fetch(str(src), target, [commit.encode()], 1)  # type: ignore[list-item]
+    finally:
+        target.close()
+    (store / "shallow").write_text(f"{commit}\n")
+    # git's own reading of every object copied, byte for byte against its sha
+    git("--git-dir", str(store), "fsck", "--strict", "--no-dangling", "--full", commit)
+    return git("--git-dir", str(store), "verify-pack", *map(str, (store / "objects" / "pack").glob("*.idx")))
+
+
+def _source(tmp_path: Path) -> tuple[Path, str]:
+    work = tmp_path / "src"
+    git("init", "-q", "-b", "main", str(work))
+    for i in range(200):  # text that deltifies: most of the pack is copied in a clone
+        (work / f"d{i % 7}" / f"f{i}.txt").parent.mkdir(exist_ok=True)
+        (work / f"d{i % 7}" / f"f{i}.txt").write_text("line of text\n" * (50 + i))
+    _commit(work, "one")
+    (work / "d1" / "f1.txt").write_text("changed\n" * 60)
+    head = _commit(work, "two")
+    git("-C", str(work), "repack", "-adq")
+    return work, head
+
+
+def test_a_clone_finds_entry_ends_from_the_source_index(tmp_path: Path) -> None:
+    work, head = _source(tmp_path)
+    _cloned(tmp_path, work, head)
+
+
+def test_a_source_index_that_does_not_fit_its_pack_is_not_followed(tmp_path: Path) -> None:
+    # A damaged index gives a blob a start inside its own entry (blobs are not read before
+    # they are copied): sliced by the index unchecked, the entry before it would carry three
+    # bytes of it and the blob junk, and the store would be broken. Checked by each entry's
+    # CRC-32, the copy finds the start does not hold a zlib stream and refuses the source.
+    work, head = _source(tmp_path)
+    idx = next((work / ".git" / "objects" / "pack").glob("*.idx"))
+    blob = git("-C", str(work), "rev-parse", f"{head}:d3/f3.txt")
+    data = bytearray(idx.read_bytes())
+    count = int.from_bytes(data[8 + 255 * 4:8 + 256 * 4], "big")
+    names = [bytes(data[8 + 1024 + 20 * i:8 + 1024 + 20 * (i + 1)]) for i in range(count)]
+    at = 8 + 1024 + 24 * count + 4 * names.index(bytes.fromhex(blob))
+    data[at:at + 4] = (int.from_bytes(data[at:at + 4], "big") + 3).to_bytes(4, "big")
+    os.chmod(idx, 0o644)
+    idx.write_bytes(bytes(data))
+    with pytest.raises(ProtocolError, match="unreadable object"):
+        _cloned(tmp_path, work, head)

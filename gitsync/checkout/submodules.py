@@ -156,16 +156,17 @@ class Submodules:
         co.store.register_submodule(sub.name, url)
         rel = sub.path.decode("utf-8", "surrogateescape")
         sub_co = Checkout(store, commit, co.dest / rel, co.final / rel, admin,
-                          self._previous(store, co.prev, rel, previous_top))
+                          self._previous(store, co.published or (co.prev.path if co.prev else None),
+                                         rel, previous_top))
         nested = self if self.mode == "recursive" else None
         self.log.info("submodule checked out", v=1, name=sub.name, path=rel, hash=commit)
         write_checkout(sub_co, cancel, top=top, previous_top=previous_top, submodules=nested)
 
     @staticmethod
-    def _previous(store: Store, prev: Previous | None, rel: str, previous_top: str | None) -> Previous | None:
+    def _previous(store: Store, prev: Path | None, rel: str, previous_top: str | None) -> Previous | None:
         if prev is None or not previous_top:
             return None
         try:
-            return Previous(prev.path / rel, read_index(layout.admin(store.gitdir, previous_top) / "index"))
+            return Previous(prev / rel, read_index(layout.admin(store.gitdir, previous_top) / "index"))
         except (OSError, StoreDamage):
             return None

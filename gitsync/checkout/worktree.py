@@ -15,8 +15,8 @@ import bisect
 import contextlib
 import ctypes
 import errno
+import gc
 import hashlib
-import itertools
 import mmap
 import os
 import stat
@@ -51,6 +51,9 @@ from gitsync.git.trees import show_path
 from gitsync.layout import Layout
 
 MAX_TREE_DEPTH = 4096
+# Below this many files a tree is cheap to write afresh, and a spare would only hold disk
+# (the old versions of changed files) and old trees' quirks (a consumer's immutable file).
+SPARE_MIN_FILES = 1000
 _CHECK_CANCEL_EVERY = 256
 _TRIM_EVERY = 4096
 _STREAM_CHUNK = 1 << 20
@@ -105,9 +108,11 @@ class Previous:
         assert self.trees is not None
         if self._tree_paths is None:
             self._tree_paths = sorted(self.trees)
+        paths = self._tree_paths
         out = []
-        for path in itertools.islice(self._tree_paths,
-                                     bisect.bisect_left(self._tree_paths, prefix), None):
+        # Indexed, not islice: islice walks the list from its start on every call.
+        for i in range(bisect.bisect_left(paths, prefix), len(paths)):
+            path = paths[i]
             if not path.startswith(prefix):
                 break
             out.append((path, self.trees[path]))
@@ -118,8 +123,10 @@ class Previous:
         (a nested ``.gitattributes`` would change how a rewritten file is converted)."""
         if self._paths is None:
             self._paths = sorted(self.entries)
+        paths = self._paths
         out: list[IndexEntry] = []
-        for path in itertools.islice(self._paths, bisect.bisect_left(self._paths, prefix), None):
+        for i in range(bisect.bisect_left(paths, prefix), len(paths)):
+            path = paths[i]
             if not path.startswith(prefix):
                 break
             entry = self.entries[path]
@@ -173,6 +180,10 @@ class Checkout:
     final: Path  # where ``dest`` will be once renamed: the ``.git`` file is relative to it
     admin: Path  # git's per-worktree admin directory (HEAD, index, commondir, gitdir)
     prev: Previous | None = None
+    # ``dest`` is a former worktree (the spare) holding these entries: rebuilt in place.
+    base: dict[bytes, IndexEntry] | None = None
+    # The previous worktree when ``prev`` is the spare: where submodules reuse files from.
+    published: Path | None = None
 
 
 def write_checkout(co: Checkout, cancel: threading.Event, *, top: str, previous_top: str | None,
@@ -188,11 +199,19 @@ def write_checkout(co: Checkout, cancel: threading.Event, *, top: str, previous_
         obj = co.store.repo.object_store[ObjectID(co.commit.encode())]
         if not isinstance(obj, Commit):
             raise UnsafeTree(f"{co.commit} is not a commit")
-        writer = _Writer(co.store, co.dest, co.prev, cancel, sparse, fetcher,
+        writer = _Writer(co.store, co.dest, co.prev, cancel, sparse, fetcher, co.base,
                          lfs=smudger is not None)
         if trees is not None:
             writer.trees = trees
-        entries = writer.write(obj.tree)
+        # The cyclic GC would scan every object at each generation-2 pass while a checkout
+        # makes tens of thousands that live until it ends (specs, index entries) and no cycles.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            entries = writer.write(obj.tree)
+        finally:
+            if collecting:
+                gc.enable()
         objects = (smudger.smudge(co.dest, entries, writer.lfs_candidates,
                                   co.prev.lfs if co.prev else {}, cancel)
                    if smudger is not None and writer.lfs_candidates else {})
@@ -262,13 +281,17 @@ def _write_sparse(co: Checkout, sparse: Sparse) -> None:
 
 
 class Materializer:
-    """Builds top-level worktrees; remembers the last one's trees so the next update can reuse
-    its unchanged subtrees.
+    """Builds top-level worktrees; remembers the last ones' trees so the next update can reuse
+    their unchanged subtrees.
 
-    The last index itself is not kept in memory (13 MB of an idle sidecar at 40,000 files):
-    the next update reads it back from the worktree's index file, and trusts the remembered
-    trees only if that file is still the one written here (its checksum), since a git command
-    run in the worktree may have rewritten it.
+    An update rebuilds the spare (the worktree published before the current one, kept by
+    ``remove``) in place when there is one, else hard-links unchanged files from the current
+    worktree into a new directory.
+
+    The indexes themselves are not kept in memory (13 MB of an idle sidecar at 40,000 files):
+    an update reads them back from their files, and trusts the remembered trees only if
+    that file is still the one written here (its checksum), since a git command run in the
+    worktree may have rewritten it.
     """
 
     def __init__(self, store: Store, root: Path, *, sparse: Sparse | None = None,
@@ -281,8 +304,11 @@ class Materializer:
         self.submodules = submodules
         self.fetcher = fetcher
         self.smudger = smudger  # --lfs: the top-level tree's pointers replaced by their objects
-        # (commit, checksum of the index written for it, its packed trees when complete)
-        self._last: tuple[str, bytes, bytes | None] | None = None
+        # commit → (checksum of the index written for it, its packed trees when complete),
+        # for the last two builds: the current worktree and the next spare.
+        self._built: dict[str, tuple[bytes, bytes | None]] = {}
+        self._spare_trees: tuple[bytes, bytes | None] | None = None  # the same, for the spare
+        self.spare_min_files = SPARE_MIN_FILES
 
     # ----- inspection ----------------------------------------------------------------------
 
@@ -315,10 +341,8 @@ class Materializer:
             entries, checksum = gitindex.load_index(self.admin_dir(sha) / "index")
         except (OSError, StoreDamage):
             return None
-        trees = None
-        if self._last is not None and self._last[:2] == (sha, checksum) and self._last[2]:
-            trees = _unpack_trees(self._last[2])
-        return Previous(path, entries, trees, _lfs_objects(self.admin_dir(sha)))
+        return Previous(path, entries, _trees_for(self._built.get(sha), checksum),
+                        _lfs_objects(self.admin_dir(sha)))
 
     # ----- building ------------------------------------------------------------------------
 
@@ -335,14 +359,34 @@ class Materializer:
         self.layout.worktrees.mkdir(parents=True, exist_ok=True)
         tmp = self.layout.building(commit)
         remove_tree(tmp)
-        prev = self._previous(previous) if previous != commit else None
-        os.mkdir(tmp)
+        spare = self._take_spare(tmp)
+        base = spare.entries if spare is not None else None
+        # With a spare, the files to reuse are already in place: it is the previous tree.
+        prev = spare if spare is not None else (
+            self._previous(previous) if previous != commit else None)
         trees: dict[bytes, bytes] = {}
         try:
-            co = Checkout(self.store, commit, tmp, final, self.admin_dir(commit), prev)
-            write_checkout(co, cancel, top=commit, previous_top=previous, sparse=self.sparse,
-                           submodules=self.submodules, fetcher=self.fetcher, trees=trees,
-                           smudger=self.smudger)
+            co = Checkout(self.store, commit, tmp, final, self.admin_dir(commit), prev, base,
+                          self.layout.worktree(previous) if spare is not None and previous else None)
+            try:
+                write_checkout(co, cancel, top=commit, previous_top=previous, sparse=self.sparse,
+                               submodules=self.submodules, fetcher=self.fetcher, trees=trees,
+                               smudger=self.smudger)
+            except LocalError:
+                if base is None:
+                    raise
+                # The spare would not be rewritten (a consumer made part of it read-only
+                # while it was published): the tree is written afresh, as without one; what
+                # will not go is left aside for the stale-worktree cleanup.
+                remove_tree(tmp)
+                if os.path.lexists(tmp):
+                    os.rename(tmp, tmp.with_name(tmp.name + "-spare"))
+                os.mkdir(tmp)
+                co.base, co.published, trees = None, None, {}
+                co.prev = self._previous(previous) if previous != commit else None
+                write_checkout(co, cancel, top=commit, previous_top=previous, sparse=self.sparse,
+                               submodules=self.submodules, fetcher=self.fetcher, trees=trees,
+                               smudger=self.smudger)
             if self.smudger is None:
                 (self.admin_dir(commit) / layout.LFS_MARKER).unlink(missing_ok=True)
             if os.path.lexists(final):
@@ -353,8 +397,11 @@ class Materializer:
         finally:
             remove_tree(tmp)
         # The subtree shortcut is only sound when both builds wrote every path.
-        self._last = (commit, gitindex.checksum(self.admin_dir(commit) / "index"),
-                      _pack_trees(trees) if self.sparse is None else None)
+        self._built.pop(commit, None)
+        self._built[commit] = (gitindex.checksum(self.admin_dir(commit) / "index"),
+                               _pack_trees(trees) if self.sparse is None else None)
+        while len(self._built) > 2:
+            del self._built[next(iter(self._built))]
         return final
 
     def prune_lfs(self) -> int:
@@ -369,16 +416,63 @@ class Materializer:
             keep.update(_lfs_objects(admin_dir).values())
         return self.smudger.prune(keep)
 
+    def _take_spare(self, tmp: Path) -> Previous | None:
+        """Move the spare to ``tmp`` and return it with its index, or make ``tmp`` empty
+        when there is no usable spare. What is not taken is removed: a spare is used once."""
+        spare, index = self.layout.spare, self.layout.spare_index
+        taken = None
+        if self.sparse is None and self.smudger is None and os.path.lexists(spare):
+            try:
+                if stat.S_ISDIR(os.lstat(spare).st_mode):
+                    entries, checksum = gitindex.load_index(index)
+                    os.rename(spare, tmp)
+                    taken = Previous(tmp, entries, _trees_for(self._spare_trees, checksum))
+            except (OSError, StoreDamage):
+                taken = None
+        self._spare_trees = None
+        remove_tree(spare)
+        with contextlib.suppress(OSError):
+            os.unlink(index)
+        if taken is None:
+            os.mkdir(tmp)
+        return taken
+
+    def _keep_spare(self, sha: str) -> None:
+        """Make the worktree of ``sha`` (no longer published) the spare, with its index.
+
+        The next build renames it into place and rewrites only what differs: unchanged files
+        are kept where they are (checked like git's stat check), so an update neither makes
+        nor removes a directory or a link per unchanged file. Not with a sparse checkout,
+        whose index names files its worktree does not hold; submodules' directories are
+        emptied and written again (``_Writer._clear``). Not with --lfs either: its files
+        hold objects where the index records pointers, which the stat check cannot tell."""
+        if self.sparse is not None or self.smudger is not None:
+            return
+        path, index = self.layout.worktree(sha), self.admin_dir(sha) / "index"
+        try:
+            if not stat.S_ISDIR(os.lstat(path).st_mode) or gitindex.count(index) < self.spare_min_files:
+                return
+            remove_tree(self.layout.spare)
+            if os.path.lexists(self.layout.spare):
+                return
+            self._spare_trees = None
+            os.rename(path, self.layout.spare)
+            os.replace(index, self.layout.spare_index)
+            self._spare_trees = self._built.get(sha)
+        except OSError:
+            return
+
     def remove(self, sha: str) -> bool:
         """Remove the worktree of ``sha`` and its admin; False when some of it would not go
-        (a consumer made it read-only or immutable): kept whole for the next cleanup."""
+        (a consumer made it read-only or immutable): kept whole for the next cleanup.
+        The worktree becomes the spare when it can (``_keep_spare``)."""
         path = self.layout.worktree(sha)
+        self._keep_spare(sha)
         remove_tree(path)
         if os.path.lexists(path):
             return False
         remove_tree(self.admin_dir(sha))
-        if self._last is not None and self._last[0] == sha:
-            self._last = None
+        self._built.pop(sha, None)
         return True
 
 
@@ -399,6 +493,13 @@ def _pack_trees(trees: dict[bytes, bytes]) -> bytes:
     thousands of small keys and values made during a checkout would each keep a block of the
     allocator's arenas in use (5 MB of idle RSS at 50,000 files in 5,000 directories)."""
     return b"".join(prefix + b"\0" + sha for prefix, sha in trees.items())
+
+
+def _trees_for(built: tuple[bytes, bytes | None] | None, checksum: bytes) -> dict[bytes, bytes] | None:
+    """The remembered trees of a build, if its index file is still the one written then."""
+    if built is None or built[0] != checksum or not built[1]:
+        return None
+    return _unpack_trees(built[1])
 
 
 def _unpack_trees(packed: bytes) -> dict[bytes, bytes]:
@@ -467,8 +568,8 @@ class _Writer:
     lacks in one batch, then writes. Directories are made when a file needs them, as git does."""
 
     def __init__(self, store: Store, dest: Path, prev: Previous | None, cancel: threading.Event,
-                 sparse: Sparse | None = None, fetcher: Fetcher | None = None, *,
-                 lfs: bool = False):
+                 sparse: Sparse | None = None, fetcher: Fetcher | None = None,
+                 base: dict[bytes, IndexEntry] | None = None, *, lfs: bool = False):
         self.objects = store.repo.object_store
         self.dest = os.fsencode(dest)
         self.prev = prev
@@ -486,6 +587,11 @@ class _Writer:
         # Each pack with a descriptor open on it, for _locate: asking dulwich for its pack list
         # lists the pack directory, and opening the pack per file cost a fifth of a checkout.
         self._packs: list[tuple[Pack, int]] | None = None
+        # Rebuilding a spare in place (see Materializer._keep_spare): what it holds, the
+        # files found in it, and whether its files may be kept (its attributes are ours).
+        self.base = base
+        self._present: set[bytes] = set()
+        self._keep_ok = False
 
     def write(self, tree_sha: bytes) -> list[IndexEntry]:
         specs = self._plan(tree_sha)
@@ -495,17 +601,25 @@ class _Writer:
             ))
             if missing:
                 self.fetcher(missing)
+        if self.base is not None:
+            self._clear(specs)
         written = 0
+        dest, dirs, present, keep = self.dest, self._dirs, self._present, self._keep
         try:
-            for spec in specs:
+            for spec in specs:  # 40,000 files on an update of a big tree: kept tight
                 if written == _CHECK_CANCEL_EVERY:
                     progress.count("files", written)
                     written = 0
                 written += 1
-                target = self.dest + b"/" + spec.rel
+                rel = spec.rel
+                target = dest + b"/" + rel
                 try:
-                    self._ensure_dir(spec.rel.rpartition(b"/")[0])
-                    if spec.mode == _MODE_GITLINK:
+                    parent = rel.rpartition(b"/")[0]
+                    if parent not in dirs:
+                        self._ensure_dir(parent)
+                    if rel in present and keep(spec, target):
+                        pass
+                    elif spec.mode == _MODE_GITLINK:
                         os.mkdir(target)
                         self.entries.append(IndexEntry(spec.rel, spec.mode, spec.sha))
                     else:
@@ -523,6 +637,72 @@ class _Writer:
             self._close_packs()
         progress.count("files", written)
         return self.entries
+
+    def _clear(self, specs: list[_Spec]) -> None:
+        """Make the spare a subset of the new tree: remove every entry the tree does not
+        have at that path with that kind (files and symlinks where a file or a symlink will
+        be, real directories where directories will be; consumers' additions, ``.git``,
+        gitlinks, a directory become a file, a symlink become a directory all go).
+
+        Its directories are then known to be real and are not made again; a file it keeps
+        is checked again when its turn comes (``_keep``).
+        """
+        assert self.base is not None
+        files: set[bytes] = set()
+        dirs: set[bytes] = {b""}
+        attributes_now: dict[bytes, bytes] = {}
+        for spec in specs:
+            if spec.mode == _MODE_GITLINK:
+                continue
+            rel = spec.rel
+            files.add(rel)
+            if rel.endswith(b".gitattributes"):
+                attributes_now[rel] = spec.sha
+            parent = rel.rpartition(b"/")[0]
+            while parent not in dirs:
+                dirs.add(parent)
+                parent = parent.rpartition(b"/")[0]
+        # A kept file was converted by the spare's attributes: only the same ones will do.
+        attributes_then = {path: e.sha for path, e in self.base.items() if path.endswith(b".gitattributes")}
+        self._keep_ok = attributes_now == attributes_then
+        stack = [b""]
+        while stack:
+            rel_dir = stack.pop()
+            with os.scandir(self.dest + b"/" + rel_dir if rel_dir else self.dest) as it:
+                found = list(it)
+            for entry in found:
+                rel = rel_dir + b"/" + entry.name if rel_dir else entry.name
+                if entry.is_dir(follow_symlinks=False):
+                    if rel in dirs:
+                        self._dirs.add(rel)
+                        stack.append(rel)
+                    else:
+                        rmtree(os.fsdecode(entry.path))
+                elif rel in files:
+                    self._present.add(rel)
+                else:
+                    os.unlink(entry.path)
+            self._tick()
+
+    def _keep(self, spec: _Spec, target: bytes) -> bool:
+        """Keep the spare's file at ``spec.rel`` when it holds this blob as written (git's
+        stat check, and the exec bit: a consumer's chmod or in-place write makes it
+        rewritten). Whatever is not kept is removed (symlinks are always written again)."""
+        rel, sha = spec.rel, spec.sha
+        old = self.base.get(rel) if self.base is not None and self._keep_ok else None
+        if old is not None and old.sha == sha and spec.mode != _MODE_LINK and not old.skip_worktree:
+            mode = _git_mode(spec.mode)
+            try:
+                st = os.lstat(target)
+            except OSError:
+                st = None
+            if (st is not None and old.mode == mode and stat.S_ISREG(st.st_mode)
+                    and old.unchanged(st) and _exec_matches(st, mode)):
+                self.entries.append(IndexEntry.from_stat(rel, mode, sha, st))
+                return True
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(target)
+        return False
 
     def _open_packs(self) -> list[tuple[Pack, int]]:
         if self._packs is None:
@@ -666,13 +846,13 @@ class _Writer:
             self.entries.append(IndexEntry.from_stat(rel, _MODE_LINK, sha, os.lstat(target)))
             return
         mode = _git_mode(spec.mode)
-        if spec.reuse and self.prev is not None:
+        if spec.reuse and self.prev is not None and self.base is None:
             old = self.prev.entries.get(rel)
             if old is not None and old.sha == sha and old.mode == mode and not old.skip_worktree:
                 src = self.prev_base + b"/" + rel
                 try:
                     st = os.lstat(src)
-                    if stat.S_ISREG(st.st_mode) and old.unchanged(st):
+                    if stat.S_ISREG(st.st_mode) and old.unchanged(st) and _exec_matches(st, mode):
                         self._reuse(src, target)
                         # A hard link is the same inode: its stat is the source's (ctime moves
                         # with every link and unlink anyway, so git re-checks it by content).
@@ -818,6 +998,11 @@ def _git_mode(mode: int) -> int:
     if mode in (_MODE_LINK, _MODE_GITLINK):
         return mode
     return 0o100755 if mode & 0o100 else 0o100644
+
+
+def _exec_matches(st: os.stat_result, mode: int) -> bool:
+    """Whether a file's owner exec bit is what git's mode says (git's own check)."""
+    return bool(st.st_mode & 0o100) == (mode == 0o100755)
 
 
 def _copy(src: bytes, dst: bytes) -> None:

@@ -6,7 +6,8 @@ or ``git status`` in a worktree. git creates objects, packs and their indexes re
 ``--group-write`` sets to 002 as git-sync does. dulwich writes refs, HEAD, config and the
 shallow file 0644 whatever the umask, and ``mkstemp`` 0600: left so, a consumer in the group
 cannot take ``index.lock`` or read an object. ``settle`` puts the git modes back after a sync;
-it reads modes only (one ``lstat`` per file of ``.git``, none per file of a worktree).
+it reads modes only (one ``lstat`` per file of ``.git``, none per file of a worktree or
+of the spare worktree kept in ``.git``).
 """
 
 from __future__ import annotations
@@ -51,6 +52,10 @@ def settle(gitdir: Path) -> None:
     modes = {"dir": 0o777 & ~mask, "file": 0o666 & ~mask, "ro": 0o444 & ~mask}
     for dirpath, dirnames, filenames in os.walk(gitdir):
         rel_dir = Path(dirpath).relative_to(gitdir).parts
+        if not rel_dir and layout.SPARE in dirnames:
+            # A worktree kept for the next build (its files are the published tree's, hard
+            # linked: their modes are the checkout's, and 40,000 of them cost 40,000 lstats).
+            dirnames.remove(layout.SPARE)
         _set(dirpath, modes["dir"], keep_setgid=True)
         for name in filenames:
             if name.endswith(".lock"):

@@ -1,0 +1,204 @@
+"""Updates rebuilt from the spare: the worktree published before the current one, kept in the
+store and rewritten in place into the next commit's tree (checkout/worktree.py).
+
+The spare has been in the consumers' hands: each test leaves it changed the ways a consumer
+can (files written in place, chmod, extra files, a directory swapped for a symlink) or has
+the new commit change the kind of a path, then compares the new worktree with git's own
+checkout of the same commit, path by path.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from support.gitsync_proc import running
+from support.servers import cannot_start
+from support.upstream import Exec, Symlink, Upstream, git, many_files
+
+from gitsync.checkout.worktree import SPARE_MIN_FILES
+from gitsync.git.remote import Remote
+from gitsync.git.store import Store
+from gitsync.sidecar.sync import Syncer
+
+
+def _syncer(upstream: Upstream, root: Path) -> Syncer:
+    root.mkdir(parents=True, exist_ok=True)
+    s = Syncer(remote=Remote(upstream.file_url), store=Store(root, upstream.file_url),
+               root=root, link=root / "link", ref="HEAD", depth=1, stale_worktree_timeout=0)
+    s.worktrees.spare_min_files = 1  # small trees keep no spare; these would not be tested
+    return s
+
+
+def _sync(s: Syncer, first: bool = False) -> str:
+    return s.run(first, threading.Event()).commit
+
+
+def _snapshot(top: Path) -> dict[str, tuple[str, bytes, int]]:
+    """Every path below ``top`` but ``.git``: its kind, bytes or link target, exec bit."""
+    out: dict[str, tuple[str, bytes, int]] = {}
+    for dirpath, dirnames, filenames in os.walk(top):
+        if dirpath == str(top):
+            dirnames[:] = [d for d in dirnames if d != ".git"]
+            filenames = [f for f in filenames if f != ".git"]
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            rel = str(path.relative_to(top))
+            st = os.lstat(path)
+            if stat.S_ISLNK(st.st_mode):
+                out[rel] = ("link", os.readlink(path).encode(), 0)
+            elif stat.S_ISDIR(st.st_mode):
+                out[rel] = ("dir", b"", 0)
+            else:
+                out[rel] = ("file", path.read_bytes(), st.st_mode & 0o100)
+    return out
+
+
+def _git_checkout(upstream: Upstream, sha: str, where: Path) -> Path:
+    subprocess.run(["git", "clone", "-q", "--no-checkout", upstream.file_url, str(where)], check=True)
+    git("-C", str(where), "checkout", "-q", "--detach", sha)
+    return where
+
+
+def _assert_like_git(s: Syncer, upstream: Upstream, sha: str, where: Path) -> None:
+    assert os.readlink(s.link) == f".worktrees/{sha}"
+    assert _snapshot(s.link) == _snapshot(_git_checkout(upstream, sha, where))
+    assert git("-C", str(s.link), "status", "--porcelain", "--ignored") == ""
+
+
+BASE = {
+    "shared.txt": "shared\n",
+    "plain.txt": "plain\n",
+    "tool.sh": Exec("#!/bin/sh\n"),
+    "becomes_dir": "a file first\n",
+    "becomes_file/inner.txt": "inside\n",
+    "link": Symlink("plain.txt"),
+    "d/x.txt": "x\n",
+    "d/e/y.txt": "y\n",
+    "gone/z.txt": "z\n",
+}
+
+
+def test_update_from_the_spare_matches_git(upstream: Upstream, tmp_path: Path) -> None:
+    upstream.commit(BASE, "base")
+    s = _syncer(upstream, tmp_path / "root")
+    first = _sync(s, first=True)
+    first_dir = s.root / ".worktrees" / first
+    root_inode = first_dir.stat().st_ino
+    upstream.commit({"other.txt": "1\n"}, "unrelated")
+    _sync(s)  # the first tree is now the spare
+    assert not first_dir.exists()
+    third = upstream.commit({
+        "becomes_dir": None, "becomes_dir/now.txt": "a directory now\n",
+        "becomes_file/inner.txt": None, "becomes_file": "a file now\n",
+        "link": "a file where a symlink was\n",
+        "tool.sh": "#!/bin/sh\n",  # same bytes, no longer executable
+        "plain.txt": Exec("plain\n"),  # same bytes, executable now
+        "d/e/y.txt": None, "new/deep/n.txt": "new\n", "gone/z.txt": None,
+    }, "kinds and modes change")
+    assert _sync(s) == third
+    assert (s.root / ".worktrees" / third).stat().st_ino == root_inode, "built from the spare"
+    _assert_like_git(s, upstream, third, tmp_path / "git")
+
+
+def test_what_consumers_did_to_the_spare_is_undone(upstream: Upstream, tmp_path: Path) -> None:
+    upstream.commit(BASE, "base")
+    s = _syncer(upstream, tmp_path / "root")
+    first = _sync(s, first=True)
+    old = s.root / ".worktrees" / first
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    # While the first tree is published, a consumer writes in it.
+    (old / "junk.txt").write_text("added by a consumer\n")
+    (old / "junkdir").mkdir()
+    (old / "junkdir" / "f").write_text("junk\n")
+    os.chmod(old / "plain.txt", 0o755)  # mode only: size and mtime unchanged
+    with open(old / "d" / "x.txt", "r+b") as f:  # in place: same inode, same size
+        f.write(b"X")
+    os.utime(old / "d" / "x.txt", ns=(0, (old / "d" / "x.txt").stat().st_mtime_ns + 5_000_000_000))
+    (old / "d" / "e" / "y.txt").unlink()
+    (old / "d" / "e").rmdir()
+    os.symlink(outside, old / "d" / "e")  # a directory swapped for a symlink out of the tree
+    second = upstream.commit({"other.txt": "1\n"}, "unrelated")
+    _sync(s)
+    current = s.root / ".worktrees" / second
+    assert (current / "plain.txt").stat().st_mode & 0o111 == 0, "a chmod is not hard-linked on"
+    assert (current / "d" / "x.txt").read_text() == "x\n"
+    # Now the spare; a consumer of the published tree writes into a file the spare shares.
+    with open(current / "shared.txt", "r+b") as f:
+        f.write(b"S")
+    os.utime(current / "shared.txt", ns=(0, (current / "shared.txt").stat().st_mtime_ns + 5_000_000_000))
+    third = upstream.commit({"more.txt": "2\n", "d/e/y.txt": "y again\n"}, "another")
+    assert _sync(s) == third
+    assert list(outside.iterdir()) == [], "nothing written through the consumer's symlink"
+    assert (s.link / "shared.txt").read_text() == "shared\n", "the consumer's write stays behind"
+    _assert_like_git(s, upstream, third, tmp_path / "git")
+
+
+def test_changed_attributes_rewrite_kept_files(upstream: Upstream, tmp_path: Path) -> None:
+    # The spare's files were converted by its attributes: a blob unchanged since then must
+    # be written again when the attributes that convert it changed.
+    upstream.commit({"a.txt": "one\ntwo\n", "sub/b.txt": "three\n"}, "no attributes")
+    s = _syncer(upstream, tmp_path / "root")
+    _sync(s, first=True)
+    upstream.commit({"other.txt": "1\n"}, "unrelated")
+    _sync(s)
+    third = upstream.commit({".gitattributes": "*.txt eol=crlf\n"}, "crlf")
+    assert _sync(s) == third
+    assert (s.link / "a.txt").read_bytes() == b"one\r\ntwo\r\n"
+    _assert_like_git(s, upstream, third, tmp_path / "git")
+
+
+def test_a_spare_that_cannot_be_rewritten_is_set_aside(upstream: Upstream, tmp_path: Path) -> None:
+    upstream.commit({"stuck.txt": "one\n", "other.txt": "1\n"}, "base")
+    s = _syncer(upstream, tmp_path / "root")
+    first = _sync(s, first=True)
+    stuck = s.root / ".worktrees" / first / "stuck.txt"
+    if subprocess.run(["chattr", "+i", str(stuck)], capture_output=True).returncode != 0:
+        cannot_start("an immutable file", "chattr +i refused on this filesystem")
+    try:
+        upstream.commit({"other.txt": "2\n"}, "unrelated")
+        _sync(s)  # the first tree, with its immutable file, is the spare
+        third = upstream.commit({"stuck.txt": "three\n"}, "the immutable file changes")
+        assert _sync(s) == third
+        assert (s.link / "stuck.txt").read_text() == "three\n"
+        _assert_like_git(s, upstream, third, tmp_path / "git")
+        aside = [p.name for p in (s.root / ".worktrees").iterdir() if p.name.endswith("-spare")]
+        assert len(aside) == 1, "left for the stale-worktree cleanup"
+    finally:
+        for path in (s.root / ".worktrees").glob("*/stuck.txt"):
+            subprocess.run(["chattr", "-i", str(path)], capture_output=True)
+
+
+def test_submodules_are_written_again_in_a_rebuilt_spare(
+    make_upstream: Callable[..., Upstream], gs_env: dict[str, str], root: Path
+) -> None:
+    # A tree big enough for a spare (SPARE_MIN_FILES), with a submodule: the spare's
+    # submodule directory is emptied and checked out again at the new commit.
+    sub = make_upstream("sub")
+    sub.commit({"sfile": "sub 1\n"}, "sub")
+    parent = make_upstream("parent")
+    parent.commit(many_files(SPARE_MIN_FILES), "many files")
+    git("-c", "protocol.file.allow=always", "submodule", "add", "-q", sub.file_url, "sub",
+        cwd=parent.work, env=parent._env)
+    parent.commit({}, "add sub")
+    env = {**gs_env, "GITSYNC_REPO": parent.file_url, "GITSYNC_PERIOD": "100ms",
+           "GITSYNC_GIT_CONFIG": "protocol.file.allow:always"}
+    link = root / "link"
+    with running(env) as gs:
+        gs.wait_for_sha(parent.head_sha())
+        gs.wait_for_sha(parent.commit({"pfile": "2\n"}, "second"))
+        gs.wait_for(lambda: (root / ".git" / "gitsync-spare").is_dir(), 20, "the spare")
+        sub.commit({"sfile": "sub 2\n"}, "sub moves")
+        git("-C", "sub", "pull", "-q", "origin", "main", cwd=parent.work, env=parent._env)
+        git("add", "sub", cwd=parent.work, env=parent._env)
+        third = parent.commit({"pfile": "3\n"}, "bump sub")
+        gs.wait_for_sha(third)
+        assert (link / "sub" / "sfile").read_text() == "sub 2\n"
+        assert git("-C", str(link / "sub"), "rev-parse", "HEAD") == sub.head_sha()
+        assert git("-C", str(link), "status", "--porcelain") == ""
+        assert (link / "pfile").read_text() == "3\n"
