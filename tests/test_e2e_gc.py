@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from conftest import MakeHttpServer
-from support.gitsync_proc import run_once
+from support.gitsync_proc import run_once, running
 from support.upstream import Upstream, git
 
 MiB = 1 << 20
@@ -42,6 +42,30 @@ def test_gc_reclaims_history_no_worktree_needs(
         assert after >= full, (full, after)
     git("-C", str(root), "fsck", "--no-progress")
     assert git("-C", str(root / "link"), "rev-list", "--count", "HEAD") == "1"
+
+
+def test_a_store_filled_from_empty_is_rewritten_only_when_it_grows(
+    upstream: Upstream, gs_env: dict[str, str], root: Path
+) -> None:
+    """What the first fetch into an empty store brought is the live set: rewriting it at the
+    first update read every object again (at 40,000 files, 70 MB of the update's peak RSS).
+    Growth past a quarter still rewrites it."""
+    packs = root / ".git" / "objects" / "pack"
+    start = upstream.commit({"base.bin": os.urandom(MiB)}, "base")  # a small update: < 1/4
+    with running({**gs_env, "GITSYNC_PERIOD": "100ms", "GITSYNC_GIT_GC": "always"}) as gs:
+        gs.wait_for_sha(start)
+        cloned = {p.name for p in packs.glob("*.pack")}
+        assert len(cloned) == 1
+        small = upstream.commit({"file": "two\n"}, "two")
+        gs.wait_for_sha(small)
+        gs.wait_for(lambda: gs.count("updated successfully") >= 2, desc="the update's clean-up")
+        assert cloned < {p.name for p in packs.glob("*.pack")}  # kept, beside the update's
+        big = upstream.commit({"big.bin": os.urandom(MiB)}, "big")
+        gs.wait_for_sha(big)
+        gs.wait_for(lambda: gs.count("updated successfully") >= 3, desc="the update's clean-up")
+        after = {p.name for p in packs.glob("*.pack")}
+        assert len(after) == 1 and not after & cloned  # one pack of the live objects
+    git("-C", str(root), "fsck", "--no-progress")
 
 
 def test_v3_layout_is_upgraded_in_place(upstream: Upstream, gs_env: dict[str, str], root: Path) -> None:

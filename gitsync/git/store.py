@@ -497,6 +497,7 @@ class Store:
             if depth == 0 and self.repo.get_shallow() - self.upstream_shallow():
                 deepen = INFINITE_DEPTH  # git fetch --unshallow
             before = {p.name for p in (self.gitdir / "objects" / "pack").glob("*.pack")}
+            empty = not before and self._baseline == 0 and self._objects_size() == 0
             remote.fetch(self.repo, [target.want], deepen, filter_spec)
             if filter_spec:
                 self._mark_promisor(filter_spec, before)
@@ -508,6 +509,11 @@ class Store:
                 # The server judged our shallow boundary complete; ask for everything.
                 remote.fetch(self.repo, [target.want], INFINITE_DEPTH, filter_spec)
                 self._learn_upstream_shallow(commit, depth)
+            if empty:
+                # What a fetch into an empty store brought is the live set: the store is
+                # compact already, and rewriting it at the first update would read every
+                # object again (at 40,000 files: ~70 MB of pack pages counted in RSS).
+                self._baseline = max(self._objects_size(), 1)
         return commit
 
     # ----- tags (--relay-tags) -------------------------------------------------------------
@@ -630,8 +636,8 @@ class Store:
         """Rewrite the store as one pack of the live objects, as ``--git-gc`` asks.
 
         ``always`` and ``aggressive`` (git-sync's default is ``always``) compact once per process
-        (what an earlier process left behind is unknown) and then whenever the store grew by a
-        quarter; ``auto`` only when it doubled; ``off`` never. More than 24 packs always
+        (what an earlier process left behind is unknown; a store this process filled from empty
+        is compact already, see ``fetch``) and then whenever the store grew by a quarter; ``auto`` only when it doubled; ``off`` never. More than 24 packs always
         triggers it: lookups slow down with every pack.
         """
         if gc == "off":
