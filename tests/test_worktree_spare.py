@@ -9,6 +9,7 @@ checkout of the same commit, path by path.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 import subprocess
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from support.gitsync_proc import running
 from support.servers import cannot_start
+from support.servers.lfs import pointer
 from support.upstream import Exec, Symlink, Upstream, git, many_files
 
 from gitsync.checkout.worktree import SPARE_MIN_FILES
@@ -202,3 +204,67 @@ def test_submodules_are_written_again_in_a_rebuilt_spare(
         assert git("-C", str(link / "sub"), "rev-parse", "HEAD") == sub.head_sha()
         assert git("-C", str(link), "status", "--porcelain") == ""
         assert (link / "pfile").read_text() == "3\n"
+
+
+def _lfs_syncer(upstream: Upstream, root: Path, *, lfs: bool, timeout: float = 0) -> Syncer:
+    """A syncer of ``upstream`` (a file repository holding its own LFS objects), with --lfs
+    on or off: what a restart with the setting toggled runs."""
+    from gitsync.checkout.lfs import LfsConfig, Smudger
+    from gitsync.git.lfs import LocalSource, ObjectCache
+    from gitsync.layout import Layout
+
+    root.mkdir(parents=True, exist_ok=True)
+    where = Layout(root)
+    smudger = (Smudger(LfsConfig(LocalSource(upstream.bare), ObjectCache(where.lfs_objects, where.lfs_tmp)))
+               if lfs else None)
+    s = Syncer(remote=Remote(upstream.file_url), store=Store(root, upstream.file_url), root=root,
+               link=root / "link", ref="HEAD", depth=1, stale_worktree_timeout=timeout, lfs=smudger)
+    s.worktrees.spare_min_files = 1
+    return s
+
+
+def _lfs_upstream(upstream: Upstream, data: bytes) -> None:
+    oid = hashlib.sha256(data).hexdigest()
+    where = upstream.bare / "lfs" / "objects" / oid[:2] / oid[2:4]
+    where.mkdir(parents=True, exist_ok=True)
+    (where / oid).write_bytes(data)
+    upstream.commit({".gitattributes": "*.bin filter=lfs -text\n", "a.bin": pointer(data),
+                     "plain.txt": "plain\n"}, "lfs")
+
+
+def test_a_tree_built_with_lfs_is_not_reused_without_it(upstream: Upstream, tmp_path: Path) -> None:
+    # A restart with --lfs turned off: the published tree's a.bin holds the object, its index
+    # the pointer's blob and the object file's stat; the next tree must hold the pointer.
+    data = os.urandom(3000)
+    _lfs_upstream(upstream, data)
+    root = tmp_path / "root"
+    _sync(_lfs_syncer(upstream, root, lfs=True), first=True)
+    assert (root / "link" / "a.bin").read_bytes() == data
+    s = _lfs_syncer(upstream, root, lfs=False)
+    second = upstream.commit({"other.txt": "1\n"}, "unrelated")
+    assert _sync(s, first=True) == second
+    assert (s.link / "a.bin").read_bytes() == pointer(data)
+    _assert_like_git(s, upstream, second, tmp_path / "git")
+
+
+def test_a_spare_built_with_lfs_is_not_rewritten_without_it(upstream: Upstream, tmp_path: Path) -> None:
+    # --stale-worktree-timeout kept a tree built with --lfs past a restart without it: when it
+    # goes it must not become the spare, whose kept files would be objects, not pointers.
+    data = os.urandom(3000)
+    _lfs_upstream(upstream, data)
+    root = tmp_path / "root"
+    s = _lfs_syncer(upstream, root, lfs=True, timeout=3600)
+    first = _sync(s, first=True)
+    upstream.commit({"other.txt": "1\n"}, "unrelated")
+    _sync(s)
+    assert (root / ".worktrees" / first).is_dir(), "kept by the timeout"
+    s = _lfs_syncer(upstream, root, lfs=False, timeout=3600)
+    _sync(s, first=True)  # the published tree is rebuilt without --lfs
+    os.utime(root / ".worktrees" / first, (1, 1))  # the timeout has passed
+    third = upstream.commit({"more.txt": "2\n"}, "another")
+    _sync(s)  # removes the first tree
+    assert not (root / ".worktrees" / first).exists()
+    fourth = upstream.commit({"yet.txt": "3\n"}, "yet another")
+    assert _sync(s) == fourth != third
+    assert (s.link / "a.bin").read_bytes() == pointer(data)
+    _assert_like_git(s, upstream, fourth, tmp_path / "git")

@@ -327,15 +327,21 @@ class Materializer:
             return False
         # A worktree built with --lfs off holds pointers, one built with it on objects: turning
         # the setting on or off rebuilds the published commit's.
-        if (self.admin_dir(sha) / layout.LFS_MARKER).is_file() != (self.smudger is not None):
+        if self._has_lfs_objects(sha) != (self.smudger is not None):
             return False
         return (self.admin_dir(sha) / "index").is_file()
+
+    def _has_lfs_objects(self, sha: str) -> bool:
+        """Built with --lfs (by this run or one before a restart): its files hold objects
+        where its index records pointers, which the stat check cannot tell, so a build
+        without --lfs reuses none of them."""
+        return (self.admin_dir(sha) / layout.LFS_MARKER).is_file()
 
     def _previous(self, sha: str | None) -> Previous | None:
         if not sha:
             return None
         path = self.layout.worktree(sha)
-        if not path.is_dir():
+        if not path.is_dir() or (self.smudger is None and self._has_lfs_objects(sha)):
             return None
         try:
             entries, checksum = gitindex.load_index(self.admin_dir(sha) / "index")
@@ -444,13 +450,14 @@ class Materializer:
         are kept where they are (checked like git's stat check), so an update neither makes
         nor removes a directory or a link per unchanged file. Not with a sparse checkout,
         whose index names files its worktree does not hold; submodules' directories are
-        emptied and written again (``_Writer._clear``). Not with --lfs either: its files
-        hold objects where the index records pointers, which the stat check cannot tell."""
+        emptied and written again (``_Writer._clear``). Not with --lfs, nor a tree built with
+        it before a restart without it (``_has_lfs_objects``)."""
         if self.sparse is not None or self.smudger is not None:
             return
         path, index = self.layout.worktree(sha), self.admin_dir(sha) / "index"
         try:
-            if not stat.S_ISDIR(os.lstat(path).st_mode) or gitindex.count(index) < self.spare_min_files:
+            if (not stat.S_ISDIR(os.lstat(path).st_mode) or self._has_lfs_objects(sha)
+                    or gitindex.count(index) < self.spare_min_files):
                 return
             remove_tree(self.layout.spare)
             if os.path.lexists(self.layout.spare):
