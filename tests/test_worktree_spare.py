@@ -268,3 +268,35 @@ def test_a_spare_built_with_lfs_is_not_rewritten_without_it(upstream: Upstream, 
     assert _sync(s) == fourth != third
     assert (s.link / "a.bin").read_bytes() == pointer(data)
     _assert_like_git(s, upstream, fourth, tmp_path / "git")
+
+
+def test_a_write_that_restores_the_mtime_does_not_leak_into_the_next_tree(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    # The published tree shares its unchanged files' inodes with the spare. A consumer writes
+    # one in place, keeping its size, and sets its mtime back: only the ctime, which nobody
+    # can set, tells (git's own stat check compares it; git-sync writes every tree afresh).
+    upstream.commit(BASE, "base")
+    s = _syncer(upstream, tmp_path / "root")
+    _sync(s, first=True)
+    second = upstream.commit({"other.txt": "1\n"}, "unrelated")
+    _sync(s)  # hard-linked from the first tree, which is now the spare
+    current = s.root / ".worktrees" / second
+    before = (current / "shared.txt").stat()
+    with open(current / "shared.txt", "r+b") as f:
+        f.write(b"S")
+    os.utime(current / "shared.txt", ns=(before.st_atime_ns, before.st_mtime_ns))
+    untouched = (current / "plain.txt").stat().st_ino
+    third = upstream.commit({"more.txt": "2\n"}, "another")
+    assert _sync(s) == third
+    assert (s.link / "shared.txt").read_text() == "shared\n", "the consumer's write stays behind"
+    # What nobody touched is still kept from the spare, not written again: the hard links
+    # that built the current tree moved its ctime, and the spare's index records that.
+    assert (s.link / "plain.txt").stat().st_ino == untouched
+    _assert_like_git(s, upstream, third, tmp_path / "git")
+    # The next update, from the tree the consumer wrote in (now the spare): the file is
+    # written again, the untouched one kept.
+    fourth = upstream.commit({"yet.txt": "3\n"}, "yet another")
+    assert _sync(s) == fourth
+    assert (s.link / "plain.txt").stat().st_ino == untouched
+    _assert_like_git(s, upstream, fourth, tmp_path / "git2")

@@ -100,6 +100,9 @@ class Previous:
     entries: dict[bytes, IndexEntry]
     trees: dict[bytes, bytes] | None = None
     lfs: dict[bytes, str] = field(default_factory=dict)  # its LFS objects (Smudge.smudge)
+    # Entries whose file an update hard-linked: the link moved its ctime, recorded here
+    # (``Materializer._refresh``) so this tree can be rebuilt as the spare.
+    relinked: bool = False
     _paths: list[bytes] | None = None
     _tree_paths: list[bytes] | None = None
 
@@ -395,6 +398,8 @@ class Materializer:
                                smudger=self.smudger)
             if self.smudger is None:
                 (self.admin_dir(commit) / layout.LFS_MARKER).unlink(missing_ok=True)
+            if co.prev is not None and co.prev.relinked and previous:
+                self._refresh(previous, co.prev)
             if os.path.lexists(final):
                 # Rebuilding a damaged worktree the link points at: swap, never leave a gap.
                 exchange(tmp, final)
@@ -409,6 +414,16 @@ class Materializer:
         while len(self._built) > 2:
             del self._built[next(iter(self._built))]
         return final
+
+    def _refresh(self, sha: str, prev: Previous) -> None:
+        """Record in the index of ``sha`` the ctimes that hard-linking its files moved, so
+        that when it becomes the spare its untouched files pass the ctime check and are kept
+        (without this, the update after a hard-linked one would write every file again)."""
+        index = self.admin_dir(sha) / "index"
+        write_index(index, list(prev.entries.values()))
+        built = self._built.get(sha)
+        if built is not None:
+            self._built[sha] = (gitindex.checksum(index), built[1])
 
     def prune_lfs(self) -> int:
         """--lfs: drop the cached objects no kept worktree holds (each worktree's admin
@@ -703,8 +718,11 @@ class _Writer:
                 st = os.lstat(target)
             except OSError:
                 st = None
+            # ctime too, unlike the hard-link path: the published tree shares this inode, and
+            # a consumer's write there may have set the mtime back; nobody can set a ctime.
             if (st is not None and old.mode == mode and stat.S_ISREG(st.st_mode)
-                    and old.unchanged(st) and _exec_matches(st, mode)):
+                    and old.unchanged(st) and st.st_ctime_ns == old.ctime_ns
+                    and _exec_matches(st, mode)):
                 self.entries.append(IndexEntry.from_stat(rel, mode, sha, st))
                 return True
         with contextlib.suppress(FileNotFoundError):
@@ -861,11 +879,13 @@ class _Writer:
                     st = os.lstat(src)
                     if stat.S_ISREG(st.st_mode) and old.unchanged(st) and _exec_matches(st, mode):
                         self._reuse(src, target)
-                        # A hard link is the same inode: its stat is the source's (ctime moves
-                        # with every link and unlink anyway, so git re-checks it by content).
-                        linked = self._reuse == self._link
-                        self.entries.append(IndexEntry.from_stat(
-                            rel, mode, sha, st if linked else os.lstat(target)))
+                        # The link moved the inode's ctime, which the spare's check compares
+                        # (_keep): both trees' entries record the new one.
+                        now = os.lstat(target)
+                        self.entries.append(IndexEntry.from_stat(rel, mode, sha, now))
+                        if now.st_ino == st.st_ino:
+                            self.prev.entries[rel] = old._replace(ctime_ns=now.st_ctime_ns)
+                            self.prev.relinked = True
                         return
                 except OSError:
                     pass
