@@ -17,12 +17,15 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from support.gitsync_proc import running
 from support.servers import cannot_start
 from support.servers.lfs import pointer
 from support.upstream import Exec, Symlink, Upstream, git, many_files
 
+from gitsync import progress
 from gitsync.checkout.worktree import SPARE_MIN_FILES
+from gitsync.errors import Cancelled
 from gitsync.git.remote import Remote
 from gitsync.git.store import Store
 from gitsync.sidecar.sync import Syncer
@@ -300,3 +303,61 @@ def test_a_write_that_restores_the_mtime_does_not_leak_into_the_next_tree(
     assert _sync(s) == fourth
     assert (s.link / "plain.txt").stat().st_ino == untouched
     _assert_like_git(s, upstream, fourth, tmp_path / "git2")
+
+
+def test_a_spare_left_without_lfs_is_discarded_with_it(upstream: Upstream, tmp_path: Path) -> None:
+    # The spare of a run without --lfs holds pointers; a restart with --lfs must not rewrite it
+    # (its index cannot tell a pointer from an object) and must not leave it behind.
+    data = os.urandom(3000)
+    _lfs_upstream(upstream, data)
+    root = tmp_path / "root"
+    s = _lfs_syncer(upstream, root, lfs=False)
+    _sync(s, first=True)
+    upstream.commit({"other.txt": "1\n"}, "unrelated")
+    _sync(s)
+    assert (root / ".git" / "gitsync-spare").is_dir()
+    s = _lfs_syncer(upstream, root, lfs=True)
+    third = upstream.commit({"more.txt": "2\n"}, "another")
+    assert _sync(s, first=True) == third
+    assert (s.link / "a.bin").read_bytes() == data
+    assert not (root / ".git" / "gitsync-spare").exists()
+    assert not (root / ".git" / "gitsync-spare.index").exists()
+    fourth = upstream.commit({"yet.txt": "3\n"}, "yet another")
+    assert _sync(s) == fourth
+    assert (s.link / "a.bin").read_bytes() == data
+    assert not (root / ".git" / "gitsync-spare").exists(), "no spare is kept with --lfs"
+
+
+class _CancelAfterFiles(progress.Progress):
+    """Sets ``cancel`` once the checkout has written its first files: a sync timeout or a
+    SIGTERM arriving in the middle of the spare's rewrite."""
+
+    def __init__(self, cancel: threading.Event) -> None:
+        super().__init__()
+        self.cancel = cancel
+
+    def count(self, name: str, n: int) -> None:
+        super().count(name, n)
+        if name == "files" and n:
+            self.cancel.set()
+
+
+def test_a_sync_cancelled_while_rewriting_the_spare_leaves_the_current_tree(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    upstream.commit({**BASE, **many_files(1200)}, "base")
+    s = _syncer(upstream, tmp_path / "root")
+    _sync(s, first=True)
+    second = upstream.commit({"other.txt": "1\n"}, "unrelated")
+    _sync(s)
+    assert (s.root / ".git" / "gitsync-spare").is_dir()
+    third = upstream.commit({"data/d00/f00000.txt": "changed\n", "plain.txt": None}, "change")
+    cancel = threading.Event()
+    with progress.scope(_CancelAfterFiles(cancel)), pytest.raises(Cancelled):
+        s.run(False, cancel)
+    assert os.readlink(s.link) == f".worktrees/{second}"
+    assert not (s.root / ".git" / "gitsync-spare").exists(), "taken, half rewritten, removed"
+    assert sorted(p.name for p in (s.root / ".worktrees").iterdir()) == [second], "no half tree left"
+    _assert_like_git(s, upstream, second, tmp_path / "git")
+    assert _sync(s) == third
+    _assert_like_git(s, upstream, third, tmp_path / "git3")
