@@ -361,3 +361,42 @@ def test_a_sync_cancelled_while_rewriting_the_spare_leaves_the_current_tree(
     _assert_like_git(s, upstream, second, tmp_path / "git")
     assert _sync(s) == third
     _assert_like_git(s, upstream, third, tmp_path / "git3")
+
+
+def test_a_directory_of_many_files_becomes_a_file_and_back(upstream: Upstream, tmp_path: Path) -> None:
+    many = many_files(SPARE_MIN_FILES, prefix="big")
+    upstream.commit({**BASE, **many}, "base")
+    s = _syncer(upstream, tmp_path / "root")
+    s.worktrees.spare_min_files = SPARE_MIN_FILES
+    _sync(s, first=True)
+    upstream.commit({"other.txt": "1\n"}, "unrelated")
+    _sync(s)
+    as_file = upstream.commit({**dict.fromkeys(many), "big": "a file now\n"}, "directory to file")
+    assert _sync(s) == as_file
+    _assert_like_git(s, upstream, as_file, tmp_path / "git1")
+    back = upstream.commit({"big": None, **many}, "file to directory")
+    assert _sync(s) == back
+    _assert_like_git(s, upstream, back, tmp_path / "git2")
+
+
+def test_the_spare_never_changes_a_tree_still_kept(upstream: Upstream, tmp_path: Path) -> None:
+    # --stale-worktree-timeout keeps unpublished trees; they share inodes with the spare,
+    # which is rewritten in place: a kept tree must stay its commit's checkout.
+    upstream.commit(BASE, "base")
+    s = _syncer(upstream, tmp_path / "root")
+    s.stale_worktree_timeout = 3600
+    shas = [_sync(s, first=True)]
+    for i in range(3):
+        shas.append(upstream.commit({"shared.txt": f"shared {i}\n", f"n{i}.txt": "n\n"}, f"c{i}"))
+        assert _sync(s) == shas[-1]
+    for sha in shas[:2]:  # the two oldest time out together: one spare replaces the other
+        os.utime(s.root / ".worktrees" / sha, (1, 1))
+    shas.append(upstream.commit({"d/x.txt": "x changed\n"}, "c3"))
+    assert _sync(s) == shas[-1]
+    assert (s.root / ".git" / "gitsync-spare").is_dir()
+    shas.append(upstream.commit({"shared.txt": "shared 0\n", "plain.txt": "p\n"}, "c4"))
+    assert _sync(s) == shas[-1]  # from the spare
+    _assert_like_git(s, upstream, shas[-1], tmp_path / "git")
+    for sha in shas[2:-1]:
+        kept = s.root / ".worktrees" / sha
+        assert _snapshot(kept) == _snapshot(_git_checkout(upstream, sha, tmp_path / f"g-{sha}"))
