@@ -400,3 +400,33 @@ def test_the_spare_never_changes_a_tree_still_kept(upstream: Upstream, tmp_path:
     for sha in shas[2:-1]:
         kept = s.root / ".worktrees" / sha
         assert _snapshot(kept) == _snapshot(_git_checkout(upstream, sha, tmp_path / f"g-{sha}"))
+
+
+def test_sparse_paths_turned_on_and_off_across_restarts(upstream: Upstream, tmp_path: Path) -> None:
+    from gitsync.checkout import sparse
+
+    upstream.commit(BASE, "base")
+    root = tmp_path / "root"
+
+    def syncer(paths: list[str]) -> Syncer:
+        s = _syncer(upstream, root)
+        s.sparse = lambda: sparse.load("", paths)
+        return s
+
+    s = syncer([])
+    _sync(s, first=True)
+    upstream.commit({"other.txt": "1\n"}, "unrelated")
+    _sync(s)
+    assert (root / ".git" / "gitsync-spare").is_dir()
+    s = syncer(["d"])  # a restart with --sparse-paths: the full spare is not rewritten
+    third = upstream.commit({"d/x.txt": "x 2\n"}, "third")
+    assert _sync(s, first=True) == third
+    assert not (root / ".git" / "gitsync-spare").exists()
+    where = _git_checkout(upstream, third, tmp_path / "git-sparse")
+    git("-C", str(where), "sparse-checkout", "set", "--cone", "d")
+    assert _snapshot(s.link) == _snapshot(where)
+    s = syncer([])  # and off again: every later tree is whole, the sparse one becomes the spare
+    for i in range(3):
+        sha = upstream.commit({f"n{i}.txt": "n\n", "d/x.txt": f"x {i}\n"}, f"full {i}")
+        assert _sync(s, first=i == 0) == sha
+        _assert_like_git(s, upstream, sha, tmp_path / f"git{i}")
