@@ -430,3 +430,31 @@ def test_sparse_paths_turned_on_and_off_across_restarts(upstream: Upstream, tmp_
         sha = upstream.commit({f"n{i}.txt": "n\n", "d/x.txt": f"x {i}\n"}, f"full {i}")
         assert _sync(s, first=i == 0) == sha
         _assert_like_git(s, upstream, sha, tmp_path / f"git{i}")
+
+
+@pytest.mark.parametrize("mode", ["copy", "in-place"])
+def test_publish_modes_that_copy_publish_the_spares_trees(
+    upstream: Upstream, tmp_path: Path, mode: str
+) -> None:
+    # The link is a directory of copies: a consumer's write there never reaches a worktree,
+    # and every tree built from the spare is published as git checks it out.
+    upstream.commit(BASE, "base")
+    root = tmp_path / "root"
+    root.mkdir()
+    s = Syncer(remote=Remote(upstream.file_url), store=Store(root, upstream.file_url), root=root,
+               link=root / "link", ref="HEAD", depth=1, stale_worktree_timeout=0, publish_mode=mode)
+    s.worktrees.spare_min_files = 1
+    _sync(s, first=True)
+    for i in range(3):
+        before = (s.link / "shared.txt").stat()
+        with open(s.link / "shared.txt", "r+b") as f:
+            f.write(b"S")
+        os.utime(s.link / "shared.txt", ns=(before.st_atime_ns, before.st_mtime_ns))
+        sha = upstream.commit({f"n{i}.txt": "n\n", "d/x.txt": f"x {i}\n"}, f"c{i}")
+        assert _sync(s) == sha
+        assert (root / ".worktrees" / sha / "shared.txt").read_text() == "shared\n"
+        want = _snapshot(_git_checkout(upstream, sha, tmp_path / f"git{i}"))
+        assert _snapshot(root / ".worktrees" / sha) == want
+        if mode == "copy":  # in-place recognises an unchanged file as rsync does (features.md)
+            assert _snapshot(s.link) == want
+    assert (root / ".git" / "gitsync-spare").is_dir()
