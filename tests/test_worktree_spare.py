@@ -458,3 +458,39 @@ def test_publish_modes_that_copy_publish_the_spares_trees(
         if mode == "copy":  # in-place recognises an unchanged file as rsync does (features.md)
             assert _snapshot(s.link) == want
     assert (root / ".git" / "gitsync-spare").is_dir()
+
+
+def test_links_a_consumer_makes_in_a_tree_built_from_the_spare(upstream: Upstream, tmp_path: Path) -> None:
+    # Tree C is published, built from the spare; its consumer replaces a file by a symlink
+    # to an outside file, another by a hard link of an outside file, and moves a directory
+    # out of the tree, leaving a symlink to it. Neither the update that hard-links from C
+    # nor the one that rewrites C as the spare writes outside or carries them on.
+    upstream.commit(BASE, "base")
+    s = _syncer(upstream, tmp_path / "root")
+    _sync(s, first=True)
+    upstream.commit({"other.txt": "1\n"}, "unrelated")
+    _sync(s)
+    third = upstream.commit({"more.txt": "2\n"}, "from the spare")
+    assert _sync(s) == third
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_text("secret\n")
+    (outside / "linked").write_text("linked\n")
+    tree = s.root / ".worktrees" / third
+    (tree / "plain.txt").unlink()
+    os.symlink(outside / "secret", tree / "plain.txt")
+    (tree / "shared.txt").unlink()
+    os.link(outside / "linked", tree / "shared.txt")
+    os.rename(tree / "d", outside / "d")
+    os.symlink(outside / "d", tree / "d")
+    before = _snapshot(outside)
+    # A restart without the spare's index: the first update hard-links from C; the next
+    # one rebuilds C, now the spare.
+    s = _syncer(upstream, s.root)
+    (s.root / ".git" / "gitsync-spare.index").unlink()
+    for i in range(3):
+        sha = upstream.commit({f"n{i}.txt": "n\n", "d/e/y.txt": f"y {i}\n"}, f"c{i}")
+        assert _sync(s, first=i == 0) == sha
+        _assert_like_git(s, upstream, sha, tmp_path / f"git{i}")
+        assert _snapshot(outside) == before
+        assert (s.link / "shared.txt").stat().st_ino != (outside / "linked").stat().st_ino
