@@ -309,6 +309,8 @@ def test_hostile_batch_answers_are_refused_in_bounded_time(
         (lambda: [b"not json"], "is not JSON"),
         (lambda: [b"[" * 100_000 + b"]" * 100_000], "is not JSON"),
         (answer({"actions": {"download": {"href": "file:///etc/passwd"}}}), "not http(s)"),
+        (answer({"actions": {"download": {"href": "http://[x/"}}}), "malformed download URL"),
+        (answer({"actions": {"download": {"href": "http://x:99999/"}}}), "malformed download URL"),
         (answer({"actions": {"download": {"href": "http://x/", "header": {"a": 1}}}}),
          "malformed headers"),
         (answer({}), f"no download action for object {oid}"),

@@ -420,7 +420,12 @@ def _actions(raw: bytes, wants: list[Want], where: str) -> list[tuple[Want, tupl
         if not isinstance(download, dict) or not isinstance(download.get("href"), str):
             raise bad(f"has no download action for object {want.pointer.oid} ({want.path})")
         href = download["href"]
-        if urlsplit(href).scheme.lower() not in ("http", "https"):
+        try:
+            parts = urlsplit(href)
+            parts.port  # noqa: B018 (parsed here, so that _origin cannot raise later)
+        except ValueError:
+            raise bad(f"gives a malformed download URL for {want.pointer.oid}") from None
+        if parts.scheme.lower() not in ("http", "https"):
             raise bad(f"gives a download URL that is not http(s) for {want.pointer.oid}")
         header = download.get("header") or {}
         if (not isinstance(header, Mapping) or len(header) > _HEADERS_MAX
