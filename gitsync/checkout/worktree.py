@@ -103,6 +103,7 @@ class Previous:
     # Entries whose file an update hard-linked: the link moved its ctime, recorded here
     # (``Materializer._refresh``) so this tree can be rebuilt as the spare.
     relinked: bool = False
+    checksum: bytes = b""  # of its index file as read: ``_refresh`` replaces only that one
     _paths: list[bytes] | None = None
     _tree_paths: list[bytes] | None = None
 
@@ -351,7 +352,7 @@ class Materializer:
         except (OSError, StoreDamage):
             return None
         return Previous(path, entries, _trees_for(self._built.get(sha), checksum),
-                        _lfs_objects(self.admin_dir(sha)))
+                        _lfs_objects(self.admin_dir(sha)), checksum=checksum)
 
     # ----- building ------------------------------------------------------------------------
 
@@ -420,6 +421,11 @@ class Materializer:
         that when it becomes the spare its untouched files pass the ctime check and are kept
         (without this, the update after a hard-linked one would write every file again)."""
         index = self.admin_dir(sha) / "index"
+        try:
+            if gitindex.checksum(index) != prev.checksum:
+                return  # a git command in the published tree rewrote it meanwhile: theirs
+        except OSError:
+            return
         write_index(index, list(prev.entries.values()))
         built = self._built.get(sha)
         if built is not None:
