@@ -703,7 +703,7 @@ class _Rules:
 
     def relay(self) -> None:
         s = self.s
-        for name in ("relay_name", "relay_token_file", "relay_fanout_dns"):
+        for name in ("relay_name", "relay_token_file", "relay_fanout_dns", "relay_tags"):
             if getattr(s, name) and not s.relay_bind:
                 raise Invalid(f"{self.name(name)} requires --relay-bind (or GITSYNC_RELAY_BIND)")
         if not s.relay_bind:
