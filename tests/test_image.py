@@ -103,6 +103,7 @@ def test_dockerfile_says_what_the_image_is(dockerfile: Dockerfile) -> None:
     assert env["GITSYNC_ROOT"] == "/git"
     assert env["GITSYNC_LINK"] == "latest"
     assert env["GITSYNC_MAX_FAILURES"] == "5"
+    assert env["PYTHONMALLOC"] == "malloc"  # a looping sidecar's RSS stays flat (Dockerfile)
     assert env["PATH"].split(":")[0] == f"{IMAGE_VENV}/bin"
     assert runtime.one("USER") == "65533:65533"
     assert runtime.one("WORKDIR") == "/tmp"
