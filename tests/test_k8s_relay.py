@@ -57,8 +57,16 @@ def test_the_relay_overlay_fits_together() -> None:
     assert ports[svc_port["targetPort"]] == relay_port and (url.port or 80) == svc_port["port"]
     assert url.path == f"/{relay.relay_name}.git"
 
-    fan_host, _, fan_port = relay.relay_fanout_dns.rpartition(":")
-    headless = services[fan_host]["spec"]
+    fanout = dict(t.rpartition(":")[::2] for t in relay.relay_fanout_dns.split(","))
+    assert sorted(fanout) == ["gitsync-relay-peers", "gitsync-sidecars"]
+    # The relays trigger each other: a webhook reaching one replica reaches both.
+    peers = services["gitsync-relay-peers"]["spec"]
+    assert peers["clusterIP"] == "None" and peers["publishNotReadyAddresses"] is True
+    assert peers["selector"] == relay_dep["spec"]["template"]["metadata"]["labels"]
+    relay_http = relay.http_bind.rpartition(":")[2]
+    assert fanout["gitsync-relay-peers"] == relay_http == str(peers["ports"][0]["targetPort"])
+    fan_port = fanout["gitsync-sidecars"]
+    headless = services["gitsync-sidecars"]["spec"]
     assert headless["clusterIP"] == "None" and headless["publishNotReadyAddresses"] is True
     for app in ("mcp-indexer", "mcp-memory"):
         dep = deps[app]

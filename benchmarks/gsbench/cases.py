@@ -10,7 +10,7 @@ from pathlib import Path
 
 from . import gitseq
 from .clients import LoopingGitsync
-from .measure import Bench, Cell, Replay, cold_pair, median, replay_git, replay_gitsync, rmtree
+from .measure import Bench, Cell, Replay, cold_pair, discard, median, replay_git, replay_gitsync
 from .params import IDLE_PERIOD, IDLE_RSS_AFTER, MB, T_FIRST_SYNC, UPDATE_FILES
 from .procs import BenchError, tree_cpu_seconds, tree_rss_kb
 from .upstream import Upstream
@@ -90,7 +90,7 @@ def files_section(b: Bench, up: Upstream) -> Path | None:
         lat.cell.git_samples, lat.cell.git = git.latency, median(git.latency)
     except BenchError as e:
         b.error(lat.cell, "git", e)
-        rmtree(git_root)
+        discard(git_root)
         git_root = None
     if not b.gitsync_missing(lat.cell):
         loop_root = b.fresh("gitsync-loop")
@@ -103,7 +103,7 @@ def files_section(b: Bench, up: Upstream) -> Path | None:
         except BenchError as e:
             b.error(lat.cell, "gitsync", e)
         finally:
-            rmtree(loop_root)
+            discard(loop_root)
         gs_root = b.fresh("gitsync-idle")
     else:
         b.gitsync_missing(idle_cpu.cell)
@@ -111,7 +111,7 @@ def files_section(b: Bench, up: Upstream) -> Path | None:
     b.log(f"{where}: idle, {b.args.idle_seconds:.0f}s (gitsync and git side by side)")
     measure_idle(b, up, idle_cpu.cell, idle_rss.cell, gs_root, git_root)
     if gs_root is not None:
-        rmtree(gs_root)
+        discard(gs_root)
     return git_root
 
 
@@ -230,7 +230,7 @@ def http_section(b: Bench, up: Upstream, git_root: Path | None) -> None:
     except BenchError as e:
         b.error(lat.cell, "git", e)
     finally:
-        rmtree(root)
+        discard(root)
     if b.gitsync_missing(lat.cell):
         return
     root = b.fresh("gitsync-http")
@@ -243,7 +243,7 @@ def http_section(b: Bench, up: Upstream, git_root: Path | None) -> None:
     except BenchError as e:
         b.error(lat.cell, "gitsync", e)
     finally:
-        rmtree(root)
+        discard(root)
 
 
 # --------------------------------------------------------------------------------- startup
@@ -277,7 +277,7 @@ def startup_section(b: Bench) -> None:
             b.error(clone.cell, "git", e)
             break
         finally:
-            rmtree(dest)
+            discard(dest)
         if b.gs is None:
             continue
         root = b.fresh("gitsync-once")
@@ -289,11 +289,11 @@ def startup_section(b: Bench) -> None:
             b.error(clone.cell, "gitsync", e)
             break
         finally:
-            rmtree(root)
+            discard(root)
     b.gitsync_missing(clone.cell)
     clone.cell.git = min(clone.cell.git_samples, default=None)
     clone.cell.gitsync = min(clone.cell.gitsync_samples, default=None)
-    rmtree(up.path)
+    discard(up.path)
 
 
 # -------------------------------------------------------------------------------- manydirs
@@ -309,5 +309,4 @@ def manydirs_section(b: Bench) -> None:
     b.log(f"manydirs {n:,}: one cold sync each over file://")
     cold_pair(b, up.url, up.head(b.genv), 1, cold.cell, peak.cell, up.verify_checkout,
               f"manydirs {n:,}")  # fmt: skip
-    rmtree(up.path)
-
+    discard(up.path)

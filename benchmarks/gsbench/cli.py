@@ -18,7 +18,7 @@ from pathlib import Path
 from . import cases, corpus, report, targets
 from .clients import Gitsync, git_env
 from .httpserve import ByteCountingServer
-from .measure import Bench, rmtree
+from .measure import Bench, discard, empty_trash
 from .params import IDLE_PERIOD, LOOP_PERIOD, POLL_WAIT, RESULTS_FILE, UPDATE_FILES, WORK_DIR
 from .procs import BenchError, kill_all_children, on_term_signal, start_spawner, stop_spawner
 
@@ -102,7 +102,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 @contextlib.contextmanager
 def work_dir(keep: bool) -> Iterator[Path]:
-    rmtree(WORK_DIR)
+    discard(WORK_DIR)
     WORK_DIR.mkdir(parents=True)
     for sub in ("home", "tmp"):
         (WORK_DIR / sub).mkdir()
@@ -111,7 +111,8 @@ def work_dir(keep: bool) -> Iterator[Path]:
     finally:
         kill_all_children()
         if not keep:
-            rmtree(WORK_DIR)
+            discard(WORK_DIR)
+        empty_trash()
 
 
 def run_sections(b: Bench, spent: dict[str, float]) -> None:
@@ -142,7 +143,7 @@ def run_sections(b: Bench, spent: dict[str, float]) -> None:
             timed("http", t0)
         for p in (git_root, up.path):
             if p is not None:
-                rmtree(p)
+                discard(p)
     if "manydirs" in a.sections:
         t0 = time.perf_counter()
         cases.manydirs_section(b)

@@ -63,6 +63,9 @@ class Gitsync:
     def env(self, repo_url: str, root: Path, **extra: str) -> dict[str, str]:
         env = clean_env()
         env["PYTHONPATH"] = str(REPO_ROOT)
+        # As the image runs it (Dockerfile: glibc's malloc keeps a looping sidecar's memory
+        # flat where pymalloc's arenas creep; docs/performance.md).
+        env["PYTHONMALLOC"] = "malloc"
         env["HOME"] = str(self.work / "home")
         env["TMPDIR"] = str(self.work / "tmp")
         env["GITSYNC_REPO"] = repo_url

@@ -3,8 +3,10 @@ the branch moves one first-parent commit at a time up to the tarball's HEAD, eac
 following it, over file:// and http.
 
 The tarball is unpacked into the scratch directory (never in place); that copy is the served
-upstream, and its branch is moved by writing a loose ref (which overrides packed-refs). Both
-sides replay the same commits: git first, then the branch is set back and gitsync follows.
+upstream, and its branch is moved by writing a loose ref (which overrides packed-refs). The
+cold syncs of both sides are measured first, as a pair (``cold_pair``), before either side's
+replay has deleted a worktree (which slows the next file creations: ``measure.discard``). Then
+both sides replay the same commits: git first, then the branch is set back and gitsync follows.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import gitseq
-from .measure import Bench, Row, median, replay_git, replay_gitsync, rmtree
+from .measure import Bench, Row, cold_pair, discard, median, replay_git, replay_gitsync
 from .params import CORPUS_DIR
 from .procs import BenchError, run
 from .upstream import move_ref
@@ -95,11 +97,10 @@ def corpus_section(b: Bench, name: str) -> None:
         rss = rows[t, "update_rss"].cell
         sent = rows[t, "bytes"].cell if t == "http" else None
         repo.rewind()
+        cold_pair(b, url, repo.head(), 1, cold, None, None, where)
         root = b.fresh("git-corpus")
         try:
-            seq = gitseq.cold_sync(b.genv, url, root)
-            cold.git, cold.git_samples = seq.wall, [seq.wall]
-            b.log(f"  cold git: {seq.wall:.2f}s")
+            gitseq.cold_sync(b.genv, url, root)
             g = replay_git(b, url, root, repo, n)
             lat.git, lat.git_samples = median(g.latency), g.latency
             rss.git, rss.git_samples = g.peak_rss_kb / 1024, [g.peak_rss_kb / 1024]
@@ -109,15 +110,13 @@ def corpus_section(b: Bench, name: str) -> None:
         except BenchError as e:
             b.error(lat, "git", e)
         finally:
-            rmtree(root)
+            discard(root)
         if b.gitsync_missing(lat):
             continue
         repo.rewind()
         root = b.fresh("gitsync-corpus")
         try:
             gs = replay_gitsync(b, url, root, repo, n, b.work / f"gitsync-{name}-{t}.log")
-            assert gs.first_sync_s is not None
-            cold.gitsync, cold.gitsync_samples = gs.first_sync_s, [gs.first_sync_s]
             lat.gitsync, lat.gitsync_samples = median(gs.latency), gs.latency
             rss.gitsync, rss.gitsync_samples = gs.peak_rss_kb / 1024, [gs.peak_rss_kb / 1024]
             if sent is not None:
@@ -126,5 +125,5 @@ def corpus_section(b: Bench, name: str) -> None:
         except BenchError as e:
             b.error(lat, "gitsync", e)
         finally:
-            rmtree(root)
-    rmtree(repo.bare)
+            discard(root)
+    discard(repo.bare)

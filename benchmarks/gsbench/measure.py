@@ -9,6 +9,7 @@ upstream is a fixed history).
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import sys
@@ -21,7 +22,7 @@ from typing import Any, Protocol
 from . import gitseq
 from .clients import Gitsync, LoopingGitsync
 from .httpserve import ByteCountingServer
-from .params import LOOP_PERIOD, POLL_WAIT, T_FIRST_SYNC, T_UPDATE
+from .params import LOOP_PERIOD, POLL_WAIT, T_FIRST_SYNC, T_UPDATE, TRASH_DIR
 from .procs import BenchError, reset_peak_rss, tree_hwm_kb
 
 
@@ -136,17 +137,36 @@ class Bench:
 Verify = Callable[[Path, str, str], str | None]  # (root, sha, who) -> problem or None
 
 
-def rmtree(p: Path) -> None:
-    shutil.rmtree(p, ignore_errors=True)
+def discard(p: Path) -> None:
+    """Move ``p`` out of the way; ``empty_trash`` deletes it when the run is over.
+
+    Deleting a tree while measuring biases the next measurement: ext4 skips inodes freed in
+    the last 30 s when it allocates new ones (``recently_deleted``), scanning its inode tables,
+    so creating 10,000 files right after deleting 10,000 took 5-10 s of kernel time here where
+    it took under 1 s otherwise. With git measured first in each pair and the previous tree
+    deleted between them, gitsync's cold syncs always paid it and git's first one never did.
+    A rename frees no inode.
+    """
+    if not p.exists():
+        return
+    TRASH_DIR.mkdir(parents=True, exist_ok=True)
+    p.rename(TRASH_DIR / f"{p.name}-{time.monotonic_ns()}")
+
+
+def empty_trash() -> None:
+    shutil.rmtree(TRASH_DIR, ignore_errors=True)
 
 
 def cold_pair(
     b: Bench, url: str, sha: str, reps: int, cold: Cell, rss: Cell | None, verify: Verify | None,
     where: str,
 ) -> None:  # fmt: skip
-    """Cold syncs, git then gitsync, ``reps`` times: best wall time and largest peak RSS."""
-    for i in range(reps):
+    """Cold syncs of both sides ``reps`` times, git first in odd repetitions and gitsync first
+    in even ones (neither always follows the other's writes): best wall time, largest peak RSS."""
+
+    def git_once(i: int) -> bool:
         root = b.fresh("git-cold")
+        os.sync()  # the other side's files written back now, not during this one
         try:
             seq = gitseq.cold_sync(b.genv, url, root)
             cold.git_samples.append(seq.wall)
@@ -155,14 +175,18 @@ def cold_pair(
             if i == 0 and verify and (problem := verify(root, sha, "git")):
                 b.note(where, problem)
             b.log(f"  cold git #{i + 1}: {seq.wall:.2f}s, max RSS {seq.maxrss_kb / 1024:.0f} MB")
+            return True
         except BenchError as e:
             b.error(cold, "git", e)
-            break
+            return False
         finally:
-            rmtree(root)
+            discard(root)
+
+    def gitsync_once(i: int) -> bool:
         if b.gs is None:
-            continue
+            return True
         root = b.fresh("gitsync-cold")
+        os.sync()
         try:
             res = b.gs.one_time(url, root)
             cold.gitsync_samples.append(res.wall)
@@ -170,12 +194,20 @@ def cold_pair(
                 rss.gitsync_samples.append(res.maxrss_kb / 1024)
             if verify and (problem := verify(root, sha, "gitsync")):
                 b.note(where, problem)
-            b.log(f"  cold gitsync #{i + 1}: {res.wall:.2f}s, max RSS {res.maxrss_kb / 1024:.0f} MB")
+            b.log(
+                f"  cold gitsync #{i + 1}: {res.wall:.2f}s, max RSS {res.maxrss_kb / 1024:.0f} MB"
+            )
+            return True
         except BenchError as e:
             b.error(cold, "gitsync", e)
-            break
+            return False
         finally:
-            rmtree(root)
+            discard(root)
+
+    for i in range(reps):
+        order = (git_once, gitsync_once) if i % 2 == 0 else (gitsync_once, git_once)
+        if not all(side(i) for side in order):
+            break
     b.gitsync_missing(cold)
     if cold.git_samples:
         cold.git = min(cold.git_samples)

@@ -8,6 +8,7 @@ from pathlib import Path
 BENCH_DIR = Path(__file__).resolve().parent.parent
 REPO_ROOT = BENCH_DIR.parent
 WORK_DIR = BENCH_DIR / ".work"
+TRASH_DIR = BENCH_DIR / ".work-trash"  # what a run discarded, deleted at its end
 RESULTS_FILE = BENCH_DIR / "results.json"
 CORPUS_DIR = Path(os.environ.get("GSBENCH_CORPUS", "/work/shared/corpus"))
 
