@@ -551,6 +551,66 @@ def test_a_push_reaches_sidecars_through_the_relay_and_they_ride_out_its_outage(
             p.wait_for(recovered, 10, "the status's Ready condition True again")
 
 
+def fanned_now(relays: list[GitSync]) -> list[dict[str, float]]:
+    return [{s: metric(request(endpoint(gs), "/metrics").body, "gitsync_relay_fanout_total",
+                       status=s) or 0 for s in ("success", "retry", "error")} for gs in relays]
+
+
+def test_two_relays_in_each_others_fanout_both_take_a_webhook_that_reached_one(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    """The relay overlay: two replicas, each with the other (and itself) in its fan-out, as
+    the headless Service gitsync-relay-peers resolves. A webhook reaches one (through the
+    Service); the other has the commit within seconds though it polls every 60 s, and the
+    rounds stop there: a relay told of a commit it has finds no change and tells no one."""
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(f"{SECRET}\n")
+    port = free_port("127.0.0.2")
+    peers = f"127.0.0.2:{port},127.0.0.3:{port}"
+    relays = []
+    with contextlib.ExitStack() as stack:
+        for address in ("127.0.0.2", "127.0.0.3"):
+            env = base_env(tmp_path / f"home-{address}", GITSYNC_REPO=upstream.file_url,
+                           GITSYNC_ROOT=str(tmp_path / f"relay-{address}"), GITSYNC_LINK="link",
+                           GITSYNC_REF="main", GITSYNC_DEPTH="1", GITSYNC_RELAY_NAME="repo",
+                           GITSYNC_TRIGGER_MIN_INTERVAL="0s")
+            gs = start(env, ["--relay-bind", f"{address}:0", "--http-bind", f"{address}:{port}",
+                             "--http-metrics", "--trigger-secret-file", str(secret_file),
+                             "--relay-fanout-dns", peers, "--period", "60s"])
+            stack.callback(gs.stop)
+            relays.append(gs)
+        for gs in relays:
+            relay_url(gs)
+            gs.wait_for_sha(upstream.head_sha(), timeout=START)
+        webhook, other = relays
+        # The first syncs' rounds (to a peer perhaps not yet listening) over first.
+        webhook.wait_for(lambda: all(f["success"] + f["error"] >= 2 for f in fanned_now(relays)),
+                         15, "the first syncs' fan-out rounds")
+        before = fanned_now(relays)
+        new = upstream.commit({"file": "pushed\n"})
+        body = b'{"ref": "refs/heads/main"}'
+        signed = {"X-Hub-Signature-256": sign(SECRET.encode(), body)}
+        started = time.monotonic()
+        assert request(endpoint(webhook), "/api/v1/trigger", "POST", body, signed).status == 202
+        webhook.wait_for_sha(new, timeout=15)
+        other.wait_for_sha(new, timeout=15)  # its period is 60 s: only its peer explains it
+        assert time.monotonic() - started < 15
+        assert_synced(other.link, new, {"file": "pushed\n"})
+
+        def updates(gs: GitSync) -> int:
+            return gs.count("updated successfully")
+
+        # Each relay's round for the new commit told both relays: two more successes each.
+        webhook.wait_for(lambda: all(f["success"] >= b["success"] + 2
+                                     for f, b in zip(fanned_now(relays), before, strict=True)), 15,
+                         "both relays' fan-out rounds")
+        seen = [updates(gs) for gs in relays]
+        time.sleep(2)
+        assert [updates(gs) for gs in relays] == seen  # no round begets another
+        for f, b in zip(fanned_now(relays), before, strict=True):
+            assert f == {**b, "success": b["success"] + 2}
+
+
 def _tag_lines(text: str) -> list[str]:
     """``git ls-remote``'s tag lines (peeled ``^{}`` lines included), sorted."""
     return sorted(line for line in text.splitlines() if "\trefs/tags/" in line)

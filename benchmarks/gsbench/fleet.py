@@ -11,7 +11,12 @@ address:port, which ``getaddrinfo`` returns as they are; in a cluster, one Servi
 
 Per mode and N:
 
-* forge CPU per minute idle: over ``--idle`` seconds once every link points at the head;
+* forge CPU per minute idle: over ``--idle`` seconds once every link points at the head; also
+  less the forge's own idle CPU (measured once, before any client: its server's housekeeping,
+  which no poller causes);
+* the relay polls the forge every ``--relay-period`` (30 s; a direct sidecar every ``--period``,
+  10 s): a relay is told of a push by the forge's webhook, as here, so its poll is the fallback
+  for a missed one, where a direct sidecar's poll is how it learns of every commit;
 * per commit: a commit is pushed into the forge's bare repository (not through the server);
   in relay mode one signed trigger goes to the relay, as a forge's webhook would; then the time
   until all N links point at it, and the forge CPU in that window less the idle rate;
@@ -184,6 +189,7 @@ class Result:
     mode: str
     n: int
     idle_cpu_per_min: float = 0.0
+    forge_alone_per_min: float = 0.0  # the forge's own idle CPU, with no client at all
     commit_cpu: list[float] = field(default_factory=list)
     all_links: list[float] = field(default_factory=list)
     per_link: list[float] = field(default_factory=list)
@@ -197,6 +203,8 @@ class Result:
         return {
             "mode": self.mode, "N": self.n,
             "forge CPU s/min idle": round(self.idle_cpu_per_min, 3),
+            "forge CPU s/min idle, less the forge alone": round(
+                max(0.0, self.idle_cpu_per_min - self.forge_alone_per_min), 3),
             "forge CPU s/commit": round(statistics.median(self.commit_cpu), 3),
             "push->all links median s": round(statistics.median(self.all_links), 2),
             "push->all links max s": round(max(self.all_links), 2),
@@ -212,7 +220,7 @@ class Result:
 
 
 def run_mode(args: argparse.Namespace, work: Path, up: Upstream, server: ByteCountingServer,
-             mode: str, n: int) -> Result:
+             mode: str, n: int, forge_alone: float) -> Result:
     python = sys.executable
     source = REPO_ROOT
     if mode.endswith("-base"):
@@ -224,7 +232,7 @@ def run_mode(args: argparse.Namespace, work: Path, up: Upstream, server: ByteCou
     secret.write_text(SECRET + "\n")
     port = free_port(address(0))
     forge_url = server.url_for(up.bare)
-    res = Result(mode, n)
+    res = Result(mode, n, forge_alone_per_min=forge_alone)
     procs: list[Proc] = []
     relay: Proc | None = None
     try:
@@ -234,7 +242,7 @@ def run_mode(args: argparse.Namespace, work: Path, up: Upstream, server: ByteCou
             relay_port = free_port("127.0.0.1")
             targets = ",".join(f"{address(i)}:{port}" for i in range(n))
             relay = start_gitsync(python, work, f"{mode}{n}-relay", {
-                "GITSYNC_REPO": forge_url, "GITSYNC_PERIOD": f"{args.period}s",
+                "GITSYNC_REPO": forge_url, "GITSYNC_PERIOD": f"{args.relay_period}s",
                 "GITSYNC_HTTP_BIND": "127.0.0.1:0", "GITSYNC_TRIGGER_SECRET_FILE": str(secret),
                 "GITSYNC_RELAY_BIND": f"127.0.0.1:{relay_port}", "GITSYNC_RELAY_NAME": "repo",
                 "GITSYNC_RELAY_FANOUT_DNS": targets}, source)
@@ -311,7 +319,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--modes", default="direct,relay")
     ap.add_argument("--files", type=int, default=100, help="files in the repository")
     ap.add_argument("--period", type=float, default=10.0,
-                    help="poll period of a direct sidecar and of the relay (s)")
+                    help="poll period of a direct sidecar (s)")
+    ap.add_argument("--relay-period", type=float, default=30.0,
+                    help="poll period of the relay (s): its fallback, the forge's webhook (the "
+                         "push's trigger) being its fast path")
     ap.add_argument("--fallback-period", type=float, default=300.0,
                     help="poll period of a sidecar behind the relay (s)")
     ap.add_argument("--idle", type=float, default=60.0, help="idle window (s)")
@@ -333,9 +344,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         up = Upstream(work / "forge", args.files)
         server = ByteCountingServer(sys.executable, work / "forge", work / "forge.log")
+        c0, w0 = tree_cpu_seconds(server.proc.pid), time.monotonic()
+        time.sleep(args.idle / 2)
+        forge_alone = (tree_cpu_seconds(server.proc.pid) - c0) / (time.monotonic() - w0) * 60
+        print(f"forge alone (no client): {forge_alone:.3f} CPU-s/min", file=sys.stderr)
         for n in [int(x) for x in args.n.split(",")]:
             for mode in args.modes.split(","):
-                results.append(run_mode(args, work / f"{mode}{n}", up, server, mode, n))
+                results.append(run_mode(args, work / f"{mode}{n}", up, server, mode, n,
+                                        forge_alone))
                 shutil.rmtree(work / f"{mode}{n}", ignore_errors=True)
     finally:
         if server is not None:
