@@ -112,7 +112,6 @@ def work_dir(keep: bool) -> Iterator[Path]:
         kill_all_children()
         if not keep:
             discard(WORK_DIR)
-        empty_trash()
 
 
 def run_sections(b: Bench, spent: dict[str, float]) -> None:
@@ -250,6 +249,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         table=table,
     )
     args.output.write_text(json.dumps(doc, indent=2) + "\n")
+    print("(deleting what the run discarded: benchmarks/.work-trash)", file=sys.stderr)
+    empty_trash()
     if interrupted:
         return 130
     if errors or (gs is None and not args.git_only):
