@@ -21,8 +21,9 @@ _SYNC_STACK = {"gitsync.settings.model", "gitsync.sidecar.sync", "gitsync.git.st
 _NETWORK_AND_EXTRAS = {"urllib3", "paramiko", "cryptography", "pysequoia", "prometheus_client",
                        "http.server", "gitsync.surfaces.server", "gitsync.sidecar.verify",
                        "gitsync.auth.http", "gitsync.auth.ssh"}
-# Imported by a library but not used by a sync: dulwich.server (the relay's upload-pack).
-_UNUSED_BY_A_SYNC = {"dulwich.server"}
+# Imported by a library but not used by a sync: asyncio (structlog's async methods; deferred
+# by gitsync.log) and dulwich.server (the relay's upload-pack).
+_UNUSED_BY_A_SYNC = {"asyncio", "dulwich.server"}
 
 
 def _imported(env: dict[str, str], args: list[str]) -> tuple[subprocess.CompletedProcess[str],
@@ -65,3 +66,29 @@ def test_file_sync_imports_no_network_nor_optional_machinery(
     assert read_link_sha(default_link(env)) == upstream.head_sha()
     assert not names & (_NETWORK_AND_EXTRAS | _UNUSED_BY_A_SYNC), sorted(
         names & (_NETWORK_AND_EXTRAS | _UNUSED_BY_A_SYNC))
+
+
+def test_deferred_asyncio_runs_when_used() -> None:
+    """gitsync.log leaves asyncio unexecuted; the first read of it runs it, from any thread,
+    and structlog's async methods log as the others do."""
+    code = """if True:
+        import sys, threading
+        from gitsync import log
+        import asyncio
+        assert type(sys.modules["asyncio"]).__name__ == "_Deferred"
+        names = []
+        threads = [threading.Thread(target=lambda: names.append(asyncio.run.__name__)) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert names == ["run"] * 4 and type(asyncio).__name__ == "module", names
+        log.configure(0, fmt="json")
+        async def main():
+            await log.get().ainfo("from a coroutine")
+        asyncio.run(main())
+    """
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert '"msg": "from a coroutine"' in proc.stderr
