@@ -218,7 +218,7 @@ class Settings(BaseModel):
     sparse_checkout_file: Annotated[Text, LEGACY] = Field(
         "", description="A git sparse-checkout pattern file applied to each checkout.")
     sparse_paths: CommaList = Field(
-        default_factory=list, description="Comma-separated directories to check out (cone-mode sparse checkout; gitsync extra).")
+        [], description="Comma-separated directories to check out (cone-mode sparse checkout; gitsync extra).")
     lfs: GoBool = Field(
         False, description="Replace Git LFS pointer files by their objects, fetched over the repository's HTTP(S) with its credentials (gitsync extra; docs/lfs.md).")
     error_file: Annotated[Text, LEGACY] = Field(
@@ -269,11 +269,11 @@ class Settings(BaseModel):
         "", description="File holding the password, re-read before every sync.")
     credentials: Annotated[Credentials, Opt(flags=("credential",), env=("GITSYNC_CREDENTIAL",),
                                             repeatable=True, append_to_env=True, secret=True)] = Field(
-        default_factory=list, description='Per-URL credentials as JSON, e.g. {"url":"https://host/x","username":"u","password-file":"/f"}; repeatable, appended to the env value.')
+        [], description='Per-URL credentials as JSON, e.g. {"url":"https://host/x","username":"u","password-file":"/f"}; repeatable, appended to the env value.')
     ssh_key_files: Annotated[PathList, Opt(
         flags=("ssh-key-file",), env=("GITSYNC_SSH_KEY_FILE", "GIT_SYNC_SSH_KEY_FILE", "GIT_SSH_KEY_FILE"),
         repeatable=True)] = Field(
-        default_factory=lambda: ["/etc/git-secret/ssh"], description="SSH private key file(s); repeatable flag, ':'-separated env.")
+        ["/etc/git-secret/ssh"], description="SSH private key file(s); repeatable flag, ':'-separated env.")
     ssh_known_hosts: Annotated[GoBool, Opt(env=("GITSYNC_SSH_KNOWN_HOSTS", "GIT_SYNC_KNOWN_HOSTS", "GIT_KNOWN_HOSTS"))] = Field(
         True, description="Verify SSH host keys against --ssh-known-hosts-file.")
     ssh_known_hosts_file: Annotated[Text, Opt(env=(
@@ -299,9 +299,9 @@ class Settings(BaseModel):
     git: Annotated[Text, LEGACY] = Field(
         "git", description="Accepted for compatibility and ignored: gitsync needs no git binary.")
     git_config: Annotated[GitConfig, LEGACY] = Field(
-        default_factory=list, description='Comma-separated key:val git config pairs (quote keys containing ":"); then every --git-config-add.')
+        [], description='Comma-separated key:val git config pairs (quote keys containing ":"); then every --git-config-add.')
     git_config_add: Annotated[GitConfig, Opt(env=(), repeatable=True, metavar="<key:val>")] = Field(
-        default_factory=list, description="One more key:val git config pair; repeatable, applied after --git-config.")
+        [], description="One more key:val git config pair; repeatable, applied after --git-config.")
     git_gc: Annotated[Literal["auto", "always", "aggressive", "off"], CHOICE, LEGACY] = Field(
         "always", description="Garbage collection after each sync: auto, always, aggressive or off.")
     garbage_collection: Annotated[OptionalGoBool, Opt(flags=(), replaced_by="git_gc", env_only=True)] = Field(
