@@ -21,8 +21,8 @@ asyncio and more at every start for sources gitsync does not use), and its schem
 built on first use (``defer_build``): ``--help`` and ``--man`` read only the declarations.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations`` here: pydantic would evaluate each of the
+# model's string annotations again (typing's ForwardRef), 1% of a small one-time sync.
 import dataclasses
 import difflib
 import math
@@ -157,7 +157,7 @@ class Opt:
     default_text: str = ""  # how the default reads in docs, when repr() is not enough
     metavar: str = ""
 
-    def named(self, name: str) -> Opt:
+    def named(self, name: str) -> "Opt":
         """This marker with every name spelled out."""
         upper = name.upper()
         env = (f"GITSYNC_{upper}",) + ((f"GIT_SYNC_{upper}",) if self.legacy else ())
@@ -376,7 +376,7 @@ class Settings(BaseModel):
         0, description="No longer supported: use --group-write.")
 
     @model_validator(mode="after")
-    def _derive_and_check(self, info: ValidationInfo) -> Settings:
+    def _derive_and_check(self, info: ValidationInfo) -> "Settings":
         """What depends on several fields: derived before it is handed out (the model is
         frozen after this), then checked. Messages name each setting as the user spelled
         it, which :func:`load_settings` passes as the validation context."""
