@@ -6,6 +6,7 @@ it imported from the import-time report; the answer a user sees is checked too.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -92,3 +93,25 @@ def test_deferred_asyncio_runs_when_used() -> None:
                           timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert '"msg": "from a coroutine"' in proc.stderr
+
+
+def test_settings_skip_pydantic_plugins_and_leave_the_environment() -> None:
+    """The settings' validator is built without pydantic's plugin lookup (entry points of
+    every installed distribution), and PYDANTIC_DISABLE_PLUGINS is as it was after."""
+    code = """if True:
+        import os
+        from pydantic.plugin import _loader
+        from gitsync.settings.model import load_settings
+        args = {"repo": ["file:///r.git"], "root": ["/tmp/r"], "credentials": [
+            '{"url": "https://h/x", "username": "u", "password": "p"}']}
+        load_settings(args, {})
+        assert _loader._plugins is None, _loader._plugins
+        assert "PYDANTIC_DISABLE_PLUGINS" not in os.environ
+        os.environ["PYDANTIC_DISABLE_PLUGINS"] = "some"
+        load_settings(args, {})
+        assert os.environ["PYDANTIC_DISABLE_PLUGINS"] == "some"
+    """
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=False, env={k: v for k, v in os.environ.items()
+                                                        if k != "PYDANTIC_DISABLE_PLUGINS"})
+    assert proc.returncode == 0, proc.stderr[-2000:]

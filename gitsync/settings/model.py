@@ -23,9 +23,11 @@ built on first use (``defer_build``): ``--help`` and ``--man`` read only the dec
 
 # No ``from __future__ import annotations`` here: pydantic would evaluate each of the
 # model's string annotations again (typing's ForwardRef), 1% of a small one-time sync.
+import contextlib
 import dataclasses
 import difflib
 import math
+import os
 import re
 import typing
 import urllib.parse
@@ -877,6 +879,26 @@ class _Resolver:
             self.notices.append(Notice("git config key ignored", {"key": key}))
 
 
+_NO_PLUGINS = "PYDANTIC_DISABLE_PLUGINS"
+
+
+@contextlib.contextmanager
+def _no_pydantic_plugins() -> Iterator[None]:
+    """pydantic looks for its plugins (the entry points of every installed distribution)
+    when it builds a model's validator, here on the first load: 5-10 ms of every start,
+    for plugins that have no business seeing the settings. Set only while the settings
+    are validated, so the environment that hooks inherit is the one gitsync was given."""
+    before = os.environ.get(_NO_PLUGINS)
+    os.environ[_NO_PLUGINS] = "__all__"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[_NO_PLUGINS]
+        else:
+            os.environ[_NO_PLUGINS] = before
+
+
 def load_settings(
     cli: Mapping[str, Sequence[str]], environ: Mapping[str, str]
 ) -> tuple[Settings, list[Notice]]:
@@ -886,7 +908,8 @@ def load_settings(
     resolver.unknown_env()
     resolver.deprecated()
     try:
-        settings = Settings.model_validate(resolver.values, context={"spelled": resolver.origin})
+        with _no_pydantic_plugins():
+            settings = Settings.model_validate(resolver.values, context={"spelled": resolver.origin})
     except ValidationError as e:
         raise _config_error(e, resolver.origin) from None
     resolver.ignored(settings)
