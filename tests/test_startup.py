@@ -22,9 +22,9 @@ _SYNC_STACK = {"gitsync.settings.model", "gitsync.sidecar.sync", "gitsync.git.st
 _NETWORK_AND_EXTRAS = {"urllib3", "paramiko", "cryptography", "pysequoia", "prometheus_client",
                        "http.server", "gitsync.surfaces.server", "gitsync.sidecar.verify",
                        "gitsync.auth.http", "gitsync.auth.ssh"}
-# Imported by a library but not used by a sync: asyncio (structlog's async methods; deferred
-# by gitsync.log) and dulwich.server (the relay's upload-pack).
-_UNUSED_BY_A_SYNC = {"asyncio", "dulwich.server"}
+# Not used by a plain sync: asyncio (imported by structlog for its async methods; deferred
+# by gitsync.log), dulwich.server (the relay's upload-pack), the sparse-checkout rules.
+_UNUSED_BY_A_SYNC = {"asyncio", "dulwich.server", "gitsync.checkout.sparse", "dulwich.sparse_patterns"}
 
 
 def _imported(env: dict[str, str], args: list[str]) -> tuple[subprocess.CompletedProcess[str],
