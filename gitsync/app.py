@@ -24,12 +24,14 @@ from gitsync.urls import redact_url
 
 if TYPE_CHECKING:
     import threading
+    from collections.abc import Callable
 
     from dulwich.config import Config
 
     from gitsync.auth.context import AuthContext
     from gitsync.auth.credentials import Source
     from gitsync.checkout.lfs import Smudger
+    from gitsync.checkout.sparse import SparsePatterns
     from gitsync.git.remote import Remote
     from gitsync.git.semver import Range
     from gitsync.settings.model import Settings
@@ -276,11 +278,20 @@ class App:
     relay: Relay | None
 
 
+def sparse_rules(settings: Settings) -> Callable[[], SparsePatterns | None] | None:
+    """What reads the sparse-checkout rules before each new worktree, when any are set
+    (dulwich's sparse and index modules are imported only then)."""
+    if not settings.sparse_checkout_file and not settings.sparse_paths:
+        return None
+    from gitsync.checkout import sparse
+
+    return lambda: sparse.load(settings.sparse_checkout_file, settings.sparse_paths)
+
+
 def build(settings: Settings, root: Path, verifier: Verifier | None = None,
           semver: Range | None = None) -> App:
     """Every component of the sidecar, wired. Nothing here touches the root: the lock is
     taken, and leftovers are removed, by the caller once it may."""
-    from gitsync.checkout import sparse
     from gitsync.git.store import Store
     from gitsync.sidecar.lock import RootLock
     from gitsync.sidecar.loop import Loop
@@ -296,7 +307,7 @@ def build(settings: Settings, root: Path, verifier: Verifier | None = None,
                     root=root, link=link, ref=followed(settings),
                     depth=settings.depth, filter_spec=settings.filter,
                     verifier=verifier, submodules=settings.submodules,
-                    sparse=lambda: sparse.load(settings.sparse_checkout_file, settings.sparse_paths),
+                    sparse=sparse_rules(settings),
                     gc=settings.git_gc, stale_worktree_timeout=settings.stale_worktree_timeout,
                     before_publish=runners.before_publish if runners is not None else None,
                     semver=semver, publish_mode=settings.publish_mode,

@@ -23,15 +23,69 @@ into the same chain.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import re
 import sys
+import threading
+import types
 from collections.abc import Iterable
 from typing import Any, Literal, TextIO, cast
 
-import structlog
-import structlog.dev
-from structlog.typing import EventDict, FilteringBoundLogger, WrappedLogger
+
+class _Deferred(types.ModuleType):
+    """A module in ``sys.modules`` whose code runs when an attribute it lacks is first read
+    (never, if none is). The standard library's ``LazyLoader`` cannot serve: an ``import``
+    statement reads the module's ``__spec__``, which runs a lazy module at once; here
+    ``__spec__`` is set, so ``import`` returns the module unexecuted.
+
+    For asyncio, which structlog imports at its top but reads only inside its ``async``
+    logging methods (gitsync calls none): running it (with ssl, subprocess and
+    concurrent.futures) was 35-45 ms of every start.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        with _DEFERRED_LOCK:  # another thread's read waits for the code to have run
+            if type(self) is _Deferred:
+                if self.__name__ in _RUNNING:  # read by its own code: not there yet
+                    raise AttributeError(f"module {self.__name__!r} has no attribute {name!r}")
+                _RUNNING.add(self.__name__)
+                try:
+                    _run(self)
+                finally:
+                    _RUNNING.discard(self.__name__)
+        return getattr(self, name)
+
+
+_DEFERRED_LOCK = threading.RLock()
+_RUNNING: set[str] = set()
+
+
+def _run(module: types.ModuleType) -> None:
+    """The module's code, then it is a plain module again."""
+    spec = module.__spec__
+    assert spec is not None and spec.loader is not None
+    spec.loader.exec_module(module)
+    module.__class__ = types.ModuleType
+
+
+def _defer(name: str) -> None:
+    """Put module ``name`` in ``sys.modules`` unexecuted, unless it is already imported."""
+    if name in sys.modules:
+        return
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.loader is None:  # pragma: no cover - a standard module
+        return
+    module = importlib.util.module_from_spec(spec)
+    module.__class__ = _Deferred
+    sys.modules[name] = module
+
+
+_defer("asyncio")
+
+import structlog  # noqa: E402  (after asyncio is deferred)
+import structlog.dev  # noqa: E402
+from structlog.typing import EventDict, FilteringBoundLogger, WrappedLogger  # noqa: E402
 
 _USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^/@:\s]*):[^/@\s]*@")
 # An http(s) URL with a user but no password: the "user" is often a token (https://TOKEN@host).

@@ -6,6 +6,7 @@ it imported from the import-time report; the answer a user sees is checked too.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -21,6 +22,9 @@ _SYNC_STACK = {"gitsync.settings.model", "gitsync.sidecar.sync", "gitsync.git.st
 _NETWORK_AND_EXTRAS = {"urllib3", "paramiko", "cryptography", "pysequoia", "prometheus_client",
                        "http.server", "gitsync.surfaces.server", "gitsync.sidecar.verify",
                        "gitsync.auth.http", "gitsync.auth.ssh"}
+# Not used by a plain sync: asyncio (imported by structlog for its async methods; deferred
+# by gitsync.log), dulwich.server (the relay's upload-pack), the sparse-checkout rules.
+_UNUSED_BY_A_SYNC = {"asyncio", "dulwich.server", "gitsync.checkout.sparse", "dulwich.sparse_patterns"}
 
 
 def _imported(env: dict[str, str], args: list[str]) -> tuple[subprocess.CompletedProcess[str],
@@ -61,4 +65,53 @@ def test_file_sync_imports_no_network_nor_optional_machinery(
     proc, names = _imported(env, [])
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert read_link_sha(default_link(env)) == upstream.head_sha()
-    assert not names & _NETWORK_AND_EXTRAS, sorted(names & _NETWORK_AND_EXTRAS)
+    assert not names & (_NETWORK_AND_EXTRAS | _UNUSED_BY_A_SYNC), sorted(
+        names & (_NETWORK_AND_EXTRAS | _UNUSED_BY_A_SYNC))
+
+
+def test_deferred_asyncio_runs_when_used() -> None:
+    """gitsync.log leaves asyncio unexecuted; the first read of it runs it, from any thread,
+    and structlog's async methods log as the others do."""
+    code = """if True:
+        import sys, threading
+        from gitsync import log
+        import asyncio
+        assert type(sys.modules["asyncio"]).__name__ == "_Deferred"
+        names = []
+        threads = [threading.Thread(target=lambda: names.append(asyncio.run.__name__)) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert names == ["run"] * 4 and type(asyncio).__name__ == "module", names
+        log.configure(0, fmt="json")
+        async def main():
+            await log.get().ainfo("from a coroutine")
+        asyncio.run(main())
+    """
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert '"msg": "from a coroutine"' in proc.stderr
+
+
+def test_settings_skip_pydantic_plugins_and_leave_the_environment() -> None:
+    """The settings' validator is built without pydantic's plugin lookup (entry points of
+    every installed distribution), and PYDANTIC_DISABLE_PLUGINS is as it was after."""
+    code = """if True:
+        import os
+        from pydantic.plugin import _loader
+        from gitsync.settings.model import load_settings
+        args = {"repo": ["file:///r.git"], "root": ["/tmp/r"], "credentials": [
+            '{"url": "https://h/x", "username": "u", "password": "p"}']}
+        load_settings(args, {})
+        assert _loader._plugins is None, _loader._plugins
+        assert "PYDANTIC_DISABLE_PLUGINS" not in os.environ
+        os.environ["PYDANTIC_DISABLE_PLUGINS"] = "some"
+        load_settings(args, {})
+        assert os.environ["PYDANTIC_DISABLE_PLUGINS"] == "some"
+    """
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=False, env={k: v for k, v in os.environ.items()
+                                                        if k != "PYDANTIC_DISABLE_PLUGINS"})
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -14,17 +14,29 @@ from __future__ import annotations
 import mmap
 import socket
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dulwich.client import AbstractHttpGitClient, TraditionalGitClient
-from dulwich.object_store import BaseObjectStore
-from dulwich.objects import ObjectID
-from dulwich.pack import Pack
-from dulwich.server import _ProtocolGraphWalker
+if TYPE_CHECKING:
+    from dulwich.client import AbstractHttpGitClient, TraditionalGitClient
+    from dulwich.object_store import BaseObjectStore
+    from dulwich.objects import ObjectID
+    from dulwich.pack import Pack
+    from dulwich.server import _ProtocolGraphWalker
 
-# The relay (surfaces/relay.py) serves a shallow store as ``git upload-pack`` does by
-# overriding this walker's ``_handle_shallow_request`` and ``determine_wants``.
-ProtocolGraphWalker = _ProtocolGraphWalker
+    # The relay (surfaces/relay.py) serves a shallow store as ``git upload-pack`` does by
+    # overriding this walker's ``_handle_shallow_request`` and ``determine_wants``.
+    ProtocolGraphWalker = _ProtocolGraphWalker
+else:
+
+    def __getattr__(name: str) -> Any:
+        """``ProtocolGraphWalker`` on first use: ``dulwich.server`` (with the archive and
+        tarfile modules it imports) is the relay's, not every sync's start-up."""
+        if name == "ProtocolGraphWalker":
+            from dulwich.server import _ProtocolGraphWalker
+
+            return _ProtocolGraphWalker
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 HttpRequest = Callable[..., tuple[Any, Callable[[int], bytes]]]
 Connect = Callable[..., Any]

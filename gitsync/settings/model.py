@@ -21,11 +21,13 @@ asyncio and more at every start for sources gitsync does not use), and its schem
 built on first use (``defer_build``): ``--help`` and ``--man`` read only the declarations.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations`` here: pydantic would evaluate each of the
+# model's string annotations again (typing's ForwardRef), 1% of a small one-time sync.
+import contextlib
 import dataclasses
 import difflib
 import math
+import os
 import re
 import typing
 import urllib.parse
@@ -157,7 +159,7 @@ class Opt:
     default_text: str = ""  # how the default reads in docs, when repr() is not enough
     metavar: str = ""
 
-    def named(self, name: str) -> Opt:
+    def named(self, name: str) -> "Opt":
         """This marker with every name spelled out."""
         upper = name.upper()
         env = (f"GITSYNC_{upper}",) + ((f"GIT_SYNC_{upper}",) if self.legacy else ())
@@ -218,7 +220,7 @@ class Settings(BaseModel):
     sparse_checkout_file: Annotated[Text, LEGACY] = Field(
         "", description="A git sparse-checkout pattern file applied to each checkout.")
     sparse_paths: CommaList = Field(
-        default_factory=list, description="Comma-separated directories to check out (cone-mode sparse checkout; gitsync extra).")
+        [], description="Comma-separated directories to check out (cone-mode sparse checkout; gitsync extra).")
     lfs: GoBool = Field(
         False, description="Replace Git LFS pointer files by their objects, fetched over the repository's HTTP(S) with its credentials (gitsync extra; docs/lfs.md).")
     error_file: Annotated[Text, LEGACY] = Field(
@@ -269,11 +271,11 @@ class Settings(BaseModel):
         "", description="File holding the password, re-read before every sync.")
     credentials: Annotated[Credentials, Opt(flags=("credential",), env=("GITSYNC_CREDENTIAL",),
                                             repeatable=True, append_to_env=True, secret=True)] = Field(
-        default_factory=list, description='Per-URL credentials as JSON, e.g. {"url":"https://host/x","username":"u","password-file":"/f"}; repeatable, appended to the env value.')
+        [], description='Per-URL credentials as JSON, e.g. {"url":"https://host/x","username":"u","password-file":"/f"}; repeatable, appended to the env value.')
     ssh_key_files: Annotated[PathList, Opt(
         flags=("ssh-key-file",), env=("GITSYNC_SSH_KEY_FILE", "GIT_SYNC_SSH_KEY_FILE", "GIT_SSH_KEY_FILE"),
         repeatable=True)] = Field(
-        default_factory=lambda: ["/etc/git-secret/ssh"], description="SSH private key file(s); repeatable flag, ':'-separated env.")
+        ["/etc/git-secret/ssh"], description="SSH private key file(s); repeatable flag, ':'-separated env.")
     ssh_known_hosts: Annotated[GoBool, Opt(env=("GITSYNC_SSH_KNOWN_HOSTS", "GIT_SYNC_KNOWN_HOSTS", "GIT_KNOWN_HOSTS"))] = Field(
         True, description="Verify SSH host keys against --ssh-known-hosts-file.")
     ssh_known_hosts_file: Annotated[Text, Opt(env=(
@@ -299,9 +301,9 @@ class Settings(BaseModel):
     git: Annotated[Text, LEGACY] = Field(
         "git", description="Accepted for compatibility and ignored: gitsync needs no git binary.")
     git_config: Annotated[GitConfig, LEGACY] = Field(
-        default_factory=list, description='Comma-separated key:val git config pairs (quote keys containing ":"); then every --git-config-add.')
+        [], description='Comma-separated key:val git config pairs (quote keys containing ":"); then every --git-config-add.')
     git_config_add: Annotated[GitConfig, Opt(env=(), repeatable=True, metavar="<key:val>")] = Field(
-        default_factory=list, description="One more key:val git config pair; repeatable, applied after --git-config.")
+        [], description="One more key:val git config pair; repeatable, applied after --git-config.")
     git_gc: Annotated[Literal["auto", "always", "aggressive", "off"], CHOICE, LEGACY] = Field(
         "always", description="Garbage collection after each sync: auto, always, aggressive or off.")
     garbage_collection: Annotated[OptionalGoBool, Opt(flags=(), replaced_by="git_gc", env_only=True)] = Field(
@@ -376,7 +378,7 @@ class Settings(BaseModel):
         0, description="No longer supported: use --group-write.")
 
     @model_validator(mode="after")
-    def _derive_and_check(self, info: ValidationInfo) -> Settings:
+    def _derive_and_check(self, info: ValidationInfo) -> "Settings":
         """What depends on several fields: derived before it is handed out (the model is
         frozen after this), then checked. Messages name each setting as the user spelled
         it, which :func:`load_settings` passes as the validation context."""
@@ -877,6 +879,26 @@ class _Resolver:
             self.notices.append(Notice("git config key ignored", {"key": key}))
 
 
+_NO_PLUGINS = "PYDANTIC_DISABLE_PLUGINS"
+
+
+@contextlib.contextmanager
+def _no_pydantic_plugins() -> Iterator[None]:
+    """pydantic looks for its plugins (the entry points of every installed distribution)
+    when it builds a model's validator, here on the first load: 5-10 ms of every start,
+    for plugins that have no business seeing the settings. Set only while the settings
+    are validated, so the environment that hooks inherit is the one gitsync was given."""
+    before = os.environ.get(_NO_PLUGINS)
+    os.environ[_NO_PLUGINS] = "__all__"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[_NO_PLUGINS]
+        else:
+            os.environ[_NO_PLUGINS] = before
+
+
 def load_settings(
     cli: Mapping[str, Sequence[str]], environ: Mapping[str, str]
 ) -> tuple[Settings, list[Notice]]:
@@ -886,7 +908,8 @@ def load_settings(
     resolver.unknown_env()
     resolver.deprecated()
     try:
-        settings = Settings.model_validate(resolver.values, context={"spelled": resolver.origin})
+        with _no_pydantic_plugins():
+            settings = Settings.model_validate(resolver.values, context={"spelled": resolver.origin})
     except ValidationError as e:
         raise _config_error(e, resolver.origin) from None
     resolver.ignored(settings)
