@@ -11,6 +11,7 @@ an existing name), so a hostile tree cannot write outside its worktree.
 
 from __future__ import annotations
 
+import binascii
 import bisect
 import contextlib
 import ctypes
@@ -614,7 +615,7 @@ class _Writer:
         self._count = 0
         # Each pack with a descriptor open on it, for _locate: asking dulwich for its pack list
         # lists the pack directory, and opening the pack per file cost a fifth of a checkout.
-        self._packs: list[tuple[Pack, int]] | None = None
+        self._packs: list[tuple[Pack, int, packformat.PackIdx | None]] | None = None
         # Rebuilding a spare in place (see Materializer._keep_spare): what it holds, the
         # files found in it, and whether its files may be kept (its attributes are ours).
         self.base = base
@@ -622,49 +623,52 @@ class _Writer:
         self._keep_ok = False
 
     def write(self, tree_sha: bytes) -> list[IndexEntry]:
-        specs = self._plan(tree_sha)
+        try:
+            self._write(self._plan(tree_sha))
+        finally:
+            self._close_packs()
+        return self.entries
+
+    def _write(self, specs: list[_Spec]) -> None:
         if self.fetcher is not None:
             missing = list(dict.fromkeys(
                 s.sha for s in specs if s.mode != _MODE_GITLINK and ObjectID(s.sha) not in self.objects
             ))
             if missing:
                 self.fetcher(missing)
+                self._close_packs()  # a new pack arrived
         if self.base is not None:
             self._clear(specs)
         written = 0
         dest, dirs, present, keep = self.dest, self._dirs, self._present, self._keep
-        try:
-            for spec in specs:  # 40,000 files on an update of a big tree: kept tight
-                if written == _CHECK_CANCEL_EVERY:
-                    progress.count("files", written)
-                    written = 0
-                written += 1
-                rel = spec.rel
-                target = dest + b"/" + rel
-                try:
-                    parent = rel.rpartition(b"/")[0]
-                    if parent not in dirs:
-                        self._ensure_dir(parent)
-                    if rel in present and keep(spec, target):
-                        pass
-                    elif spec.mode == _MODE_GITLINK:
-                        os.mkdir(target)
-                        self.entries.append(IndexEntry(spec.rel, spec.mode, spec.sha))
-                    else:
-                        self._file(spec, target)
-                        if (self.lfs and spec.mode != _MODE_LINK
-                                and spec.attrs.filter(spec.rel) == b"lfs"):
-                            self.lfs_candidates.append(len(self.entries) - 1)
-                except OSError as e:
-                    if e.errno != errno.ENAMETOOLONG:
-                        raise
-                    # Not a fault of the disk: the commit cannot be written anywhere.
-                    raise UnsafeTree(f"path {show_path(spec.rel)} is too long to write") from None
-                self._tick()
-        finally:
-            self._close_packs()
+        for spec in specs:  # 40,000 files on an update of a big tree: kept tight
+            if written == _CHECK_CANCEL_EVERY:
+                progress.count("files", written)
+                written = 0
+            written += 1
+            rel = spec.rel
+            target = dest + b"/" + rel
+            try:
+                parent = rel.rpartition(b"/")[0]
+                if parent not in dirs:
+                    self._ensure_dir(parent)
+                if rel in present and keep(spec, target):
+                    pass
+                elif spec.mode == _MODE_GITLINK:
+                    os.mkdir(target)
+                    self.entries.append(IndexEntry(spec.rel, spec.mode, spec.sha))
+                else:
+                    self._file(spec, target)
+                    if (self.lfs and spec.mode != _MODE_LINK
+                            and spec.attrs.filter(spec.rel) == b"lfs"):
+                        self.lfs_candidates.append(len(self.entries) - 1)
+            except OSError as e:
+                if e.errno != errno.ENAMETOOLONG:
+                    raise
+                # Not a fault of the disk: the commit cannot be written anywhere.
+                raise UnsafeTree(f"path {show_path(spec.rel)} is too long to write") from None
+            self._tick()
         progress.count("files", written)
-        return self.entries
 
     def _clear(self, specs: list[_Spec]) -> None:
         """Make the spare a subset of the new tree: remove every entry the tree does not
@@ -735,17 +739,27 @@ class _Writer:
             os.unlink(target)
         return False
 
-    def _open_packs(self) -> list[tuple[Pack, int]]:
+    def _open_packs(self) -> list[tuple[Pack, int, packformat.PackIdx | None]]:
         if self._packs is None:
             self._packs = []
             for pack in getattr(self.objects, "packs", ()):
-                with contextlib.suppress(OSError):
-                    self._packs.append((pack, os.open(dulwich_private.pack_path(pack), os.O_RDONLY | os.O_CLOEXEC)))
+                path = dulwich_private.pack_path(pack)
+                try:
+                    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                except OSError:
+                    continue
+                try:
+                    idx: packformat.PackIdx | None = packformat.PackIdx(path[:-len(".pack")] + ".idx")
+                except (OSError, ValueError):
+                    idx = None  # dulwich's lookup, which says what is wrong with it
+                self._packs.append((pack, fd, idx))
         return self._packs
 
     def _close_packs(self) -> None:
-        for _pack, fd in self._packs or ():
+        for _pack, fd, idx in self._packs or ():
             os.close(fd)
+            if idx is not None:
+                idx.close()
         self._packs = None
 
     def _tree(self, sha: bytes, prefix: bytes) -> Tree:
@@ -926,11 +940,17 @@ class _Writer:
         multi-pack index, a listing of the pack directory), and lets a big blob be inflated
         in chunks straight to disk instead of held in memory twice.
         """
-        for pack, src in self._open_packs():
-            try:
-                offset = pack.index.object_offset(ObjectID(sha))
-            except KeyError:
-                continue
+        for pack, src, idx in self._open_packs():
+            if idx is not None:
+                found = idx.offset(binascii.unhexlify(sha))
+                if found is None:
+                    continue
+                offset = found
+            else:
+                try:
+                    offset = pack.index.object_offset(ObjectID(sha))
+                except KeyError:
+                    continue
             kind, size, pos = packformat.read_header(os.pread(src, packformat.HEADER_MAX, offset))
             return (src, offset + pos, kind, size) if 1 <= kind <= 4 else None
         return None
