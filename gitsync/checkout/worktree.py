@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from dulwich.objects import Blob, Commit, ObjectID, Tree, TreeEntry
+from dulwich.objects import Blob, Commit, ObjectID, TreeEntry
 from dulwich.pack import Pack
 
 from gitsync import layout, log, progress
@@ -47,7 +47,8 @@ from gitsync.errors import (
 from gitsync.git import dulwich_private, gitindex, packformat
 from gitsync.git.gitindex import IndexEntry, write_index
 from gitsync.git.store import Store, rmtree
-from gitsync.git.trees import read as read_tree
+from gitsync.git.trees import parse as parse_tree
+from gitsync.git.trees import read_entries as read_tree_entries
 from gitsync.git.trees import show_path
 from gitsync.layout import Layout
 
@@ -762,14 +763,22 @@ class _Writer:
                 idx.close()
         self._packs = None
 
-    def _tree(self, sha: bytes, prefix: bytes) -> Tree:
+    def _tree(self, sha: bytes, prefix: bytes) -> list[TreeEntry]:
+        """A tree's checked entries; read from its pack like a blob when stored whole there
+        (dulwich's lookup stats the pack directory and bisects in Python for each)."""
+        where = self._locate(sha)
+        if where is not None and where[3] < packformat.STREAM_ABOVE:
+            data = self._inflate_whole(where)
+            if data is not None:
+                return parse_tree(where[2], data, ObjectID(sha), prefix)
         try:
-            return read_tree(self.objects, ObjectID(sha), prefix)
+            return read_tree_entries(self.objects, ObjectID(sha), prefix)
         except MissingObject:
             if self.fetcher is None:
                 raise
             self.fetcher([sha])
-            return read_tree(self.objects, ObjectID(sha), prefix)
+            self._close_packs()  # a new pack arrived
+            return read_tree_entries(self.objects, ObjectID(sha), prefix)
 
     def _plan(self, tree_sha: bytes) -> list[_Spec]:
         specs: list[_Spec] = []
@@ -784,7 +793,7 @@ class _Writer:
             self.trees[prefix] = sha
             if depth > MAX_TREE_DEPTH:
                 raise UnsafeTree(f"tree deeper than {MAX_TREE_DEPTH} levels at {show_path(prefix)}")
-            items = list(self._tree(sha, prefix).iteritems())
+            items = self._tree(sha, prefix)
             attrs, reuse = self._attributes(items, prefix, attrs, reuse)
             seen: set[bytes] = set()
             for entry in items:
@@ -1016,14 +1025,11 @@ class _Writer:
     def _read_blob(self, sha: bytes, rel: bytes, where: tuple[int, int, int, int] | None) -> bytes:
         """``_blob`` for a caller that has already looked the blob up with ``_locate``."""
         if where is not None:
-            src, offset, kind, size = where
-            if kind != Blob.type_num:
+            if where[2] != Blob.type_num:
                 raise UnsafeTree(f"{show_path(rel)} is not a blob")
-            # Deflate never grows data by more than this; zlib stops at the stream's end.
-            with contextlib.suppress(zlib.error):
-                data = zlib.decompress(os.pread(src, size + (size >> 10) + 64, offset))
-                if len(data) == size:
-                    return data
+            data = self._inflate_whole(where)
+            if data is not None:
+                return data
         try:
             kind, data = self.objects.get_raw(ObjectID(sha))
         except KeyError:
@@ -1035,6 +1041,18 @@ class _Writer:
         if kind != Blob.type_num:
             raise UnsafeTree(f"{show_path(rel)} is not a blob")
         return data
+
+    @staticmethod
+    def _inflate_whole(where: tuple[int, int, int, int]) -> bytes | None:
+        """The bytes of an object ``_locate`` found (not a big one); None when its stream is
+        damaged or not its size (dulwich reads it then, and says what is wrong)."""
+        src, offset, _kind, size = where
+        # Deflate never grows data by more than this; zlib stops at the stream's end.
+        with contextlib.suppress(zlib.error):
+            data = zlib.decompress(os.pread(src, size + (size >> 10) + 64, offset))
+            if len(data) == size:
+                return data
+        return None
 
     def _link(self, src: bytes, dst: bytes) -> None:
         try:
