@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import binascii
 import bisect
+import collections
 import contextlib
 import ctypes
 import errno
@@ -60,6 +61,7 @@ _CHECK_CANCEL_EVERY = 256
 _TRIM_EVERY = 4096
 _STREAM_CHUNK = 1 << 20
 _INFLATE_STEP = 8 << 10
+_HOLD_MAX = 8 << 20  # bytes of repeated blobs held between their files (_count_use)
 _MODE_TREE = 0o040000
 _MODE_LINK = 0o120000
 _MODE_GITLINK = 0o160000
@@ -622,6 +624,10 @@ class _Writer:
         self.base = base
         self._present: set[bytes] = set()
         self._keep_ok = False
+        # Blobs more files will be written from (see _count_use): uses left, bytes held.
+        self._repeats: dict[bytes, int] = {}
+        self._held: dict[bytes, bytes] = {}
+        self._held_bytes = 0
 
     def write(self, tree_sha: bytes) -> list[IndexEntry]:
         try:
@@ -640,6 +646,9 @@ class _Writer:
                 self._close_packs()  # a new pack arrived
         if self.base is not None:
             self._clear(specs)
+        uses = collections.Counter(s.sha for s in specs if s.mode != _MODE_GITLINK)
+        self._repeats = {sha: n for sha, n in uses.items() if n > 1}
+        del uses
         written = 0
         dest, dirs, present, keep = self.dest, self._dirs, self._present, self._keep
         for spec in specs:  # 40,000 files on an update of a big tree: kept tight
@@ -919,15 +928,18 @@ class _Writer:
                 except OSError:
                     pass
         conv = spec.attrs.conversion(rel)
-        where = self._locate(sha)
-        if where is not None and where[3] >= packformat.STREAM_ABOVE:
-            pack_fd, offset, kind, size = where
-            if kind != Blob.type_num:
-                raise UnsafeTree(f"{show_path(rel)} is not a blob")
-            streamed = self._inflate_to(pack_fd, offset, size, sha, target, mode, conv)
-            self.entries.append(IndexEntry.from_stat(rel, mode, sha, streamed))
-            return
-        data = self._read_blob(sha, rel, where)
+        data = self._held.get(sha)
+        if data is None:
+            where = self._locate(sha)
+            if where is not None and where[3] >= packformat.STREAM_ABOVE:
+                pack_fd, offset, kind, size = where
+                if kind != Blob.type_num:
+                    raise UnsafeTree(f"{show_path(rel)} is not a blob")
+                streamed = self._inflate_to(pack_fd, offset, size, sha, target, mode, conv)
+                self.entries.append(IndexEntry.from_stat(rel, mode, sha, streamed))
+                return
+            data = self._read_blob(sha, rel, where)
+        self._count_use(sha, data)
         if conv is not None:
             data = attributes.convert(data, conv, sha)
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
@@ -940,6 +952,24 @@ class _Writer:
         finally:
             os.close(fd)
         self.entries.append(IndexEntry.from_stat(rel, mode, sha, st))
+
+    def _count_use(self, sha: bytes, data: bytes) -> None:
+        """Hold a blob that more files of the tree hold until the last of them is written.
+
+        Real trees repeat contents (libgit2: 15,606 files, 5,813 blobs, mostly test fixtures):
+        each repeat cost a lookup and an inflate. What is held stays under ``_HOLD_MAX``."""
+        left = self._repeats.get(sha)
+        if left is None:
+            return
+        if left > 1:
+            self._repeats[sha] = left - 1
+            if sha not in self._held and self._held_bytes + len(data) <= _HOLD_MAX:
+                self._held[sha] = data
+                self._held_bytes += len(data)
+            return
+        del self._repeats[sha]
+        if self._held.pop(sha, None) is not None:
+            self._held_bytes -= len(data)
 
     def _locate(self, sha: bytes) -> tuple[int, int, int, int] | None:
         """(pack descriptor, offset of its zlib stream, type, size) of an object stored whole
