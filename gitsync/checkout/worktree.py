@@ -62,6 +62,7 @@ _TRIM_EVERY = 4096
 _STREAM_CHUNK = 1 << 20
 _INFLATE_STEP = 8 << 10
 _HOLD_MAX = 8 << 20  # bytes of repeated blobs held between their files (_count_use)
+_HOLD_TREE_ENTRIES = 32768  # entries of trees read held while planning (~3 MB; _tree)
 _MODE_TREE = 0o040000
 _MODE_LINK = 0o120000
 _MODE_GITLINK = 0o160000
@@ -624,6 +625,8 @@ class _Writer:
         self.base = base
         self._present: set[bytes] = set()
         self._keep_ok = False
+        self._trees_read: dict[bytes, list[TreeEntry]] = {}  # while planning (_tree)
+        self._trees_held = 0
         # Blobs more files will be written from (see _count_use): uses left, bytes held.
         self._repeats: dict[bytes, int] = {}
         self._held: dict[bytes, bytes] = {}
@@ -773,8 +776,19 @@ class _Writer:
         self._packs = None
 
     def _tree(self, sha: bytes, prefix: bytes) -> list[TreeEntry]:
-        """A tree's checked entries; read from its pack like a blob when stored whole there
-        (dulwich's lookup stats the pack directory and bisects in Python for each)."""
+        """A tree's checked entries, held for the plan when another directory may hold the
+        same tree (libgit2: 5,880 directories, 2,562 trees), up to ``_HOLD_TREE_ENTRIES``."""
+        entries = self._trees_read.get(sha)
+        if entries is None:
+            entries = self._read_tree(sha, prefix)
+            if self._trees_held + len(entries) <= _HOLD_TREE_ENTRIES:
+                self._trees_read[sha] = entries
+                self._trees_held += len(entries)
+        return entries
+
+    def _read_tree(self, sha: bytes, prefix: bytes) -> list[TreeEntry]:
+        """Read from its pack like a blob when stored whole there (dulwich's lookup stats the
+        pack directory and bisects in Python for each tree)."""
         where = self._locate(sha)
         if where is not None and where[3] < packformat.STREAM_ABOVE:
             data = self._inflate_whole(where)
@@ -790,6 +804,13 @@ class _Writer:
             return read_tree_entries(self.objects, ObjectID(sha), prefix)
 
     def _plan(self, tree_sha: bytes) -> list[_Spec]:
+        try:
+            return self._walk(tree_sha)
+        finally:
+            self._trees_read.clear()
+            self._trees_held = 0
+
+    def _walk(self, tree_sha: bytes) -> list[_Spec]:
         specs: list[_Spec] = []
         stack: list[tuple[bytes, bytes, int, Attributes, bool]] = [
             (tree_sha, b"", 0, Attributes.with_filter() if self.lfs else Attributes(),
@@ -1078,11 +1099,11 @@ class _Writer:
         damaged or not its size (dulwich reads it then, and says what is wrong)."""
         src, offset, _kind, size = where
         # Deflate never grows data by more than this; zlib stops at the stream's end.
-        with contextlib.suppress(zlib.error):
+        try:
             data = zlib.decompress(os.pread(src, size + (size >> 10) + 64, offset))
-            if len(data) == size:
-                return data
-        return None
+        except zlib.error:
+            return None
+        return data if len(data) == size else None
 
     def _link(self, src: bytes, dst: bytes) -> None:
         try:
