@@ -139,3 +139,15 @@ def test_an_oversized_attributes_file_is_refused_not_read(tmp_path: Path) -> Non
     assert res.returncode != 0
     assert f".gitattributes' is {attributes.MAX_READ // 10 * 10 + 10} bytes" in res.stderr
     assert not (tmp_path / "root" / "link").exists()
+
+
+def test_rules_that_convert_nothing_skip_matching_and_the_others_do_not() -> None:
+    """``_converts``: rules naming no eol=crlf, ident or encoding answer None for every path
+    without matching; one such value anywhere (a rule, a macro) keeps the full lookup."""
+    plain = Attributes().child(b"", b"* text=auto\n*.sh text eol=lf\n*.png binary\n")
+    assert not plain._converts and plain.conversion(b"a.sh") is None
+    for content, path in ((b"[attr]win text eol=crlf\n*.bat win\n", b"x.bat"),
+                          (b"* text=auto\n*.c ident\n", b"a.c"),
+                          (b"*.txt working-tree-encoding=UTF-16\n", b"a.txt")):
+        attrs = Attributes().child(b"", content)
+        assert attrs._converts and attrs.conversion(path) is not None, content

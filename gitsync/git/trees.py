@@ -12,7 +12,7 @@ import zlib
 
 from dulwich.errors import ObjectFormatException
 from dulwich.object_store import BaseObjectStore
-from dulwich.objects import ObjectID, Tree, object_class, parse_tree
+from dulwich.objects import ObjectID, Tree, TreeEntry, object_class, parse_tree
 
 from gitsync.errors import CorruptObject, MissingObject, UnsafeTree
 from gitsync.git import dulwich_private
@@ -65,33 +65,54 @@ def read(objects: BaseObjectStore, sha: ObjectID, path: bytes) -> Tree:
 
     MissingObject when it is not there, CorruptObject when its bytes do not parse: whether
     the store or the server is to blame is the syncer's question (errors.py)."""
-    where = show_path(path or b"/")
+    kind, raw = _content(objects, sha, path)
+    parse(kind, raw, sha, path)
+    try:
+        tree = Tree.from_raw_string(Tree.type_num, raw, sha)
+    except ObjectFormatException as e:
+        raise CorruptObject(f"tree {sha.decode()} at {show_path(path or b'/')} is malformed: {e}") from None
+    assert isinstance(tree, Tree)
+    return tree
+
+
+def read_entries(objects: BaseObjectStore, sha: ObjectID, path: bytes) -> list[TreeEntry]:
+    """``read``'s tree as ``parse`` gives it."""
+    return parse(*_content(objects, sha, path), sha, path)
+
+
+def _content(objects: BaseObjectStore, sha: ObjectID, path: bytes) -> tuple[int, bytes]:
     try:
         kind, data, start = _raw(objects, sha)
     except KeyError:
-        raise MissingObject(f"tree {sha.decode()} at {where}") from None
+        raise MissingObject(f"tree {sha.decode()} at {show_path(path or b'/')}") from None
+    return kind, data[start:] if start else data
+
+
+def parse(kind: int, raw: bytes, sha: ObjectID, path: bytes) -> list[TreeEntry]:
+    """The entries of the object ``raw`` (its content, of type ``kind``), checked as a tree
+    found at ``path``: in the tree's order, which the check makes git's sorted order.
+
+    A checkout reads thousands of trees: it parses them once here rather than through a
+    dulwich ``Tree`` (which parses again, and sorts again on every iteration)."""
+    where = show_path(path or b"/")
     if kind != Tree.type_num:
         raise UnsafeTree(f"{sha.decode()} at {where} is not a tree")
-    size = len(data) - start
-    if size >= _SHORTEST_ENTRY * MAX_ENTRIES and (n := _entry_count(data, start)) > MAX_ENTRIES:
+    if len(raw) >= _SHORTEST_ENTRY * MAX_ENTRIES and (n := _entry_count(raw, 0)) > MAX_ENTRIES:
         raise UnsafeTree(f"tree {where} has {n} entries, more than the "
                          f"{MAX_ENTRIES} gitsync accepts in one directory")
-    raw = data[start:] if start else data
     try:
-        entries = list(parse_tree(raw, 20))
-        tree = Tree.from_raw_string(Tree.type_num, raw, sha)
+        entries = [TreeEntry(name, mode, ObjectID(child)) for name, mode, child in parse_tree(raw, 20)]
     except ObjectFormatException as e:
         raise CorruptObject(f"tree {sha.decode()} at {where} is malformed: {e}") from None
     _check_entries(entries, path)
-    assert isinstance(tree, Tree)
-    return tree
+    return entries
 
 
 # What git fsck accepts (100664 is an old git's regular file, accepted unless fsck is strict).
 _MODES = frozenset({0o100644, 0o100755, 0o100664, 0o120000, 0o040000, 0o160000})
 
 
-def _check_entries(entries: list[tuple[bytes, int, bytes]], path: bytes) -> None:
+def _check_entries(entries: list[TreeEntry], path: bytes) -> None:
     """git fsck's badFilemode and treeNotSorted: a hostile tree, refused like an unsafe path.
 
     dulwich sorts entries when it iterates, so an unsorted tree would be written as if it
