@@ -34,12 +34,15 @@ class _Present:
 
     dulwich's ``sha in store`` lists the pack directory again on every miss (a pack may
     have just arrived), and an update asks about every entry of every changed tree, most
-    of them misses: on a 500,000-object store that was half a second per update.
+    of them misses: on a 500,000-object store that was half a second per update. Each miss
+    also tries to open a loose object's file, which a store without loose objects (gitsync
+    writes packs) is spared: a third of a 10,000-file clone's walk.
     """
 
     def __init__(self, store: BaseObjectStore) -> None:
         self.store = store
         self.indexes = [pack.index for pack in store.packs]
+        self.loose = not isinstance(store, DiskObjectStore) or store.count_loose_objects() > 0
 
     def __contains__(self, sha: ObjectID) -> bool:
         raw = hex_to_sha(sha)
@@ -49,7 +52,7 @@ class _Present:
                 return True
             except KeyError:
                 continue
-        return self.store.contains_loose(sha)
+        return self.loose and self.store.contains_loose(sha)
 
 
 def missing_objects(source: BaseRepo, target: BaseRepo, wants: list[ObjectID],
