@@ -21,7 +21,7 @@ from dulwich.objects import Commit, ObjectID, Tag, Tree, hex_to_sha
 from dulwich.pack import write_pack_from_container
 from dulwich.repo import BaseRepo, Repo
 
-from gitsync.errors import CorruptObject, MissingObject, ProtocolError, UnsafeTree
+from gitsync.errors import CorruptObject, DeltaError, MissingObject, ProtocolError, UnsafeTree
 from gitsync.git import packcopy
 from gitsync.git.trees import read as read_tree
 
@@ -109,9 +109,10 @@ def missing_objects(source: BaseRepo, target: BaseRepo, wants: list[ObjectID],
 
 
 # What dulwich raises reading a damaged pack or object of the source repository (and
-# packcopy, slicing its entries): that repository's fault, as a bad pack from a server is.
+# packcopy, slicing its entries, and deltas.py, resolving them): that repository's fault, as
+# a bad pack from a server is.
 _UNREADABLE = (zlib.error, struct.error, ValueError, IndexError, AssertionError,
-               ChecksumMismatch, ApplyDeltaError, ObjectFormatException)
+               ChecksumMismatch, ApplyDeltaError, ObjectFormatException, DeltaError)
 
 
 def fetch(path: str, target: BaseRepo, wants: list[ObjectID], depth: int | None,
