@@ -23,7 +23,7 @@ from typing import BinaryIO
 
 from dulwich.object_store import BaseObjectStore
 from dulwich.objects import ObjectID, object_class
-from dulwich.pack import Pack, write_pack_index_v2
+from dulwich.pack import Pack
 
 from gitsync import layout, progress
 from gitsync.git import deltas, dulwich_private, packformat
@@ -201,7 +201,7 @@ def copy(source: BaseObjectStore, target_pack_dir: Path, ids: list[ObjectID]) ->
         assert written == wanted
         name = target_pack_dir / f"pack-{checksum.hex()}"
         with open(f"{name}.idx.tmp", "wb") as idx:
-            write_pack_index_v2(idx, sorted(out.entries), checksum)
+            packformat.write_index(idx, out.entries, checksum)
         packformat.install(tmp, f"{name}.idx.tmp", str(name))
         return Path(f"{name}.pack")
     finally:

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import BinaryIO
 
 from dulwich.object_store import BaseObjectStore
-from dulwich.pack import write_pack_index_v2
 
 from gitsync import layout, progress
 from gitsync.errors import DeltaError, PackError
@@ -548,7 +547,7 @@ def _second_pass(path: Path, scanned: _Scanned, pack_dir: Path,
     idx_tmp = Path(f"{name}.idx.tmp")
     try:
         with open(idx_tmp, "wb") as idx:
-            write_pack_index_v2(idx, sorted(rows), trailer)
+            packformat.write_index(idx, rows, trailer)
         if fixed.exists():
             packformat.install(fixed, idx_tmp, str(name))
             path.unlink()
