@@ -9,6 +9,8 @@ count is checked on its raw bytes before it is parsed; GitHub's tree API stops a
 from __future__ import annotations
 
 import zlib
+from collections.abc import Sequence
+from typing import cast
 
 from dulwich.errors import ObjectFormatException
 from dulwich.object_store import BaseObjectStore
@@ -65,33 +67,48 @@ def read(objects: BaseObjectStore, sha: ObjectID, path: bytes) -> Tree:
 
     MissingObject when it is not there, CorruptObject when its bytes do not parse: whether
     the store or the server is to blame is the syncer's question (errors.py)."""
-    where = show_path(path or b"/")
     try:
         kind, data, start = _raw(objects, sha)
     except KeyError:
-        raise MissingObject(f"tree {sha.decode()} at {where}") from None
-    if kind != Tree.type_num:
-        raise UnsafeTree(f"{sha.decode()} at {where} is not a tree")
-    size = len(data) - start
-    if size >= _SHORTEST_ENTRY * MAX_ENTRIES and (n := _entry_count(data, start)) > MAX_ENTRIES:
-        raise UnsafeTree(f"tree {where} has {n} entries, more than the "
-                         f"{MAX_ENTRIES} gitsync accepts in one directory")
+        raise missing(sha, path) from None
     raw = data[start:] if start else data
+    entries(sha, kind, raw, path)
     try:
-        entries = list(parse_tree(raw, 20))
         tree = Tree.from_raw_string(Tree.type_num, raw, sha)
     except ObjectFormatException as e:
-        raise CorruptObject(f"tree {sha.decode()} at {where} is malformed: {e}") from None
-    _check_entries(entries, path)
+        raise CorruptObject(f"tree {sha.decode()} at {show_path(path or b'/')} is malformed: {e}") from None
     assert isinstance(tree, Tree)
     return tree
+
+
+def missing(sha: ObjectID, path: bytes) -> MissingObject:
+    """The error for a tree that is not there."""
+    return MissingObject(f"tree {sha.decode()} at {show_path(path or b'/')}")
+
+
+def entries(sha: ObjectID, kind: int, raw: bytes, path: bytes) -> list[tuple[bytes, int, ObjectID]]:
+    """The entries (name, mode, SHA) of the tree ``sha`` at ``path`` whose type is ``kind``
+    and content ``raw``, in the tree's order, once its bytes are checked as ``read`` checks
+    them; for a reader of trees of its own (localfetch reads them through deltas.py)."""
+    where = show_path(path or b"/")
+    if kind != Tree.type_num:
+        raise UnsafeTree(f"{sha.decode()} at {where} is not a tree")
+    if len(raw) >= _SHORTEST_ENTRY * MAX_ENTRIES and (n := _entry_count(raw, 0)) > MAX_ENTRIES:
+        raise UnsafeTree(f"tree {where} has {n} entries, more than the "
+                         f"{MAX_ENTRIES} gitsync accepts in one directory")
+    try:
+        found = cast(list[tuple[bytes, int, ObjectID]], list(parse_tree(raw, 20)))  # hex SHAs
+    except ObjectFormatException as e:
+        raise CorruptObject(f"tree {sha.decode()} at {where} is malformed: {e}") from None
+    _check_entries(found, path)
+    return found
 
 
 # What git fsck accepts (100664 is an old git's regular file, accepted unless fsck is strict).
 _MODES = frozenset({0o100644, 0o100755, 0o100664, 0o120000, 0o040000, 0o160000})
 
 
-def _check_entries(entries: list[tuple[bytes, int, bytes]], path: bytes) -> None:
+def _check_entries(entries: Sequence[tuple[bytes, int, bytes]], path: bytes) -> None:
     """git fsck's badFilemode and treeNotSorted: a hostile tree, refused like an unsafe path.
 
     dulwich sorts entries when it iterates, so an unsorted tree would be written as if it
