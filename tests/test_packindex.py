@@ -17,6 +17,7 @@ from dulwich.repo import Repo
 from support.hostile import delta_varint
 from support.upstream import git
 
+from gitsync import layout
 from gitsync.git import packindex
 
 
@@ -75,6 +76,55 @@ def test_index_is_byte_identical_to_git_index_pack(work: Path, store: Repo, tmp_
     assert ours.name == f"pack-{data[-20:].hex()}.pack"
     assert not list(ours.parent.glob("tmp_*"))
     git("--git-dir", store.path, "fsck", "--strict", git("-C", str(work), "rev-parse", "HEAD"))
+
+
+def _stream(repo: Repo, pieces: Iterator[bytes]) -> Path | None:
+    """As remote.py receives a pack: each piece written to a Receiver as it comes."""
+    pack_dir = Path(repo.object_store.pack_dir)
+    pack_dir.mkdir(parents=True, exist_ok=True)
+    fd, name = layout.pack_temp(pack_dir, "recv", ".pack")
+    receiver = packindex.Receiver(fd, Path(name), pack_dir, repo.object_store)
+    try:
+        for piece in pieces:
+            receiver.write(piece)
+        return receiver.finish()
+    finally:
+        receiver.close()
+        Path(name).unlink(missing_ok=True)
+        repo.object_store.close()
+
+
+@pytest.mark.parametrize("step", [1, 7, 4093, 65515])
+def test_a_pack_indexed_as_it_arrives_in_pieces_of_any_size_is_indexed_as_git_does(
+        work: Path, store: Repo, tmp_path: Path, step: int) -> None:
+    """Headers, delta bases and zlib streams cut anywhere between two pieces (a side-band
+    packet is at most 65,515 bytes): the index is git's, and git reads the store."""
+    data = _pack(work, "HEAD\n")
+    ours = _stream(store, (data[at:at + step] for at in range(0, len(data), step)))
+    assert ours is not None
+    theirs = tmp_path / "git.pack"
+    theirs.write_bytes(data)
+    git("index-pack", "-o", str(tmp_path / "git.idx"), str(theirs))
+    assert ours.with_suffix(".idx").read_bytes() == (tmp_path / "git.idx").read_bytes()
+    assert not list(ours.parent.glob("tmp_*"))
+    git("--git-dir", store.path, "fsck", "--strict", git("-C", str(work), "rev-parse", "HEAD"))
+
+
+def test_a_pack_arriving_with_a_bad_entry_is_refused_before_the_rest_comes(work: Path, store: Repo) -> None:
+    """The first pass runs as the pack arrives: a bad entry stops the transfer there."""
+    data = bytearray(_pack(work, "HEAD\n"))
+    data[12] = (data[12] & 0x8F) | (5 << 4)  # the first entry's type: 5 is none
+    written = []
+
+    def pieces() -> Iterator[bytes]:
+        for at in range(0, len(data), 1024):
+            written.append(at)
+            yield bytes(data[at:at + 1024])
+
+    with pytest.raises(packindex.PackError, match="entry at offset 12 has unknown type 5"):
+        _stream(store, pieces())
+    assert len(written) == 1
+    assert not list(Path(store.object_store.pack_dir).iterdir())
 
 
 def test_deep_delta_chains_resolve(work: Path, store: Repo) -> None:

@@ -17,13 +17,12 @@ from pathlib import Path
 
 from dulwich.errors import ApplyDeltaError, ChecksumMismatch, ObjectFormatException
 from dulwich.object_store import BaseObjectStore, DiskObjectStore
-from dulwich.objects import Commit, ObjectID, Tag, Tree, hex_to_sha
+from dulwich.objects import Commit, ObjectID, Tag, Tree, TreeEntry, hex_to_sha
 from dulwich.pack import write_pack_from_container
 from dulwich.repo import BaseRepo, Repo
 
-from gitsync.errors import CorruptObject, MissingObject, ProtocolError, UnsafeTree
-from gitsync.git import packcopy
-from gitsync.git.trees import read as read_tree
+from gitsync.errors import CorruptObject, DeltaError, MissingObject, ProtocolError, UnsafeTree
+from gitsync.git import deltas, packcopy, trees
 
 _MODE_TREE = 0o040000
 _MODE_GITLINK = 0o160000
@@ -34,12 +33,15 @@ class _Present:
 
     dulwich's ``sha in store`` lists the pack directory again on every miss (a pack may
     have just arrived), and an update asks about every entry of every changed tree, most
-    of them misses: on a 500,000-object store that was half a second per update.
+    of them misses: on a 500,000-object store that was half a second per update. Each miss
+    also tries to open a loose object's file, which a store without loose objects (gitsync
+    writes packs) is spared: a third of a 10,000-file clone's walk.
     """
 
     def __init__(self, store: BaseObjectStore) -> None:
         self.store = store
         self.indexes = [pack.index for pack in store.packs]
+        self.loose = not isinstance(store, DiskObjectStore) or store.count_loose_objects() > 0
 
     def __contains__(self, sha: ObjectID) -> bool:
         raw = hex_to_sha(sha)
@@ -49,12 +51,31 @@ class _Present:
                 return True
             except KeyError:
                 continue
-        return self.store.contains_loose(sha)
+        return self.loose and self.store.contains_loose(sha)
+
+
+def _tree_entries(src: BaseObjectStore, reader: deltas.StoreReader | None, sha: ObjectID,
+                  path: bytes) -> list[TreeEntry]:
+    """A source tree's entries, checked (trees.py). Read through deltas.py when the caller
+    has a reader: four times faster than dulwich's ``get_raw`` and the loose file it tries
+    first (libgit2's 2,562 trees: 0.05 s against 0.19 s); dulwich reads a sha256 one."""
+    if reader is None:
+        return trees.read_entries(src, sha, path)
+    content = reader.get(hex_to_sha(sha))
+    if content is None:
+        raise trees.missing(sha, path)
+    try:
+        raw = content.read(0, content.size)
+    finally:
+        content.drop()
+    return trees.parse(content.kind, raw, sha, path)
 
 
 def missing_objects(source: BaseRepo, target: BaseRepo, wants: list[ObjectID],
-                    depth: int | None, filter_spec: str = "") -> list[ObjectID]:
-    """Objects reachable from ``wants`` (commits up to ``depth`` deep) that ``target`` lacks.
+                    depth: int | None, filter_spec: str = "",
+                    reader: deltas.StoreReader | None = None) -> list[ObjectID]:
+    """Objects reachable from ``wants`` (commits up to ``depth`` deep) that ``target`` lacks,
+    trees read through ``reader`` (of the source) if given.
 
     ``blob:none`` leaves out the blobs the trees name (a blob asked for by name still comes:
     that is how a checkout fills in what it needs); other filters fetch everything.
@@ -63,7 +84,7 @@ def missing_objects(source: BaseRepo, target: BaseRepo, wants: list[ObjectID],
     have = _Present(target.object_store)
     src = source.object_store
     out: dict[ObjectID, None] = {}
-    trees: list[tuple[ObjectID, bytes]] = []  # and the path it is at
+    pending: list[tuple[ObjectID, bytes]] = []  # trees, and the path each is at
     commits: list[tuple[ObjectID, int]] = []
     for want in wants:
         obj = src[want]
@@ -74,7 +95,7 @@ def missing_objects(source: BaseRepo, target: BaseRepo, wants: list[ObjectID],
         if isinstance(obj, Commit):
             commits.append((obj.id, 1))
         elif isinstance(obj, Tree):
-            trees.append((obj.id, b""))
+            pending.append((obj.id, b""))
         elif obj.id not in have:
             out[obj.id] = None
     # A source that is itself shallow has no parents for these (git's upload-pack stops too).
@@ -89,26 +110,27 @@ def missing_objects(source: BaseRepo, target: BaseRepo, wants: list[ObjectID],
         assert isinstance(commit, Commit)
         if sha not in have:
             out[sha] = None
-        trees.append((commit.tree, b""))
+        pending.append((commit.tree, b""))
         if (depth is None or level < depth) and sha not in boundary:
             commits.extend((p, level + 1) for p in commit.parents)
-    while trees:
-        tid, path = trees.pop()
+    while pending:
+        tid, path = pending.pop()
         if tid in out or tid in have:
             continue
         out[tid] = None
-        for entry in read_tree(src, tid, path).iteritems():
-            if entry.mode == _MODE_TREE:
-                trees.append((entry.sha, path + entry.path + b"/"))
-            elif blobs and entry.mode != _MODE_GITLINK and entry.sha not in out and entry.sha not in have:
-                out[entry.sha] = None
+        for name, mode, sha in _tree_entries(src, reader, tid, path):
+            if mode == _MODE_TREE:
+                pending.append((sha, path + name + b"/"))
+            elif blobs and mode != _MODE_GITLINK and sha not in out and sha not in have:
+                out[sha] = None
     return list(out)
 
 
 # What dulwich raises reading a damaged pack or object of the source repository (and
-# packcopy, slicing its entries): that repository's fault, as a bad pack from a server is.
+# packcopy, slicing its entries, and deltas.py, resolving them): that repository's fault, as
+# a bad pack from a server is.
 _UNREADABLE = (zlib.error, struct.error, ValueError, IndexError, AssertionError,
-               ChecksumMismatch, ApplyDeltaError, ObjectFormatException)
+               ChecksumMismatch, ApplyDeltaError, ObjectFormatException, DeltaError)
 
 
 def fetch(path: str, target: BaseRepo, wants: list[ObjectID], depth: int | None,
@@ -128,8 +150,29 @@ def fetch(path: str, target: BaseRepo, wants: list[ObjectID], depth: int | None,
 def _copy(source: Repo, target: BaseRepo, wants: list[ObjectID], depth: int | None,
           filter_spec: str) -> None:
     named = ", ".join(w.decode() for w in wants)
+    if source.object_format.name != "sha1" or not isinstance(target.object_store, DiskObjectStore):
+        ids = _missing(source, target, wants, depth, filter_spec, None, named)
+        if ids:
+            _write_pack(source, target, ids)
+        return
+    pack_dir = Path(target.object_store.pack_dir)
+    reader = deltas.StoreReader(source.object_store, pack_dir)
     try:
-        ids = missing_objects(source, target, wants, depth, filter_spec)
+        ids = _missing(source, target, wants, depth, filter_spec, reader, named)
+    finally:
+        reader.close()
+    if ids:
+        packcopy.copy(source.object_store, pack_dir, ids)
+        target.object_store.close()  # its pack list is cached: the next lookup rescans
+
+
+def _missing(source: Repo, target: BaseRepo, wants: list[ObjectID], depth: int | None,
+             filter_spec: str, reader: deltas.StoreReader | None, named: str) -> list[ObjectID]:
+    """``missing_objects``, its errors naming the history they are in."""
+    try:
+        return missing_objects(source, target, wants, depth, filter_spec, reader)
+    except DeltaError:
+        raise  # damaged, not hostile: ``fetch`` says the repository has an unreadable object
     except (CorruptObject, UnsafeTree) as e:
         # A malformed or oversized (hostile) tree: say which history holds it.
         raise UnsafeTree(f"{e} (in the history of {named})") from None
@@ -138,13 +181,6 @@ def _copy(source: Repo, target: BaseRepo, wants: list[ObjectID], depth: int | No
     except KeyError as e:
         raise ProtocolError(f"the repository lacks object {_name(e)} "
                             f"(in the history of {named})") from None
-    if not ids:
-        return
-    if source.object_format.name != "sha1" or not isinstance(target.object_store, DiskObjectStore):
-        _write_pack(source, target, ids)
-        return
-    packcopy.copy(source.object_store, Path(target.object_store.pack_dir), ids)
-    target.object_store.close()  # its pack list is cached: the next lookup rescans
 
 
 def _name(e: KeyError) -> str:

@@ -2,9 +2,10 @@
 
 dulwich's indexer inflates every object whole to hash it, and its fetch spools the pack into
 memory first: a 200 MB file costs some 400 MB of RSS over http, and a container limit kills the
-sidecar. This is git's ``index-pack --fix-thin`` in two passes over the pack on disk. The first
-streams each entry through zlib, SHA-1 and CRC-32 in small steps, so a whole object is hashed
-without ever being held, and notes what each delta is against. The second resolves deltas depth
+sidecar. This is git's ``index-pack --stdin --fix-thin`` in two passes. The first runs as the
+pack arrives (``Receiver``), the bytes going to disk as they are scanned: it streams each entry
+through zlib, SHA-1 and CRC-32 in small steps, so a whole object is hashed without ever being
+held, and notes what each delta is against. The second, over the file, resolves deltas depth
 first from their bases, one chain at a time, small objects in memory and big ones through files
 (deltas.py). Packs are asked for thin (a one-file update would otherwise bring the whole tree
 again), so a delta may be against an object the store holds: as git does, that base is appended
@@ -27,8 +28,6 @@ from pathlib import Path
 from typing import BinaryIO
 
 from dulwich.object_store import BaseObjectStore
-from dulwich.objects import object_header
-from dulwich.pack import write_pack_index_v2
 
 from gitsync import layout, progress
 from gitsync.errors import DeltaError, PackError
@@ -65,154 +64,225 @@ def _too_big(kind: int, size: int, what: str) -> PackError | None:
                           "rewrite it upstream")
 
 
-class _Reader:
-    """Sequential reads of the pack file, hashing its content (everything but the trailer)."""
-
-    def __init__(self, f: BinaryIO, size: int) -> None:
-        self.f = f
-        self.data_end = size - _TRAILER
-        self.buf = b""
-        self.pos = 0  # position in buf
-        self.at = 0  # file offset of buf[0]
-        self.read_to = 0  # file offset up to which the file was read
-        self.sha = hashlib.sha1(usedforsecurity=False)
-
-    @property
-    def offset(self) -> int:
-        return self.at + self.pos
-
-    def fill(self, want: int) -> None:
-        """Make at least ``want`` bytes available at ``pos``, or all that is left of the data."""
-        while len(self.buf) - self.pos < want and self.read_to < self.data_end:
-            block = self.f.read(min(_BLOCK, self.data_end - self.read_to))
-            if not block:
-                raise PackError("pack is truncated")
-            self.sha.update(block)
-            self.read_to += len(block)
-            self.at += self.pos
-            self.buf = self.buf[self.pos:] + block
-            self.pos = 0
-
-    def take(self, n: int) -> bytes:
-        self.fill(n)
-        if len(self.buf) - self.pos < n:
-            raise PackError("pack is truncated")
-        out = self.buf[self.pos:self.pos + n]
-        self.pos += n
-        return out
-
-    def inflate(self, size: int, sink: Callable[[bytes], object] | None, crc: int) -> int:
-        """Inflate one zlib stream of ``size`` bytes into ``sink``; return the CRC of its input.
-
-        Input goes in small steps: deflate packs at most about 1,000:1, so a step's output
-        stays a few MB even for a file of zeros, and a small object's step stays small (the
-        unused input zlib copies back is cheap).
-        """
-        d = zlib.decompressobj()
-        produced = 0
-        while not d.eof:
-            left = size - produced
-            step = min(_STEP, left + (left >> 10) + 64)
-            self.fill(step)
-            if self.pos >= len(self.buf):
-                raise PackError("pack is truncated")
-            view = memoryview(self.buf)[self.pos:self.pos + step]
-            out = d.decompress(view)
-            produced += len(out)
-            if produced > size:
-                raise PackError(f"object at offset {self.offset} inflates past its size")
-            if sink is not None and out:
-                sink(out)
-            used = len(view) - len(d.unused_data)
-            crc = zlib.crc32(view[:used], crc)
-            self.pos += used
-        if produced != size:
-            raise PackError(f"object at offset {self.offset} is {produced} bytes, header says {size}")
-        return crc
-
-
-def _entry_header(r: _Reader) -> tuple[int, int, bytes]:
-    """(type, size, raw header bytes) of the entry at the reader's position."""
-    r.fill(packformat.HEADER_MAX)
-    start = r.pos
-    try:
-        kind, size, r.pos = packformat.read_header(r.buf, start)
-    except IndexError:
-        raise PackError("pack is truncated") from None
-    return kind, size, r.buf[start:r.pos]
-
-
-def _ofs_distance(r: _Reader) -> tuple[int, bytes]:
-    """git's offset-delta distance, read from the bytes ``_entry_header`` already buffered."""
-    start = r.pos
-    try:
-        n, r.pos = packformat.read_offset(r.buf, start)
-    except IndexError:
-        raise PackError("pack is truncated") from None
-    return n, r.buf[start:r.pos]
+# One entry as the first pass reads it: offset, type as sent, size as the entry says (of
+# the object, or of the delta), an offset delta's distance back to its base (else 0), a ref
+# delta's base SHA (else None), the object's SHA (None for a delta), CRC-32, where the zlib
+# stream begins, where the entry ends.
+_Row = tuple[int, int, int, int, bytes | None, bytes | None, int, int, int]
 
 
 class _Entries:
-    """What the first pass learns, as parallel lists (tens of thousands of entries, few bytes each)."""
+    """What the first pass learns, as parallel lists (tens of thousands of entries, few bytes
+    each); the second pass fills in each delta's SHA and type."""
 
-    def __init__(self, count: int) -> None:
-        self.offsets: list[int] = []
-        self.crcs: list[int] = []
-        self.types: list[int] = []  # the entry's type as sent (a delta type for a delta)
-        self.kinds: list[int] = []  # object type once known; the delta type until resolved
-        self.sizes: list[int] = []  # size of the object, or of the delta, as the entry says
-        self.distances: list[int] = []  # an offset delta's distance back to its base; else 0
-        self.shas: list[bytes | None] = []
-        self.starts: list[int] = []  # where the zlib stream begins
-        self.ends: list[int] = []
+    def __init__(self, rows: list[_Row]) -> None:
+        self.count = len(rows)
+        columns = [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in range(9)]
+        self.offsets: list[int] = columns[0]
+        self.types: list[int] = columns[1]  # the entry's type as sent (a delta type for a delta)
+        self.kinds: list[int] = list(columns[1])  # object type once known; the delta type until resolved
+        self.sizes: list[int] = columns[2]
+        self.distances: list[int] = columns[3]
+        self.shas: list[bytes | None] = columns[5]
+        self.crcs: list[int] = columns[6]
+        self.starts: list[int] = columns[7]
+        self.ends: list[int] = columns[8]
         self.by_offset: dict[int, list[int]] = {}  # base offset → deltas against it
         self.by_sha: dict[bytes, list[int]] = {}  # base SHA → deltas against it
-        self.count = count
+        for i, (offset, _, _, distance, base, *_) in enumerate(rows):
+            if distance:
+                self.by_offset.setdefault(offset - distance, []).append(i)
+            elif base is not None:
+                self.by_sha.setdefault(base, []).append(i)
 
 
-def _scan(r: _Reader, count: int) -> _Entries:
-    e = _Entries(count)
-    for i in range(count):
-        if i % _COUNT_EVERY == 0:
-            progress.note("indexed", i)
-        offset = r.offset
-        kind, size, header = _entry_header(r)
-        crc = zlib.crc32(header)
-        sha: bytes | None = None
+# What git hashes before an object's content: its type's name.
+_TYPE_NAMES = {packformat.COMMIT: b"commit", packformat.TREE: b"tree", packformat.BLOB: b"blob",
+               packformat.TAG: b"tag"}
+
+
+class _Entry:
+    """An entry whose zlib stream the block being scanned ends inside of."""
+
+    __slots__ = ("crc", "d", "hash", "produced", "row")
+
+    def __init__(self, row: _Row, d: zlib._Decompress, produced: int, hash: hashlib._Hash | None,
+                 crc: int) -> None:
+        self.row, self.d, self.produced, self.hash, self.crc = row, d, produced, hash, crc
+
+
+@dataclass(frozen=True)
+class _Scanned:
+    """What the first pass read of a pack: its header, entries and checked trailer."""
+
+    head: bytes
+    entries: _Entries
+    trailer: bytes
+
+
+class _Scanner:
+    """The first pass, fed the pack's bytes in order as they come, as git's index-pack reads
+    its stdin: each entry goes through zlib, SHA-1 and CRC-32 in small steps, so a whole
+    object is hashed without ever being held, and what each delta is against is noted.
+
+    A block is scanned as far as it goes; an entry it ends inside waits in its zlib state (a
+    header cut in two, in a few bytes kept) for the next block. The pack's own SHA-1 covers
+    all it was fed but the last 20 bytes, its trailer once ``end`` has checked where it ends.
+
+    zlib is given small steps: deflate packs at most about 1,000:1, so a step's output stays
+    a few MB even for a file of zeros, and a small object's step stays small (the unused
+    input zlib copies back is cheap). Most objects are small: one step, one zlib call.
+    """
+
+    def __init__(self) -> None:
+        self.buf = b""
+        self.pos = 0  # position in buf
+        self.at = 0  # pack offset of buf[0]
+        self.fed = 0
+        self.last = b""  # the last 20 bytes fed, hashed once more follow: maybe the trailer
+        self.sha = hashlib.sha1(usedforsecurity=False)
+        self.head = b""
+        self.count = -1  # entries the pack says it has, once its header is read
+        self.rows: list[_Row] = []
+        self.cur: _Entry | None = None
+
+    def feed(self, data: bytes) -> None:
+        if not data:
+            return
+        self._hash(data)
+        self.fed += len(data)
+        self.at += self.pos
+        self.buf = self.buf[self.pos:] + data if self.pos < len(self.buf) else data
+        self.pos = 0
+        try:
+            self._run()
+        except zlib.error as exc:
+            raise PackError(f"pack is corrupt at offset {self.at + self.pos}: {exc}") from None
+
+    def _hash(self, data: bytes) -> None:
+        if len(data) >= _TRAILER:
+            self.sha.update(self.last)
+            self.sha.update(memoryview(data)[:-_TRAILER])
+            self.last = data[-_TRAILER:]
+        else:
+            joined = self.last + data
+            self.sha.update(joined[:-_TRAILER])
+            self.last = joined[-_TRAILER:]
+
+    def _run(self) -> None:
+        if self.count < 0 and not self._start():
+            return
+        while True:
+            if self.cur is not None and not self._resume(self.cur):
+                return
+            if len(self.rows) == self.count:
+                self.pos = len(self.buf)  # the trailer, or more: ``end`` judges from ``fed``
+                return
+            if not self._next():
+                return
+
+    def _start(self) -> bool:
+        if len(self.buf) < 12:
+            return False
+        head = self.head = self.buf[:12]
+        if head[:4] != b"PACK" or struct.unpack(">L", head[4:8])[0] not in (2, 3):
+            raise PackError("not a pack")
+        self.count = struct.unpack(">L", head[8:12])[0]
+        self.pos = 12
+        return True
+
+    def _next(self) -> bool:
+        """Read the next entry if the buffer holds its header: all of it when it holds its
+        whole stream, else as far as it goes (``cur``)."""
+        buf, start = self.buf, self.pos
+        offset = self.at + start
+        base = None
         distance = 0
-        if kind == packformat.OFS_DELTA:
-            distance, raw = _ofs_distance(r)
-            crc = zlib.crc32(raw, crc)
-            if not 0 < distance <= offset:
-                raise PackError(f"delta at offset {offset} points outside the pack")
-            e.by_offset.setdefault(offset - distance, []).append(i)
-            start = r.offset
-            crc = r.inflate(size, None, crc)
-        elif kind == packformat.REF_DELTA:
-            base = r.take(20)
-            crc = zlib.crc32(base, crc)
-            e.by_sha.setdefault(base, []).append(i)
-            start = r.offset
-            crc = r.inflate(size, None, crc)
-        elif 1 <= kind <= 4:
+        try:
+            kind, size, pos = packformat.read_header(buf, start)
+            if kind == packformat.OFS_DELTA:
+                distance, pos = packformat.read_offset(buf, pos)
+                if not 0 < distance <= offset:
+                    raise PackError(f"delta at offset {offset} points outside the pack")
+            elif kind == packformat.REF_DELTA:
+                if pos + 20 > len(buf):
+                    raise IndexError
+                base = buf[pos:pos + 20]
+                pos += 20
+        except IndexError:
+            if len(buf) - start > packformat.HEADER_MAX + 20:
+                raise PackError(f"entry at offset {offset} has a malformed header") from None
+            return False
+        if len(self.rows) % _COUNT_EVERY == 0:
+            progress.note("indexed", len(self.rows))
+        h = None
+        if kind < packformat.OFS_DELTA:  # a delta's object is hashed in the second pass
+            if kind not in _TYPE_NAMES:
+                raise PackError(f"entry at offset {offset} has unknown type {kind}")
             if (refused := _too_big(kind, size, f"the object at offset {offset}")) is not None:
                 raise refused
-            h = hashlib.sha1(object_header(kind, size), usedforsecurity=False)
-            start = r.offset
-            crc = r.inflate(size, h.update, crc)
-            sha = h.digest()
-        else:
-            raise PackError(f"entry at offset {offset} has unknown type {kind}")
-        e.offsets.append(offset)
-        e.types.append(kind)
-        e.kinds.append(kind)
-        e.sizes.append(size)
-        e.distances.append(distance)
-        e.shas.append(sha)
-        e.crcs.append(crc & 0xFFFFFFFF)
-        e.starts.append(start)
-        e.ends.append(r.offset)
-    return e
+            h = hashlib.sha1(b"%s %d\0" % (_TYPE_NAMES[kind], size), usedforsecurity=False)
+        d = zlib.decompressobj()
+        view = memoryview(buf)[pos:pos + min(_STEP, size + (size >> 10) + 64)]
+        out = d.decompress(view)
+        if len(out) > size or (d.eof and len(out) != size):
+            self._wrong_size(len(out), size)
+        if h is not None:
+            h.update(out)
+        used = len(view) - len(d.unused_data)
+        self.pos = pos + used
+        row: _Row = (offset, kind, size, distance, base, None, 0, self.at + pos, 0)
+        if not d.eof:
+            self.cur = _Entry(row, d, len(out), h, zlib.crc32(memoryview(buf)[start:self.pos]))
+            return self._resume(self.cur)
+        sha = h.digest() if h is not None else None
+        crc = zlib.crc32(memoryview(buf)[start:self.pos])
+        self.rows.append((*row[:5], sha, crc, row[7], self.at + self.pos))
+        return True
+
+    def _resume(self, cur: _Entry) -> bool:
+        """Inflate what the buffer holds of the current entry's stream; True when it ended."""
+        d, size = cur.d, cur.row[2]
+        while not d.eof:
+            if self.pos >= len(self.buf):
+                return False
+            left = size - cur.produced
+            view = memoryview(self.buf)[self.pos:self.pos + min(_STEP, left + (left >> 10) + 64)]
+            out = d.decompress(view)
+            cur.produced += len(out)
+            if cur.produced > size:
+                self._wrong_size(cur.produced, size)
+            if cur.hash is not None and out:
+                cur.hash.update(out)
+            used = len(view) - len(d.unused_data)
+            cur.crc = zlib.crc32(view[:used], cur.crc)
+            self.pos += used
+        if cur.produced != size:
+            self._wrong_size(cur.produced, size)
+        row = cur.row
+        sha = cur.hash.digest() if cur.hash is not None else None
+        self.rows.append((*row[:5], sha, cur.crc, row[7], self.at + self.pos))
+        self.cur = None
+        return True
+
+    def _wrong_size(self, produced: int, size: int) -> None:
+        where = self.at + self.pos
+        if produced > size:
+            raise PackError(f"object at offset {where} inflates past its size")
+        raise PackError(f"object at offset {where} is {produced} bytes, header says {size}")
+
+    def end(self) -> _Scanned | None:
+        """All of the pack was fed: what the first pass learnt (None for an empty pack)."""
+        if self.count < 0 or self.cur is not None or len(self.rows) < self.count:
+            raise PackError("pack is truncated")
+        end = self.rows[-1][8] if self.rows else 12
+        if self.fed < end + _TRAILER:
+            raise PackError("pack is truncated")
+        if self.fed > end + _TRAILER:
+            raise PackError("pack has data after its last entry")
+        if self.last != self.sha.digest():
+            raise PackError("pack checksum mismatch")
+        return _Scanned(self.head, _Entries(self.rows), self.last) if self.rows else None
 
 
 @dataclass(frozen=True)
@@ -450,39 +520,18 @@ def _rewrite(f: BinaryIO, e: _Entries, res: _Resolver, head: bytes, out_path: Pa
     return trailer, rows
 
 
-def index(path: Path, pack_dir: Path, objects: BaseObjectStore | None = None) -> Path | None:
-    """Index the pack at ``path`` (in ``pack_dir``, a store's) and move it into place.
-
-    ``objects`` is the store a thin pack's missing bases are read from. Returns the pack's
-    final path, or None when the pack holds no objects.
-    """
+def _second_pass(path: Path, scanned: _Scanned, pack_dir: Path,
+                 objects: BaseObjectStore | None) -> Path:
+    """Resolve the deltas of a scanned pack, rewrite it if it must be, write its index and
+    move both into place."""
+    entries, trailer = scanned.entries, scanned.trailer
+    fixed = Path(f"{path}.fixed")
     with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        if size < 12 + _TRAILER:
-            raise PackError("pack is truncated")
-        r = _Reader(f, size)
-        head = r.take(12)
-        if head[:4] != b"PACK" or struct.unpack(">L", head[4:8])[0] not in (2, 3):
-            raise PackError("not a pack")
-        count = struct.unpack(">L", head[8:12])[0]
-        try:
-            entries = _scan(r, count)
-        except zlib.error as e:
-            raise PackError(f"pack is corrupt at offset {r.offset}: {e}") from None
-        if r.offset != r.data_end:
-            raise PackError("pack has data after its last entry")
-        f.seek(r.data_end)
-        trailer = f.read(_TRAILER)
-        if trailer != r.sha.digest():
-            raise PackError("pack checksum mismatch")
-        if count == 0:
-            return None
         res = _Resolver(f.fileno(), entries, pack_dir, objects)
-        fixed = Path(f"{path}.fixed")
         try:
             res.run()
             if res.replaced or res.appended:
-                trailer, rows = _rewrite(f, entries, res, head, fixed)
+                trailer, rows = _rewrite(f, entries, res, scanned.head, fixed)
             else:
                 rows = [(sha, off, crc) for sha, off, crc
                         in zip(entries.shas, entries.offsets, entries.crcs, strict=True) if sha is not None]
@@ -498,7 +547,7 @@ def index(path: Path, pack_dir: Path, objects: BaseObjectStore | None = None) ->
     idx_tmp = Path(f"{name}.idx.tmp")
     try:
         with open(idx_tmp, "wb") as idx:
-            write_pack_index_v2(idx, sorted(rows), trailer)
+            packformat.write_index(idx, rows, trailer)
         if fixed.exists():
             packformat.install(fixed, idx_tmp, str(name))
             path.unlink()
@@ -508,3 +557,54 @@ def index(path: Path, pack_dir: Path, objects: BaseObjectStore | None = None) ->
         idx_tmp.unlink(missing_ok=True)
         fixed.unlink(missing_ok=True)
     return Path(f"{name}.pack")
+
+
+def index(path: Path, pack_dir: Path, objects: BaseObjectStore | None = None) -> Path | None:
+    """Index the pack at ``path`` (in ``pack_dir``, a store's) and move it into place.
+
+    ``objects`` is the store a thin pack's missing bases are read from. Returns the pack's
+    final path, or None when the pack holds no objects.
+    """
+    scanner = _Scanner()
+    with open(path, "rb", buffering=0) as f:
+        while block := f.read(_BLOCK):
+            scanner.feed(block)
+    scanned = scanner.end()
+    return None if scanned is None else _second_pass(path, scanned, pack_dir, objects)
+
+
+class Receiver:
+    """A pack indexed as it arrives, as git's ``index-pack --stdin`` does.
+
+    ``write`` is given the pack's bytes by the receiving thread: it appends them to the file
+    at ``path`` (opened as ``fd``) and runs the first pass over them, so inflating and
+    hashing overlap the server's packing and the transfer (the kernel's socket buffer holds
+    what arrives meanwhile), and a pack that is not one is refused at its first bad entry.
+    ``finish`` runs the second pass; ``close`` (always called) closes the file.
+    """
+
+    def __init__(self, fd: int, path: Path, pack_dir: Path, objects: BaseObjectStore | None) -> None:
+        self.fd: int | None = fd
+        self.path, self.pack_dir, self.objects = path, pack_dir, objects
+        self.scanner = _Scanner()
+
+    def write(self, data: bytes) -> None:
+        assert self.fd is not None
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view):]
+        self.scanner.feed(data)
+
+    def finish(self) -> Path | None:
+        """The pack is all here: index it, move it into place and return its final path
+        (None when nothing, or no objects, came)."""
+        self.close()
+        if not self.scanner.fed:
+            return None
+        scanned = self.scanner.end()
+        return None if scanned is None else _second_pass(self.path, scanned, self.pack_dir, self.objects)
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None

@@ -458,7 +458,8 @@ def _receive(client: GitClient, path: str | bytes, target: Repo,
     """dulwich's ``fetch``, but the pack goes to a file and is indexed by packindex.
 
     dulwich spools a received pack in memory and inflates whole objects to index it;
-    streaming it to disk and indexing it in chunks keeps a big file out of memory. Packs are
+    streaming it to disk and indexing it in chunks, as it arrives, keeps a big file out of
+    memory and the indexing's time mostly under the transfer's. Packs are
     thin (dulwich's default): for a shallow fetch, git's server leaves out what the store
     already has only when it may send deltas against it, so a whole pack would bring the
     whole tree again on every update (13 MB for a one-file commit of git/git). packindex
@@ -471,21 +472,21 @@ def _receive(client: GitClient, path: str | bytes, target: Repo,
         return
     os.makedirs(store.pack_dir, exist_ok=True)
     fd, name = layout.pack_temp(store.pack_dir, "recv", ".pack")
+    receiver = packindex.Receiver(fd, Path(name), Path(store.pack_dir), store)
     try:
-        with os.fdopen(fd, "wb") as f:
-            try:
-                result = client.fetch_pack(path, determine_wants, target.get_graph_walker(),
-                                           _counting(f.write), depth=depth, filter_spec=filter_spec)
-            except _UNPARSED as e:
-                # dulwich's reading of the server's answer (pkt-lines, refs, ACKs, shallow
-                # lines, side-band): the store only gives the commits it has, whose damage
-                # shows as KeyError, zlib.error or dulwich's own errors, left to _wrap.
-                raise ProtocolError(f"unable to access '{display_url}': the server's answer does "
-                                    f"not parse ({type(e).__name__}: {e})".splitlines()[0]) from None
-        if os.path.getsize(name):
-            packindex.index(Path(name), Path(store.pack_dir), store)
+        try:
+            result = client.fetch_pack(path, determine_wants, target.get_graph_walker(),
+                                       _counting(receiver.write), depth=depth, filter_spec=filter_spec)
+        except _UNPARSED as e:
+            # dulwich's reading of the server's answer (pkt-lines, refs, ACKs, shallow
+            # lines, side-band): the store only gives the commits it has, whose damage
+            # shows as KeyError, zlib.error or dulwich's own errors, left to _wrap.
+            raise ProtocolError(f"unable to access '{display_url}': the server's answer does "
+                                f"not parse ({type(e).__name__}: {e})".splitlines()[0]) from None
+        if receiver.finish() is not None:
             store.close()  # its pack list is cached: the next lookup rescans
     finally:
+        receiver.close()
         Path(name).unlink(missing_ok=True)
     # Only commits the server actually sent can be shallow here: a line naming any other
     # would make git believe in history that is not in the store.

@@ -9,6 +9,7 @@ count is checked on its raw bytes before it is parsed; GitHub's tree API stops a
 from __future__ import annotations
 
 import zlib
+from collections.abc import Sequence
 
 from dulwich.errors import ObjectFormatException
 from dulwich.object_store import BaseObjectStore
@@ -84,7 +85,7 @@ def _content(objects: BaseObjectStore, sha: ObjectID, path: bytes) -> tuple[int,
     try:
         kind, data, start = _raw(objects, sha)
     except KeyError:
-        raise MissingObject(f"tree {sha.decode()} at {show_path(path or b'/')}") from None
+        raise missing(sha, path) from None
     return kind, data[start:] if start else data
 
 
@@ -108,11 +109,16 @@ def parse(kind: int, raw: bytes, sha: ObjectID, path: bytes) -> list[TreeEntry]:
     return entries
 
 
+def missing(sha: ObjectID, path: bytes) -> MissingObject:
+    """The error for a tree that is not there."""
+    return MissingObject(f"tree {sha.decode()} at {show_path(path or b'/')}")
+
+
 # What git fsck accepts (100664 is an old git's regular file, accepted unless fsck is strict).
 _MODES = frozenset({0o100644, 0o100755, 0o100664, 0o120000, 0o040000, 0o160000})
 
 
-def _check_entries(entries: list[TreeEntry], path: bytes) -> None:
+def _check_entries(entries: Sequence[tuple[bytes, int, bytes]], path: bytes) -> None:
     """git fsck's badFilemode and treeNotSorted: a hostile tree, refused like an unsafe path.
 
     dulwich sorts entries when it iterates, so an unsorted tree would be written as if it
