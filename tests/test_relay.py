@@ -722,7 +722,11 @@ def test_a_fetch_in_flight_survives_the_relays_compaction(
             "--trigger-secret-file", str(secret_file), "-v", "1"]
     with running({**relay_env, "GITSYNC_DEPTH": "1"}, args) as relay:
         url = relay_url(relay)
-        relay.wait_for_sha(a, timeout=START)
+        # Served, not only linked: the link moves just before the relay serves the commit
+        # (a request in between is told 503, not synced yet).
+        relay.wait_for(lambda: any(r.get("msg") == "relay serves a new commit"
+                                   and r.get("commit") == a for r in relay.logs()),
+                       START, "the relay serving A")
         host, _, rest = url.removeprefix("http://").partition(":")
         port = int(rest.partition("/")[0])
         first = _pkt(f"want {a} multi_ack_detailed side-band-64k thin-pack ofs-delta agent=t\n")
