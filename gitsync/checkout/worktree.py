@@ -30,9 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from dulwich.errors import ApplyDeltaError
 from dulwich.objects import Blob, Commit, ObjectID, TreeEntry
-from dulwich.pack import Pack, apply_delta
+from dulwich.pack import Pack
 
 from gitsync import layout, log, progress
 from gitsync.checkout import attributes
@@ -64,7 +63,6 @@ _TRIM_EVERY = 4096
 _STREAM_CHUNK = 1 << 20
 _INFLATE_STEP = 8 << 10
 _HOLD_MAX = 8 << 20  # bytes of repeated blobs held between their files (_count_use)
-_MAX_CHAIN = 100  # deltas resolved here (_undelta); git writes 50 deep unless told more
 _HOLD_TREE_ENTRIES = 32768  # entries of trees read held while planning (~3 MB; _tree)
 _MODE_TREE = 0o040000
 _MODE_LINK = 0o120000
@@ -628,9 +626,7 @@ class _Writer:
         self.base = base
         self._present: set[bytes] = set()
         self._keep_ok = False
-        # Objects resolved from deltas, by (pack descriptor, offset): bases for the next.
-        self._bases: dict[tuple[int, int], tuple[int, bytes]] = {}
-        self._bases_bytes = 0
+        self._reader: deltas.StoreReader | None = None  # deltas of the store (_undelta)
         self._trees_read: dict[bytes, list[TreeEntry]] = {}  # while planning (_tree)
         self._trees_held = 0
         # Blobs more files will be written from (see _count_use): uses left, bytes held.
@@ -780,8 +776,9 @@ class _Writer:
             if idx is not None:
                 idx.close()
         self._packs = None
-        self._bases.clear()  # keyed by descriptor, which the next pack opened may reuse
-        self._bases_bytes = 0
+        if self._reader is not None:  # its pack list is the store's when it was made
+            self._reader.close()
+            self._reader = None
 
     def _tree(self, sha: bytes, prefix: bytes) -> list[TreeEntry]:
         """A tree's checked entries, held for the plan when another directory may hold the
@@ -1106,71 +1103,29 @@ class _Writer:
         return data
 
     def _undelta(self, sha: bytes) -> tuple[int, bytes] | None:
-        """(type, bytes) of a small object stored as a delta in a pack, resolved here; None
-        leaves it to dulwich (which says what is wrong): not in a pack, a big object or base,
-        a base outside the pack, a chain longer than _MAX_CHAIN, any damage.
+        """(type, bytes) of a small object the store holds as a delta (or loose), resolved
+        and checked against its name by ``deltas.StoreReader``; None leaves it to dulwich
+        (which says what is wrong): a big object, one not there, any damage.
 
         dulwich's get_raw cost a tenth of libgit2's checkout for its 1,090 delta reads (a stat
-        and a Python bisect per lookup, then per object of the chain). Every object of the
-        chain is checked to be small before it is inflated, and a delta's result size
-        before it is applied, so memory stays bounded; results are kept by offset as bases
-        for the next deltas, ``_HOLD_MAX`` bytes at most."""
-        name = binascii.unhexlify(sha)
-        for _pack, src, idx in self._open_packs():
-            offset = idx.offset(name) if idx is not None else None
-            if idx is None or offset is None:
-                continue
-            try:
-                return self._resolve(src, idx, offset)
-            except (IndexError, ValueError, zlib.error, DeltaError, ApplyDeltaError):
+        and a Python bisect per lookup, then per object of the chain)."""
+        pack_dir = getattr(self.objects, "pack_dir", None)
+        if pack_dir is None:
+            return None
+        if self._reader is None:
+            self._reader = deltas.StoreReader(self.objects, Path(pack_dir))
+        try:
+            content = self._reader.get(binascii.unhexlify(sha))
+        except DeltaError:
+            return None
+        if content is None:
+            return None
+        try:
+            if content.size >= packformat.STREAM_ABOVE:
                 return None
-        return None
-
-    def _resolve(self, src: int, idx: packformat.PackIdx, offset: int) -> tuple[int, bytes] | None:
-        """``_undelta`` for the entry at ``offset`` of the pack open as ``src``."""
-        chain: list[tuple[int, int, int]] = []  # (delta's offset, its zlib start, its size), top first
-        while (held := self._bases.get((src, offset))) is None:
-            head = os.pread(src, packformat.HEADER_MAX, offset)
-            kind, size, pos = packformat.read_header(head)
-            if size >= packformat.STREAM_ABOVE or len(chain) > _MAX_CHAIN:
-                return None
-            if kind == packformat.OFS_DELTA:
-                distance, pos = packformat.read_offset(head, pos)
-                if not 0 < distance <= offset:
-                    return None
-                chain.append((offset, offset + pos, size))
-                offset -= distance
-            elif kind == packformat.REF_DELTA:
-                chain.append((offset, offset + pos + 20, size))
-                base = idx.offset(head[pos:pos + 20])
-                if base is None:
-                    return None
-                offset = base
-            elif 1 <= kind <= 4:
-                held = (kind, deltas.inflate_small(src, offset + pos, size))
-                self._hold_base((src, offset), held)
-                break
-            else:
-                return None
-        kind, data = held
-        for at, start, size in reversed(chain):
-            delta = deltas.inflate_small(src, start, size)
-            base_size, result_size = deltas.delta_sizes(delta[:20])
-            if base_size != len(data) or result_size >= packformat.STREAM_ABOVE:
-                return None
-            data = b"".join(apply_delta(data, delta))
-            if len(data) != result_size:
-                return None
-            self._hold_base((src, at), (kind, data))
-        return kind, data
-
-    def _hold_base(self, key: tuple[int, int], obj: tuple[int, bytes]) -> None:
-        """Keep a resolved object as a base for later deltas, oldest dropped past _HOLD_MAX."""
-        self._bases[key] = obj
-        self._bases_bytes += len(obj[1])
-        while self._bases_bytes > _HOLD_MAX:
-            oldest = next(iter(self._bases))
-            self._bases_bytes -= len(self._bases.pop(oldest)[1])
+            return content.kind, content.read(0, content.size)
+        finally:
+            content.drop()
 
     @staticmethod
     def _inflate_whole(where: tuple[int, int, int, int]) -> bytes | None:
