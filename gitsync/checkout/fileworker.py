@@ -116,8 +116,9 @@ class Worker:
         if not sys.executable:
             return None
         try:
+            # No environment: it needs none, and the sidecar's may hold credentials.
             proc = subprocess.Popen([sys.executable, "-I", "-S", __file__], stdin=subprocess.PIPE,
-                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env={})
         except OSError:
             return None
         return cls(proc)
