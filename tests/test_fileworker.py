@@ -41,7 +41,7 @@ def always_a_worker(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
         return worker
 
     monkeypatch.setattr(worktree, "WORKER_MIN_FILES", 1)
-    monkeypatch.setattr(fileworker, "useful", lambda: True)
+    monkeypatch.setattr(fileworker, "useful", lambda *_: True)
     monkeypatch.setattr(fileworker.Worker, "start", classmethod(start))
     yield started
     assert _workers() == [], "a worker outlived its checkout"
@@ -134,3 +134,20 @@ def test_a_cancelled_first_checkout_stops_its_worker(
     assert always_a_worker == [1]
     assert not os.path.lexists(s.link)
     assert list((s.root / ".worktrees").iterdir()) == [], "no half tree left"
+
+
+@pytest.mark.parametrize(("cpu_max", "expected"), [
+    ("max 100000\n", True), ("200000 100000\n", True), ("150000 100000\n", False),
+    ("50000 100000\n", False), ("garbled\n", True),
+])
+def test_a_cpu_limit_under_two_cpus_means_no_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cpu_max: str, expected: bool
+) -> None:
+    monkeypatch.undo()  # the real rule, not the fixture's
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1})
+    limit = tmp_path / "cpu.max"
+    limit.write_text(cpu_max)
+    assert fileworker.useful(str(limit)) is expected
+    assert fileworker.useful(str(tmp_path / "none")) is True
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0})
+    assert fileworker.useful(str(limit)) is False
