@@ -70,6 +70,8 @@ _MODE_TREE = 0o040000
 _MODE_LINK = 0o120000
 _MODE_GITLINK = 0o160000
 _MASK32 = 0xFFFFFFFF
+# What _locate reads of an object: its header and, for most files, all of its zlib stream.
+_FIRST_READ = 16 << 10
 # A kept file's st_mode: a regular file, with or without the owner's exec bit (_Writer._keep).
 _KEEP_BITS = stat.S_IFMT(0o7777777) | 0o100
 _KEEP_PLAIN = stat.S_IFREG
@@ -185,6 +187,9 @@ class Smudge(Protocol):
 
 # Fetches objects a partial clone left out; None when the store is complete.
 Fetcher = Callable[[list[bytes]], None]
+# An object stored whole in a pack (_Writer._locate): the pack's descriptor, where its zlib
+# stream starts, its type, its size, and the bytes read after its header.
+_Where = tuple[int, int, int, int, bytes]
 
 
 @dataclass
@@ -1048,7 +1053,7 @@ class _Writer:
                     self._after.append((spec, target, len(self.entries)))
                     self.entries.append(IndexEntry(rel, mode, sha))
                     return
-                pack_fd, offset, kind, size = where
+                pack_fd, offset, kind, size, _ = where
                 if kind != Blob.type_num:
                     raise UnsafeTree(f"{show_path(rel)} is not a blob")
                 streamed = self._inflate_to(pack_fd, offset, size, sha, target, mode, conv)
@@ -1092,9 +1097,10 @@ class _Writer:
         if self._held.pop(sha, None) is not None:
             self._held_bytes -= len(data)
 
-    def _locate(self, sha: bytes) -> tuple[int, int, int, int] | None:
-        """(pack descriptor, offset of its zlib stream, type, size) of an object stored whole
-        in a pack; None for a delta, a loose object or one not here (dulwich reads those).
+    def _locate(self, sha: bytes) -> _Where | None:
+        """Where an object stored whole in a pack is (``_Where``); None for a delta, a loose
+        object or one not here (dulwich reads those). One read gets its header and, below
+        ``_FIRST_READ``, the whole of its stream: a file costs one pread, not two.
 
         Reading a whole object this way skips dulwich's per-lookup checks (a stat for a
         multi-pack index, a listing of the pack directory), and lets a big blob be inflated
@@ -1111,8 +1117,9 @@ class _Writer:
                     offset = pack.index.object_offset(ObjectID(sha))
                 except KeyError:
                     continue
-            kind, size, pos = packformat.read_header(os.pread(src, packformat.HEADER_MAX, offset))
-            return (src, offset + pos, kind, size) if 1 <= kind <= 4 else None
+            first = os.pread(src, _FIRST_READ, offset)
+            kind, size, pos = packformat.read_header(first)
+            return (src, offset + pos, kind, size, first[pos:]) if 1 <= kind <= 4 else None
         return None
 
     def _inflate_to(self, src: int, offset: int, size: int, sha: bytes, target: bytes,
@@ -1173,7 +1180,7 @@ class _Writer:
         """A blob's bytes, read raw: building a Blob object per file costs a third of a checkout."""
         return self._read_blob(sha, rel, self._locate(sha))
 
-    def _read_blob(self, sha: bytes, rel: bytes, where: tuple[int, int, int, int] | None) -> bytes:
+    def _read_blob(self, sha: bytes, rel: bytes, where: _Where | None) -> bytes:
         """``_blob`` for a caller that has already looked the blob up with ``_locate``."""
         if where is not None:
             if where[2] != Blob.type_num:
@@ -1220,13 +1227,14 @@ class _Writer:
             content.drop()
 
     @staticmethod
-    def _inflate_whole(where: tuple[int, int, int, int]) -> bytes | None:
+    def _inflate_whole(where: _Where) -> bytes | None:
         """The bytes of an object ``_locate`` found (not a big one); None when its stream is
         damaged or not its size (dulwich reads it then, and says what is wrong)."""
-        src, offset, _kind, size = where
+        src, offset, _kind, size, first = where
         # Deflate never grows data by more than this; zlib stops at the stream's end.
+        bound = size + (size >> 10) + 64
         try:
-            data = zlib.decompress(os.pread(src, size + (size >> 10) + 64, offset))
+            data = zlib.decompress(first if len(first) >= bound else os.pread(src, bound, offset))
         except zlib.error:
             return None
         return data if len(data) == size else None
