@@ -96,14 +96,17 @@ def test_a_name_too_long_for_the_disk_is_refused_naming_it(
     upstream: Upstream, tmp_path: Path, always_a_worker: list[int]
 ) -> None:
     forge = Forge(upstream)
-    name = b"n" * 300  # over NAME_MAX: git stores it, no Linux filesystem can make it
-    files = [("100644", b"f%03d" % i, forge.blob(b"%d\n" % i)) for i in range(20)]
+    # Over NAME_MAX: git stores it, no Linux filesystem can make it. It comes first, and
+    # megabytes follow: the worker is gone while the checkout still hands it files, and the
+    # error must name the path it failed on, not the file at hand.
+    name = b"0" + b"n" * 300
+    files = [("100644", b"f%03d" % i, forge.blob(os.urandom(100_000))) for i in range(30)]
     tree = forge.tree([*files, ("100644", name, forge.blob(b"x\n"))])
     commit = forge.commit(tree)
     s = _syncer(upstream, tmp_path / "root")
     with pytest.raises(UnsafeTree) as caught:
         s.run(True, threading.Event())
-    assert "too long to write" in str(caught.value) and "nnnnnnnn" in str(caught.value)
+    assert "too long to write" in str(caught.value) and "0nnnnnnnn" in str(caught.value)
     assert commit in str(caught.value)
     assert always_a_worker == [1]
     assert not os.path.lexists(s.link)

@@ -89,12 +89,16 @@ def useful(cpu_max: str = "/sys/fs/cgroup/cpu.max") -> bool:
         return True  # no cgroup v2 CPU controller here: no limit known
 
 
+class Failed(OSError):
+    """An op the worker could not do; ``filename`` is its path."""
+
+
 class Worker:
     """The checkout's handle on a worker: ``mkdir``, ``file`` and ``symlink`` queue an op,
     ``finish`` waits for all of them and returns the stats of the files and symlinks in the
     order they were asked for; ``stop`` (after a failure elsewhere) kills the worker.
 
-    A failed op raises OSError (its errno and path) from ``finish``, or from the call that
+    A failed op raises ``Failed`` (its errno and path) from ``finish``, or from the call that
     found the worker gone; nothing the worker was asked after it is made.
     """
 
@@ -152,8 +156,8 @@ class Worker:
         if answer[:1] == b"E" and len(answer) >= 1 + _FAILED.size:
             (code,) = _FAILED.unpack_from(answer, 1)
             path = answer[1 + _FAILED.size:]
-            raise OSError(code, os.strerror(code), os.fsdecode(path))
-        raise OSError(errno.EIO, f"the checkout's file worker ended with code {proc.returncode}")
+            raise Failed(code, os.strerror(code), os.fsdecode(path))
+        raise Failed(errno.EIO, f"the checkout's file worker ended with code {proc.returncode}")
 
     def stop(self) -> None:
         proc = self._proc

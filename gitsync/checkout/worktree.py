@@ -707,24 +707,27 @@ class _Writer:
                             and spec.attrs.filter(spec.rel) == b"lfs"):
                         self.lfs_candidates.append(len(self.entries) - 1)
             except OSError as e:
-                if e.errno != errno.ENAMETOOLONG:
-                    raise
-                # Not a fault of the disk: the commit cannot be written anywhere.
-                raise UnsafeTree(f"path {show_path(spec.rel)} is too long to write") from None
+                raise self._failed(e, spec.rel) from None
             self._tick()
         if self.worker is not None:
             self._collect(self.worker)
         progress.count("files", written)
+
+    def _failed(self, e: OSError, rel: bytes) -> Exception:
+        """A write the disk refused, as raised; a name too long for it, as the commit's fault
+        (it cannot be written anywhere). The worker names its own path, asked for earlier."""
+        if e.errno != errno.ENAMETOOLONG:
+            return e
+        if isinstance(e, fileworker.Failed):
+            rel = os.fsencode(e.filename)[len(self.dest) + 1:]
+        return UnsafeTree(f"path {show_path(rel)} is too long to write")
 
     def _collect(self, worker: fileworker.Worker) -> None:
         """Wait for the worker; give the entries it wrote their stats; write the big files."""
         try:
             stats = worker.finish()
         except OSError as e:
-            if e.errno != errno.ENAMETOOLONG or not isinstance(e.filename, str):
-                raise
-            rel = os.fsencode(e.filename)[len(self.dest) + 1:]
-            raise UnsafeTree(f"path {show_path(rel)} is too long to write") from None
+            raise self._failed(e, b"") from None
         entries = self.entries
         for slot, (ctime, mtime, dev, ino, uid, gid, size) in zip(self._waiting, stats, strict=True):
             made = entries[slot]
