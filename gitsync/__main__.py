@@ -14,16 +14,16 @@ import errno
 import gc
 import os
 import sys
-import threading
-from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
 
 from gitsync import __version__
-from gitsync.errors import ConfigError, LocalError, RootLocked, UsageError
 from gitsync.sidecar import pid1
 
+TYPE_CHECKING = False  # typing's, without importing typing, pathlib ... on the way to --version
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from pathlib import Path
+    from typing import NoReturn
+
     from gitsync.settings.model import Notice, Settings
 
 _SPECIALS = frozenset({"--version", "--help", "--man", "-h", "-?"})
@@ -41,6 +41,7 @@ def _settings(args: list[str]) -> tuple[Settings, list[Notice]]:
     """cli.run_cli, plus git-sync's rule that a config error also goes, as plain text, to the
     error file (when --root and --error-file can be read without the rest)."""
     from gitsync import files
+    from gitsync.errors import ConfigError, UsageError
     from gitsync.settings import cli
 
     try:
@@ -53,6 +54,9 @@ def _settings(args: list[str]) -> tuple[Settings, list[Notice]]:
 
 
 def _config_error_file(args: list[str]) -> Path | None:
+    from pathlib import Path
+
+    from gitsync.errors import UsageError
     from gitsync.settings import cli
     from gitsync.settings.model import OPTIONS
 
@@ -94,6 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     gc.disable()
     settings, notices = _settings(args)
     from gitsync import app, files, log, memory
+    from gitsync.errors import ConfigError, LocalError, RootLocked
     from gitsync.sidecar import publish
     from gitsync.sidecar.loop import run_forever
 
@@ -193,13 +198,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     code = run_forever(loop, settings.sync_on_signal, on_exit)
     return 1 if server_died else code
 
+
 def exit_now(code: int) -> NoReturn:
     """End the process as the interpreter would, minus its teardown: the exit handlers run
     (logging's flush) and the standard streams are flushed, but the heap of everything
-    imported is not taken apart object by object. That teardown took 80-130 ms of a one-time
-    sync (PYTHONMALLOC=malloc, as in the image, frees each object through glibc), a third of
-    the run. With a thread still to wait for, or a stream that cannot be flushed, the
-    interpreter exits the usual way and reports it as usual."""
+    imported is not taken apart object by object (10-20 ms of a one-time sync, from its last
+    line to its exit, with PYTHONMALLOC=malloc as in the image). With a thread still to wait
+    for, or a stream that cannot be flushed, the interpreter exits the usual way and reports
+    it as usual."""
+    import threading
+
     others = [t for t in threading.enumerate() if not t.daemon and t is not threading.main_thread()]
     if not others:
         atexit._run_exitfuncs()

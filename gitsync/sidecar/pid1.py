@@ -12,16 +12,14 @@ by hand: the init runs before the settings, and so the logging, are known.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import signal
 import sys
-from collections.abc import Sequence
-from datetime import UTC, datetime
-from typing import Any
 
-NOT_FORWARDED = {signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD}
+TYPE_CHECKING = False  # typing's, without importing typing: every start imports this module
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
+
 WRAPPER_FAILED = 127
 
 
@@ -30,7 +28,11 @@ def is_init() -> bool:
 
 
 def run_as_init(argv: Sequence[str]) -> int:
-    """Run ``python -m gitsync argv`` as the only child and stand in for init until it ends."""
+    """Run ``python -m gitsync argv`` as the only child and stand in for init until it ends.
+    (What it imports is imported here: every start checks :func:`is_init`, few are init.)"""
+    import contextlib
+    import signal
+
     _say("info", "detected pid 1, running init handler")
     child = 0
 
@@ -39,7 +41,7 @@ def run_as_init(argv: Sequence[str]) -> int:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child, signum)
 
-    forwarded = set(signal.valid_signals()) - NOT_FORWARDED
+    forwarded = set(signal.valid_signals()) - {signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD}
     for sig in forwarded:
         try:
             signal.signal(sig, forward)
@@ -59,6 +61,9 @@ def run_as_init(argv: Sequence[str]) -> int:
 
 
 def _say(level: str, msg: str, **fields: str) -> None:
+    import json
+    from datetime import UTC, datetime
+
     ts = datetime.now(UTC).isoformat().replace("+00:00", "Z")
     sys.stderr.write(json.dumps({"level": level, "ts": ts, "msg": msg, **fields}) + "\n")
     sys.stderr.flush()
