@@ -87,3 +87,23 @@ def test_init_exits_with_the_child_code(gs_env: dict[str, str], tmp_path: Path) 
                          capture_output=True, text=True, timeout=30, check=False)
     assert json.loads(res.stderr.splitlines()[0])["msg"] == "detected pid 1, running init handler"
     assert res.returncode == 1
+
+
+def test_the_forked_child_starts_with_a_fresh_signal_state(tmp_path: Path) -> None:
+    """The child goes on from the fork: the forwarding handlers and the held mask are the
+    init's, not the child's, whose handlers are those a fresh interpreter has."""
+    code = """if True:
+        import signal, sys
+        from gitsync.sidecar import pid1
+        fresh = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE)}
+        code = pid1.run_as_init([])
+        if code is not None:  # the init: the child's code
+            sys.exit(code)
+        now = {s: signal.getsignal(s) for s in fresh}
+        assert now == fresh, (now, fresh)
+        assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == set()
+        sys.exit(7)
+    """
+    res = subprocess.run([*UNSHARE, sys.executable, "-c", code], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=30, check=False)
+    assert res.returncode == 7, res.stderr

@@ -23,8 +23,11 @@ _NETWORK_AND_EXTRAS = {"urllib3", "paramiko", "cryptography", "pysequoia", "prom
                        "http.server", "gitsync.surfaces.server", "gitsync.sidecar.verify",
                        "gitsync.auth.http", "gitsync.auth.ssh"}
 # Not used by a plain sync: asyncio (imported by structlog for its async methods; deferred
-# by gitsync.log), dulwich.server (the relay's upload-pack), the sparse-checkout rules.
-_UNUSED_BY_A_SYNC = {"asyncio", "dulwich.server", "gitsync.checkout.sparse", "dulwich.sparse_patterns"}
+# by gitsync.log), dulwich.server (the relay's upload-pack), the sparse-checkout rules,
+# importlib.metadata (pydantic's plugin lookup, skipped for the settings), ssl (a file://
+# sync has no TLS error to classify).
+_UNUSED_BY_A_SYNC = {"asyncio", "dulwich.server", "gitsync.checkout.sparse", "dulwich.sparse_patterns",
+                     "importlib.metadata", "ssl"}
 
 
 def _imported(env: dict[str, str], args: list[str]) -> tuple[subprocess.CompletedProcess[str],
@@ -115,3 +118,34 @@ def test_settings_skip_pydantic_plugins_and_leave_the_environment() -> None:
                           timeout=60, check=False, env={k: v for k, v in os.environ.items()
                                                         if k != "PYDANTIC_DISABLE_PLUGINS"})
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def _exit_now(body: str) -> subprocess.CompletedProcess[str]:
+    code = f"""if True:
+        import sys, threading, time
+        from gitsync.__main__ import exit_now
+        {body}
+    """
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=False)
+
+
+def test_exit_now_flushes_and_keeps_the_code() -> None:
+    """The interpreter's teardown is skipped, not what comes before it: buffered output is
+    written, logging's exit handler runs, and the status is the one asked for."""
+    proc = _exit_now("""import logging
+        logging.basicConfig(stream=sys.stderr)
+        sys.stdout.write("buffered, no newline")
+        logging.getLogger("x").error("through a handler")
+        exit_now(3)""")
+    assert (proc.returncode, proc.stdout) == (3, "buffered, no newline")
+    assert "through a handler" in proc.stderr
+
+
+def test_exit_now_waits_for_a_thread_as_the_interpreter_would() -> None:
+    proc = _exit_now("""def late():
+            time.sleep(0.3)
+            print("thread done", flush=True)
+        threading.Thread(target=late).start()
+        exit_now(4)""")
+    assert (proc.returncode, proc.stdout) == (4, "thread done\n")

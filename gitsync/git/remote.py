@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import socket
-import ssl
 import struct
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -422,6 +421,8 @@ def network_cause(e: BaseException) -> tuple[str, str] | None:
 
     urllib3 says "HTTPConnectionPool(host=..., port=1): Max retries exceeded ... (Caused by
     NewConnectionError(...))": the operator needs "connection refused" and where to look."""
+    import ssl  # here: a file:// sync never fails over TLS, and ssl's import is ~5 ms
+
     for cause in _chain(e):
         name = type(cause).__name__
         if isinstance(cause, ssl.SSLCertVerificationError):

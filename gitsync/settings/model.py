@@ -27,8 +27,9 @@ import contextlib
 import dataclasses
 import difflib
 import math
-import os
 import re
+import sys
+import types
 import typing
 import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
@@ -879,24 +880,35 @@ class _Resolver:
             self.notices.append(Notice("git config key ignored", {"key": key}))
 
 
-_NO_PLUGINS = "PYDANTIC_DISABLE_PLUGINS"
+_LOADER = "pydantic.plugin._loader"
+
+
+class _NoPlugins(types.ModuleType):
+    """pydantic's plugin loader, finding none."""
+
+    @staticmethod
+    def get_plugins() -> tuple[()]:
+        return ()
 
 
 @contextlib.contextmanager
 def _no_pydantic_plugins() -> Iterator[None]:
     """pydantic looks for its plugins (the entry points of every installed distribution)
-    when it builds a model's validator, here on the first load: 5-10 ms of every start,
-    for plugins that have no business seeing the settings. Set only while the settings
-    are validated, so the environment that hooks inherit is the one gitsync was given."""
-    before = os.environ.get(_NO_PLUGINS)
-    os.environ[_NO_PLUGINS] = "__all__"
+    when it builds a model's validator, here on the first load, and its loader module
+    imports importlib.metadata (email, zipfile, csv ...) to do it: 15-20 ms of every start,
+    for plugins that have no business seeing the settings. PYDANTIC_DISABLE_PLUGINS would
+    skip the lookup but not that import, and hooks inherit the environment: instead, while
+    the settings are validated, the loader pydantic imports (it does at each build) is one
+    that finds none, and the real one, if anything imported it, is put back after."""
+    before = sys.modules.get(_LOADER)
+    sys.modules[_LOADER] = _NoPlugins(_LOADER)
     try:
         yield
     finally:
         if before is None:
-            del os.environ[_NO_PLUGINS]
+            del sys.modules[_LOADER]
         else:
-            os.environ[_NO_PLUGINS] = before
+            sys.modules[_LOADER] = before
 
 
 def load_settings(
