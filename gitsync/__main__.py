@@ -92,10 +92,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if _version_only(args):
         print(f"gitsync {__version__}")
         return 0
-    # The collector stays off while start-up allocates (imports, the settings' schema): what
-    # it makes lives as long as the process, and its automatic passes over it were ~4% of a
-    # one-time sync. It is frozen and the collector back on before the first sync.
-    gc.disable()
     settings, notices = _settings(args)
     from gitsync import app, files, log, memory
     from gitsync.errors import ConfigError, LocalError, RootLocked
@@ -222,7 +218,14 @@ def exit_now(code: int) -> NoReturn:
 
 
 def run() -> NoReturn:
-    """The command (``gitsync``, ``python -m gitsync``); :func:`main` for callers in-process."""
+    """The command (``gitsync``, ``python -m gitsync``); :func:`main` for callers in-process.
+
+    The collector stays off while start-up allocates (imports, the settings' schema): what it
+    makes lives as long as the process, and its automatic passes over it were ~4% of a
+    one-time sync. ``main`` freezes it and turns the collector back on before the first sync
+    (here, not in ``main``: an in-process caller's collector is left as it was on the way out
+    of a refused start)."""
+    gc.disable()
     exit_now(main())
 
 
