@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.gitsync_proc import running
+from support.gitsync_proc import assert_synced, run_once, running
 from support.servers.git_http import GitHttpServer
 from support.upstream import Upstream
 
@@ -94,3 +94,39 @@ def test_polls_reuse_one_connection(
         opened = forwarder.accepted - before
     assert polls >= 4
     assert opened <= 1, f"{opened} new connections for {polls} polls"
+
+
+def _asked(git_http: GitHttpServer, upstream: Upstream) -> list[tuple[str, str]]:
+    """Each request to the repository: its method and what it asked for."""
+    return [(r.method, r.path.rsplit("/", 1)[-1].partition("?")[0])
+            for r in git_http.requests if upstream.name in r.path]
+
+
+def test_a_sync_asks_for_the_advertisement_once(
+    upstream: Upstream, git_http: GitHttpServer, gs_env: dict[str, str], root: Path
+) -> None:
+    """The poll's v0 advertisement serves the fetch of the commit it names, made in v0: one
+    POST, where dulwich's own fetch asked again in v2 (a GET and an ls-refs POST, each a CGI
+    run on the server). First sync and update alike."""
+    env = {**gs_env, "GITSYNC_REPO": upstream.http_url}
+    git_http.reset_requests()
+    assert run_once(env).returncode == 0
+    assert _asked(git_http, upstream) == [("GET", "refs"), ("POST", "git-upload-pack")]
+    sha = upstream.commit({"file": "two\n"})
+    git_http.reset_requests()
+    assert run_once(env).returncode == 0
+    assert _asked(git_http, upstream) == [("GET", "refs"), ("POST", "git-upload-pack")]
+    assert_synced(root / "link", sha, {"file": "two\n"})
+
+
+def test_a_commit_no_ref_names_is_fetched_in_v2(
+    upstream: Upstream, git_http: GitHttpServer, gs_env: dict[str, str], root: Path
+) -> None:
+    """A v0 server refuses a want that is no ref's tip (without uploadpack.allowAnySHA1InWant);
+    v2 takes any: such a commit is fetched with the fetch's own v2 discovery."""
+    old = upstream.commit({"file": "old\n"})
+    upstream.commit({"file": "new\n"})
+    env = {**gs_env, "GITSYNC_REPO": upstream.http_url, "GITSYNC_REF": old}
+    res = run_once(env)
+    assert res.returncode == 0, res.stderr
+    assert_synced(root / "link", old, {"file": "old\n"})

@@ -11,6 +11,7 @@ source that is itself shallow is walked down to its own boundary, as git's uploa
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -41,7 +42,7 @@ class _Present:
     def __init__(self, store: BaseObjectStore) -> None:
         self.store = store
         self.indexes = [pack.index for pack in store.packs]
-        self.loose = not isinstance(store, DiskObjectStore) or store.count_loose_objects() > 0
+        self.loose = not isinstance(store, DiskObjectStore) or _has_loose(store.path, store.object_format.hex_length - 2)
 
     def __contains__(self, sha: ObjectID) -> bool:
         raw = hex_to_sha(sha)
@@ -52,6 +53,21 @@ class _Present:
             except KeyError:
                 continue
         return self.loose and self.store.contains_loose(sha)
+
+
+def _has_loose(objects: str | os.PathLike[str], name_length: int) -> bool:
+    """Whether a store's object directory holds a loose object. dulwich's
+    ``count_loose_objects`` lists all 256 fan-out directories, most of them absent."""
+    try:
+        with os.scandir(objects) as dirs:
+            fans = [d.path for d in dirs if len(d.name) == 2 and d.is_dir()]
+    except FileNotFoundError:
+        return False
+    for fan in fans:
+        with os.scandir(fan) as names:
+            if any(len(n.name) == name_length for n in names):
+                return True
+    return False
 
 
 def _tree_entries(src: BaseObjectStore, reader: deltas.StoreReader | None, sha: ObjectID,

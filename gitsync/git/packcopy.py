@@ -34,6 +34,10 @@ _INFLATE_STEP = 8 << 10
 # Reading every offset of a source index and sorting them costs ~0.1 µs an object (in C);
 # inflating an entry to find its end, tens of µs: the table pays when this share is copied.
 _TABLE_SHARE = 64
+# Wanted entries of a source pack are read in windows of up to _WINDOW bytes, skipping gaps
+# of up to _GAP between them: one read instead of one or two per entry.
+_WINDOW = 1 << 20
+_GAP = 64 << 10
 _IDX_V2 = b"\377tOc\0\0\0\2"
 
 
@@ -143,6 +147,13 @@ class _Writer:
         self.entries.append((bytes.fromhex(sha.decode()), at, crc & 0xFFFFFFFF))
         return at
 
+    def copied(self, sha: ObjectID, raw: bytes, crc: int) -> int:
+        """An entry copied as it is, whose CRC-32 the caller knows (the source's index)."""
+        at = self.offset
+        self._put(raw)
+        self.entries.append((bytes.fromhex(sha.decode()), at, crc))
+        return at
+
     def whole(self, sha: ObjectID, type_num: int, data: bytes) -> int:
         return self.entry(sha, (packformat.header(type_num, len(data)), zlib.compress(data, 1)))
 
@@ -165,29 +176,28 @@ def copy(source: BaseObjectStore, target_pack_dir: Path, ids: list[ObjectID]) ->
     """Write ``ids`` (all present in ``source``) as one new pack in ``target_pack_dir``."""
     if not ids:
         return None
-    wanted = set(ids)
-    located: dict[int, list[tuple[int, ObjectID]]] = {}
-    packs: list[Pack] = list(getattr(source, "packs", ()))
-    for sha in ids:
-        for i, pack in enumerate(packs):
-            try:
-                located.setdefault(i, []).append((pack.index.object_offset(sha), sha))
-                break
-            except KeyError:
-                continue
     target_pack_dir.mkdir(parents=True, exist_ok=True)
+    reader = deltas.StoreReader(source, target_pack_dir)
+    try:
+        return _copy(source, reader, target_pack_dir, ids)
+    finally:
+        reader.close()
+
+
+def _copy(source: BaseObjectStore, reader: deltas.StoreReader, target_pack_dir: Path,
+          ids: list[ObjectID]) -> Path:
+    located: dict[int, list[tuple[int, ObjectID]]] = {}
+    for sha in ids:
+        if (found := reader.find(bytes.fromhex(sha.decode()))) is not None:
+            located.setdefault(found[0], []).append((found[1], sha))
     fd, tmp_name = layout.pack_temp(target_pack_dir, "copy", ".pack")
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as f:
             out = _Writer(f, len(ids))
             written: set[ObjectID] = set()
-            reader = deltas.StoreReader(source, target_pack_dir)
-            try:
-                for i, entries in located.items():
-                    _copy_from_pack(packs[i], sorted(entries), out, reader, written)
-            finally:
-                reader.close()
+            for i, entries in located.items():
+                _copy_from_pack(reader.packs[i], sorted(entries), out, reader, written)
             for sha in ids:  # loose objects, or anything a pack walk could not place
                 if sha not in written:
                     loose = _loose_path(source, sha)
@@ -198,7 +208,7 @@ def copy(source: BaseObjectStore, target_pack_dir: Path, ids: list[ObjectID]) ->
                         out.whole(sha, type_num, data)
                     written.add(sha)
             checksum = out.finish()
-        assert written == wanted
+        assert written == set(ids)
         name = target_pack_dir / f"pack-{checksum.hex()}"
         with open(f"{name}.idx.tmp", "wb") as idx:
             packformat.write_index(idx, out.entries, checksum)
@@ -304,50 +314,100 @@ def _resolved(sha: ObjectID, reader: deltas.StoreReader, out: _Writer) -> int:
         content.drop()
 
 
+class _PackCopy:
+    """One source pack's share, copied in source order (an offset delta's base comes first)."""
+
+    def __init__(self, fd: int, table: _Table | None, out: _Writer, reader: deltas.StoreReader,
+                 written: set[ObjectID]) -> None:
+        self.fd, self.table, self.out, self.reader, self.written = fd, table, out, reader, written
+        self.data_end = os.fstat(fd).st_size - 20
+        self.window = b""  # bytes of the source pack read ahead, from ``window_at``
+        self.window_at = 0
+        self.new_at: dict[int, int] = {}  # source offset → offset in the new pack
+        self.by_sha: set[ObjectID] = set()
+
+    def _placed(self, off: int, sha: ObjectID, at: int) -> None:
+        self.new_at[off] = at
+        self.by_sha.add(sha)
+        self.written.add(sha)
+
+    def run(self, entries: list[tuple[int, ObjectID]]) -> None:
+        """Copy ``entries`` (sorted by offset)."""
+        table = self.table
+        found = [table.end(off) for off, _ in entries] if table is not None else [None] * len(entries)
+        ends = [f[0] if f is not None else -1 for f in found]
+        reach = 0  # where the window about to be read should end
+        for i, (off, sha) in enumerate(entries):
+            if off >= reach:
+                reach = _reach(entries, ends, i)
+            self.entry(off, sha, found[i], reach)
+
+    def _read(self, off: int, found: tuple[int, int] | None, reach: int) -> tuple[bytes, int, int]:
+        """The entry at ``off`` (b"" for a big object's, to be copied in chunks), its CRC-32
+        if known (else -1), its length. When the source index gives its end and CRC
+        (``found``), it is sliced from a window read ahead up to ``reach``: one read for a
+        run of wanted entries."""
+        if found is not None and found[0] - off <= _CHUNK:
+            end = found[0]
+            if not self.window_at <= off or end > self.window_at + len(self.window):
+                self.window_at = off
+                self.window = os.pread(self.fd, max(end, min(reach, off + _WINDOW)) - off, off)
+            raw = self.window[off - self.window_at:end - self.window_at]
+            if binascii.crc32(raw) == found[1]:
+                return raw, found[1], len(raw)
+            # the index does not fit the pack here: find the end by inflating
+        head = os.pread(self.fd, packformat.HEADER_MAX, off)
+        type_num, size, _ = packformat.read_header(head)
+        length = _entry_end(self.fd, off + _parse(head)[2], size, self.data_end) - off
+        if length > _CHUNK and type_num not in (packformat.OFS_DELTA, packformat.REF_DELTA):
+            return b"", -1, length
+        return os.pread(self.fd, length, off), -1, length
+
+    def entry(self, off: int, sha: ObjectID, found: tuple[int, int] | None, reach: int) -> None:
+        raw, crc, length = self._read(off, found, reach)
+        if not raw:  # a big file: copied in chunks, never whole in memory
+            self._placed(off, sha, self.out.entry(sha, _chunks(self.fd, off, length)))
+            return
+        type_num, header_end, body = _parse(raw)
+        if type_num == packformat.OFS_DELTA:
+            base = off - packformat.read_offset(raw, header_end)[0]
+            if base in self.new_at:
+                distance = self.out.offset - self.new_at[base]
+                self._placed(off, sha, self.out.entry(
+                    sha, (raw[:header_end], packformat.offset(distance), raw[body:])))
+            else:
+                self._placed(off, sha, _resolved(sha, self.reader, self.out))
+        elif type_num == packformat.REF_DELTA and ObjectID(raw[header_end:body].hex().encode()) not in self.by_sha:
+            self._placed(off, sha, _resolved(sha, self.reader, self.out))
+        elif crc >= 0:
+            self._placed(off, sha, self.out.copied(sha, raw, crc))
+        else:
+            self._placed(off, sha, self.out.entry(sha, (raw,)))
+
+
+def _reach(entries: list[tuple[int, ObjectID]], ends: list[int], i: int) -> int:
+    """Where a read ahead from entry ``i`` should stop: the end of the run of entries from it
+    that lie within ``_GAP`` of each other and ``_WINDOW`` of its start (a depth-1 clone's
+    entries are interleaved with older versions of the same files)."""
+    start, end = entries[i][0], ends[i]
+    for j in range(i + 1, len(entries)):
+        nxt = entries[j][0]
+        if end < 0 or ends[j] < 0 or nxt - end > _GAP or ends[j] - start > _WINDOW:
+            break
+        end = ends[j]
+    return end
+
+
 def _copy_from_pack(pack: Pack, entries: list[tuple[int, ObjectID]], out: _Writer,
                     reader: deltas.StoreReader, written: set[ObjectID]) -> None:
-    """Copy one source pack's share, in source order (an offset delta's base comes first)."""
+    """Copy one source pack's share (``_PackCopy``)."""
     path = dulwich_private.pack_path(pack)
-    new_at: dict[int, int] = {}  # source offset → offset in the new pack
-    by_sha: set[ObjectID] = set()
     # pread, not mmap: pages of a mapped pack count as this process's memory once touched,
     # and a clone touches all of them.
     with open(path, "rb") as f:
         fd = f.fileno()
-        data_end = os.fstat(fd).st_size - 20
         table = None
         if len(entries) * _TABLE_SHARE >= len(pack.index):
-            keys = _offsets(path[:-len(".pack")] + ".idx", data_end)
+            keys = _offsets(path[:-len(".pack")] + ".idx", os.fstat(fd).st_size - 20)
             table = _Table(keys) if keys is not None else None
-        for off, sha in entries:
-            head = os.pread(fd, packformat.HEADER_MAX, off)
-            type_num, header_end, body = _parse(head)
-            size = packformat.read_header(head)[1]
-            found = table.end(off) if table is not None else None
-            raw = b""
-            if found is not None and body < found[0] - off <= _CHUNK:
-                raw = os.pread(fd, found[0] - off, off)
-                if binascii.crc32(raw) != found[1]:
-                    raw = b""  # the index does not fit the pack here: find the end by inflating
-            length = len(raw) if raw else _entry_end(fd, off + body, size, data_end) - off
-            if length > _CHUNK and type_num not in (packformat.OFS_DELTA, packformat.REF_DELTA):
-                # A big file: copied in chunks, never whole in memory.
-                new_at[off] = out.entry(sha, _chunks(fd, off, length))
-                by_sha.add(sha)
-                written.add(sha)
-                continue
-            raw = raw or os.pread(fd, length, off)
-            if type_num == packformat.OFS_DELTA:
-                base = off - packformat.read_offset(raw, header_end)[0]
-                if base in new_at:
-                    distance = out.offset - new_at[base]
-                    at = out.entry(sha, (raw[:header_end], packformat.offset(distance), raw[body:]))
-                else:
-                    at = _resolved(sha, reader, out)
-            elif type_num == packformat.REF_DELTA and ObjectID(raw[header_end:body].hex().encode()) not in by_sha:
-                at = _resolved(sha, reader, out)
-            else:
-                at = out.entry(sha, (raw,))
-            new_at[off] = at
-            by_sha.add(sha)
-            written.add(sha)
+        _PackCopy(fd, table, out, reader, written).run(entries)

@@ -214,27 +214,40 @@ class LocalCopy(_DulwichClient):
 
 
 class _Readvertised:
-    """One smart-HTTP request less per update from a server that speaks only protocol v0.
+    """Fewer smart-HTTP requests per fetch: the poll's v0 advertisement serves the fetch too.
 
     A sync asks for the advertisement twice: its poll (``advertise``, v0: one GET) and then
-    dulwich's fetch, which begins with a discovery of its own (asking for v2). ``git fetch``
-    asks once. A v0-only server (the relay) answers the fetch's GET as it answered the poll's,
-    so the poll's answer is handed to the fetch that follows it, once. Whether the server
-    speaks v2 is learned at the first fetch, which always asks; a v2 server's fetches keep
-    asking (v2 is what they negotiate). Submodules and push are untouched (their own clients)."""
+    dulwich's fetch, which begins with a discovery of its own: for a v2 server a GET and an
+    ``ls-refs`` POST, each a CGI run on a ``git http-backend`` server (``git fetch`` asks
+    once, with both). So the poll's answer is handed to the fetch that follows it, once, and
+    the fetch is made in v0: one POST. That needs what v0 needs: the wants among the
+    advertised refs (a v0 server refuses any other commit by default; v2 takes any) and no
+    ``--filter`` (dulwich sends one only in v2); else the fetch discovers on its own. A
+    v0-only server (the relay) answers the fetch's GET as it answered the poll's, so there
+    the advertisement is always reused; whether the server speaks v2 is learned at the
+    first fetch that asks. Submodules and push are untouched (their own clients)."""
 
     def __init__(self, client: AbstractHttpGitClient) -> None:
         self.client = client
         self.kept: tuple[Any, ...] | None = None
         self.v2: bool | None = None  # does the server answer a fetch in protocol v2?
+        self.wants: list[ObjectID] = []  # the fetch about to run: what it asks for
+        self.filtered = False  # and whether with a --filter
         dulwich_private.wrap_discover(client, self._wrap)
+
+    def _v0(self, kept: tuple[Any, ...]) -> bool:
+        """Whether the fetch about to run can be made in v0 with the advertisement ``kept``."""
+        if self.v2 is False:
+            return True
+        advertised = set(kept[0].values())
+        return not self.filtered and bool(self.wants) and all(w in advertised for w in self.wants)
 
     def _wrap(self, discover: dulwich_private.Discover) -> dulwich_private.Discover:
         def discover_once(service: bytes, base_url: str, protocol_version: int | None = None,
                           ref_prefix: Any = None) -> tuple[Any, ...]:
             kept, self.kept = self.kept, None
             fetching = service == b"git-upload-pack" and protocol_version is None
-            if fetching and kept is not None and self.v2 is False and not ref_prefix:
+            if fetching and kept is not None and not ref_prefix and self._v0(kept):
                 self.client.protocol_version = 0
                 return kept
             result = discover(service, base_url, protocol_version=protocol_version,
@@ -255,13 +268,15 @@ class NetworkReceive(_DulwichClient):
 
     def __init__(self, client: GitClient, path: str, display_url: str) -> None:
         super().__init__(client, path, display_url)
-        if isinstance(client, AbstractHttpGitClient):
-            _Readvertised(client)
+        self.readvertised = _Readvertised(client) if isinstance(client, AbstractHttpGitClient) else None
 
     def fetch(self, target: Repo, wants: list[ObjectID], depth: int | None,
               filter_spec: str) -> None:
         def determine_wants(refs: Mapping[Ref, ObjectID], depth: int | None = None) -> list[ObjectID]:
             return wants
+
+        if self.readvertised is not None:
+            self.readvertised.wants, self.readvertised.filtered = wants, bool(filter_spec)
 
         _receive(self.client, self.path, target, determine_wants, depth,
                  filter_spec.encode() if filter_spec else None, self.display_url)
