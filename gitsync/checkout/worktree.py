@@ -34,7 +34,7 @@ from dulwich.objects import Blob, Commit, ObjectID, TreeEntry
 from dulwich.pack import Pack
 
 from gitsync import layout, log, progress
-from gitsync.checkout import attributes, fileworker
+from gitsync.checkout import attributes
 from gitsync.checkout.attributes import Attributes, Conversion
 from gitsync.errors import (
     Cancelled,
@@ -58,8 +58,6 @@ MAX_TREE_DEPTH = 4096
 # Below this many files a tree is cheap to write afresh, and a spare would only hold disk
 # (the old versions of changed files) and old trees' quirks (a consumer's immutable file).
 SPARE_MIN_FILES = 1000
-# A first checkout of this many files has a worker process make them (fileworker.py).
-WORKER_MIN_FILES = 1000
 _CHECK_CANCEL_EVERY = 256
 _TRIM_EVERY = 4096
 _STREAM_CHUNK = 1 << 20
@@ -643,11 +641,6 @@ class _Writer:
         self._trees_held = 0
         # Blobs more files will be written from (see _count_use): uses left, bytes held.
         self._repeats: dict[bytes, int] = {}
-        # A first checkout's worker (fileworker.py), the entries waiting for its stats in
-        # the order it was asked, and the big files written once it is done.
-        self.worker: fileworker.Worker | None = None
-        self._waiting: list[int] = []
-        self._after: list[tuple[_Spec, bytes, int]] = []
         self._held: dict[bytes, bytes] = {}
         self._held_bytes = 0
 
@@ -672,19 +665,6 @@ class _Writer:
         uses = collections.Counter(s.sha for s in specs if s.mode != _MODE_GITLINK)
         self._repeats = {sha: n for sha, n in uses.items() if n > 1}
         del uses
-        if (self.prev is None and self.base is None and len(specs) >= WORKER_MIN_FILES
-                and fileworker.useful()):
-            self.worker = fileworker.Worker.start()
-        try:
-            self._write_all(specs)
-        except BaseException:
-            if self.worker is not None:
-                self.worker.stop()
-            raise
-        finally:
-            self.worker = None
-
-    def _write_all(self, specs: list[_Spec]) -> None:
         written = 0
         dest, dirs = self.dest, self._dirs
         for spec in specs:  # 40,000 files on the first sync of a big tree: kept tight
@@ -699,7 +679,7 @@ class _Writer:
                 if parent not in dirs:
                     self._ensure_dir(parent)
                 if spec.mode == _MODE_GITLINK:
-                    self._mkdir(target)
+                    os.mkdir(target)
                     self.entries.append(IndexEntry(spec.rel, spec.mode, spec.sha))
                 else:
                     self._file(spec, target)
@@ -707,36 +687,12 @@ class _Writer:
                             and spec.attrs.filter(spec.rel) == b"lfs"):
                         self.lfs_candidates.append(len(self.entries) - 1)
             except OSError as e:
-                raise self._failed(e, spec.rel) from None
+                if e.errno != errno.ENAMETOOLONG:
+                    raise
+                # Not a fault of the disk: the commit cannot be written anywhere.
+                raise UnsafeTree(f"path {show_path(spec.rel)} is too long to write") from None
             self._tick()
-        if self.worker is not None:
-            self._collect(self.worker)
         progress.count("files", written)
-
-    def _failed(self, e: OSError, rel: bytes) -> Exception:
-        """A write the disk refused, as raised; a name too long for it, as the commit's fault
-        (it cannot be written anywhere). The worker names its own path, asked for earlier."""
-        if e.errno != errno.ENAMETOOLONG:
-            return e
-        if isinstance(e, fileworker.Failed):
-            rel = os.fsencode(e.filename)[len(self.dest) + 1:]
-        return UnsafeTree(f"path {show_path(rel)} is too long to write")
-
-    def _collect(self, worker: fileworker.Worker) -> None:
-        """Wait for the worker; give the entries it wrote their stats; write the big files."""
-        try:
-            stats = worker.finish()
-        except OSError as e:
-            raise self._failed(e, b"") from None
-        entries = self.entries
-        for slot, (ctime, mtime, dev, ino, uid, gid, size) in zip(self._waiting, stats, strict=True):
-            made = entries[slot]
-            entries[slot] = IndexEntry(made.path, made.mode, made.sha, ctime, mtime, dev, ino, uid,
-                                       gid, size)
-        self.worker, after, self._waiting, self._after = None, self._after, [], []
-        for spec, target, slot in after:
-            self._file(spec, target)
-            entries[slot] = entries.pop()
 
     def _clear(self, specs: list[_Spec]) -> None:
         """Make the spare a subset of the new tree: remove every entry the tree does not
@@ -958,14 +914,8 @@ class _Writer:
             missing.append(rel)
             rel = rel.rpartition(b"/")[0]
         for d in reversed(missing):
-            self._mkdir(self.dest + b"/" + d)
+            os.mkdir(self.dest + b"/" + d)
             self._dirs.add(d)
-
-    def _mkdir(self, path: bytes) -> None:
-        if self.worker is not None:
-            self.worker.mkdir(path)
-        else:
-            os.mkdir(path)
 
     def _attributes(self, items: list[TreeEntry], prefix: bytes, attrs: Attributes,
                     reuse: bool) -> tuple[Attributes, bool]:
@@ -1020,11 +970,6 @@ class _Writer:
     def _file(self, spec: _Spec, target: bytes) -> None:
         rel, sha = spec.rel, spec.sha
         if spec.mode == _MODE_LINK:
-            if self.worker is not None:
-                self.worker.symlink(target, self._blob(sha, rel))
-                self._waiting.append(len(self.entries))
-                self.entries.append(IndexEntry(rel, _MODE_LINK, sha))
-                return
             os.symlink(self._blob(sha, rel), target)
             self.entries.append(IndexEntry.from_stat(rel, _MODE_LINK, sha, os.lstat(target)))
             return
@@ -1052,10 +997,6 @@ class _Writer:
         if data is None:
             where = self._locate(sha)
             if where is not None and where[3] >= packformat.STREAM_ABOVE:
-                if self.worker is not None:  # written by _collect, once its directory is made
-                    self._after.append((spec, target, len(self.entries)))
-                    self.entries.append(IndexEntry(rel, mode, sha))
-                    return
                 pack_fd, offset, kind, size, _ = where
                 if kind != Blob.type_num:
                     raise UnsafeTree(f"{show_path(rel)} is not a blob")
@@ -1066,11 +1007,6 @@ class _Writer:
         self._count_use(sha, data)
         if conv is not None:
             data = attributes.convert(data, conv, sha)
-        if self.worker is not None:
-            self.worker.file(target, data, mode)
-            self._waiting.append(len(self.entries))
-            self.entries.append(IndexEntry(rel, mode, sha))
-            return
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
                      0o777 if mode == 0o100755 else 0o666)
         try:
