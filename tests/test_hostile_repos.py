@@ -142,6 +142,16 @@ def test_nul_in_a_name_is_refused_cleanly(scene: Scene) -> None:
     scene.assert_contained()
 
 
+def test_a_name_no_filesystem_can_hold_is_refused_naming_it(scene: Scene) -> None:
+    """Over NAME_MAX (255 bytes): git stores it, the disk refuses it (ENAMETOOLONG). The
+    commit's fault, not the disk's: refused as an unsafe tree, naming the path."""
+    name = b"0" + b"n" * 300
+    commit = scene.commit_with([("100644", name, scene.payload)])
+    code, err = scene.sync()
+    scene.assert_refused(code, err, commit, "0nnnnnnnn")
+    assert "too long to write" in err
+
+
 def test_symlink_and_directory_of_one_name_in_one_commit(scene: Scene) -> None:
     """``a`` twice: a symlink to the canary, then a tree holding PWNED (git's fsck: duplicate)."""
     link = scene.forge.blob(str(scene.canary))
