@@ -84,8 +84,12 @@ def test_an_endless_advertisement_stops_at_the_deadline(
     tmp_path: Path, root: Path, upstream: Upstream, server: CraftedServer
 ) -> None:
     server.endless_refs = True
+    # About 6 MB/s: the deadline, not the 32 MiB cap (the next test), is what stops it. Sent
+    # flat out, an idle machine could reach the cap first and retry, round after round.
+    server.endless_pause = 0.01
     with running(_env(tmp_path, root, server, "2s")) as gs:
         gs.wait_for(lambda: any("timed out" in e for e in _errors(gs)), 30, "a timeout")
+        assert not [e for e in _errors(gs) if "larger than" in e], _errors(gs)
         # The abandoned worker ends (threads below); its connection, shut down but not yet
         # closed by the pool, may stay open on the server's side for a while.
         server.endless_refs = False

@@ -108,6 +108,7 @@ class CraftedServer:
         self.shallow = shallow
         self.drip: float | None = None  # seconds between bytes of the upload-pack answer
         self.endless_refs = False
+        self.endless_pause = 0.0  # seconds between blocks of 512 endless refs (0: flat out)
         self.content_type = "application/x-git-upload-pack-advertisement"
         self.requests: list[Request] = []
         self.bytes_sent = 0
@@ -180,6 +181,8 @@ class CraftedServer:
                             n += 512
                             self.wfile.write(lines)
                             server.bytes_sent += len(lines)
+                            if server.endless_pause:
+                                server._stop.wait(server.endless_pause)
                     server.open_answers -= 1
                     return
                 self._send(server.advertisement(), server.content_type)
