@@ -87,7 +87,7 @@ def _version_only(args: list[str]) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if pid1.is_init() and (init_code := pid1.run_as_init(args)) is not None:
+    if pid1.is_init() and (init_code := pid1.run_as_init()) is not None:
         return init_code
     if _version_only(args):
         print(f"gitsync {__version__}")

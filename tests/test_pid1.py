@@ -96,7 +96,7 @@ def test_the_forked_child_starts_with_a_fresh_signal_state(tmp_path: Path) -> No
         import signal, sys
         from gitsync.sidecar import pid1
         fresh = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE)}
-        code = pid1.run_as_init([])
+        code = pid1.run_as_init()
         if code is not None:  # the init: the child's code
             sys.exit(code)
         now = {s: signal.getsignal(s) for s in fresh}

@@ -67,13 +67,6 @@ _HOLD_TREE_ENTRIES = 32768  # entries of trees read held while planning (~3 MB; 
 _MODE_TREE = 0o040000
 _MODE_LINK = 0o120000
 _MODE_GITLINK = 0o160000
-_MASK32 = 0xFFFFFFFF
-# What _locate reads of an object: its header and, for most files, all of its zlib stream.
-_FIRST_READ = 16 << 10
-# A kept file's st_mode: a regular file, with or without the owner's exec bit (_Writer._keep).
-_KEEP_BITS = stat.S_IFMT(0o7777777) | 0o100
-_KEEP_PLAIN = stat.S_IFREG
-_KEEP_EXEC = stat.S_IFREG | 0o100
 # Code points HFS+ ignores in names: ".g\u200cit" is ".git" to macOS, so refuse it too.
 _IGNORABLE = dict.fromkeys(
     [0x200C, 0x200D, 0x200E, 0x200F, 0x202A, 0x202B, 0x202C, 0x202D, 0x202E,
@@ -754,7 +747,7 @@ class _Writer:
         """
         base = self.base if self.base is not None and self._keep_ok else {}
         present, prefix = self._present, self.dest + b"/"
-        lstat, mask, entries = os.lstat, _MASK32, self.entries
+        lstat, entries = os.lstat, self.entries
         left: list[_Spec] = []
         counted = 0
         for count, spec in enumerate(specs, 1):
@@ -770,18 +763,14 @@ class _Writer:
             target = prefix + rel
             old = base.get(rel)
             if old is not None and old.sha == spec.sha and not old.skip_worktree:
-                # A regular file with the exec bit git's mode says (symlinks: never).
-                want = ((_KEEP_EXEC if spec.mode & 0o100 else _KEEP_PLAIN)
-                        if stat.S_ISREG(spec.mode) else -1)
+                mode = _git_mode(spec.mode)
                 try:
                     st = lstat(target)
                 except OSError:
                     st = None
-                if (st is not None and st.st_mode & _KEEP_BITS == want
-                        and old.mode == _git_mode(spec.mode)
-                        and st.st_mtime_ns == old.mtime_ns and st.st_ctime_ns == old.ctime_ns
-                        and st.st_size & mask == old.size & mask
-                        and st.st_ino & mask == old.ino & mask):
+                if (st is not None and spec.mode != _MODE_LINK and old.mode == mode
+                        and stat.S_ISREG(st.st_mode) and old.unchanged(st)
+                        and st.st_ctime_ns == old.ctime_ns and _exec_matches(st, mode)):
                     entries.append(old)
                     continue
             with contextlib.suppress(FileNotFoundError):
@@ -799,11 +788,7 @@ class _Writer:
                     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
                 except OSError:
                     continue
-                try:
-                    idx: packformat.PackIdx | None = packformat.PackIdx(path[:-len(".pack")] + ".idx")
-                except (OSError, ValueError):
-                    idx = None  # dulwich's lookup, which says what is wrong with it
-                self._packs.append((pack, fd, idx))
+                self._packs.append((pack, fd, packformat.open_index(path)))
         return self._packs
 
     def _close_packs(self) -> None:
@@ -1039,7 +1024,7 @@ class _Writer:
     def _locate(self, sha: bytes) -> _Where | None:
         """Where an object stored whole in a pack is (``_Where``); None for a delta, a loose
         object or one not here (dulwich reads those). One read gets its header and, below
-        ``_FIRST_READ``, the whole of its stream: a file costs one pread, not two.
+        ``packformat.FIRST_READ``, the whole of its stream: a file costs one pread, not two.
 
         Reading a whole object this way skips dulwich's per-lookup checks (a stat for a
         multi-pack index, a listing of the pack directory), and lets a big blob be inflated
@@ -1056,7 +1041,7 @@ class _Writer:
                     offset = pack.index.object_offset(ObjectID(sha))
                 except KeyError:
                     continue
-            first = os.pread(src, _FIRST_READ, offset)
+            first = os.pread(src, packformat.FIRST_READ, offset)
             kind, size, pos = packformat.read_header(first)
             return (src, offset + pos, kind, size, first[pos:]) if 1 <= kind <= 4 else None
         return None
@@ -1170,13 +1155,10 @@ class _Writer:
         """The bytes of an object ``_locate`` found (not a big one); None when its stream is
         damaged or not its size (dulwich reads it then, and says what is wrong)."""
         src, offset, _kind, size, first = where
-        # Deflate never grows data by more than this; zlib stops at the stream's end.
-        bound = size + (size >> 10) + 64
         try:
-            data = zlib.decompress(first if len(first) >= bound else os.pread(src, bound, offset))
-        except zlib.error:
+            return deltas.inflate_small(src, offset, size, first)
+        except DeltaError:
             return None
-        return data if len(data) == size else None
 
     def _link(self, src: bytes, dst: bytes) -> None:
         try:

@@ -33,7 +33,6 @@ _READ = 1 << 20  # compressed bytes read at a time
 _STEP = 8 << 10  # most compressed bytes one zlib call is given: deflate packs ≤ ~1,000:1
 _PIECE = 1 << 20  # most bytes of a base one copy instruction reads at a time
 _MAX_CHAIN = 10_000  # longer than git ever writes (its --depth is capped at 4095)
-_FIRST_READ = 4096  # bytes of a store's pack entry read with its header
 _HELD_READS = 64  # links of a delta chain whose first bytes are kept for its resolving
 
 
@@ -356,15 +355,6 @@ def patch(base: Content, fd: int, start: int, delta_size: int, tmp_dir: Path, *,
 
 
 # ----------------------------------------------------------------------------- a store
-def _pack_idx(pack: Pack) -> packformat.PackIdx | None:
-    """The pack's index mapped for fast lookups; None when it is not version 2 (or cannot be
-    read: dulwich's lookup then says what is wrong)."""
-    try:
-        return packformat.PackIdx(dulwich_private.pack_path(pack)[:-len(".pack")] + ".idx")
-    except (OSError, ValueError):
-        return None
-
-
 class StoreReader:
     """Objects of a dulwich store read in bounded memory, deltas resolved through files.
 
@@ -394,7 +384,7 @@ class StoreReader:
         when no pack holds it. A version 2 index is searched by ``packformat.PackIdx``, three
         times faster than dulwich's lookup (a clone over ``file://`` asks for every object)."""
         if self.indexes is None:
-            self.indexes = [_pack_idx(pack) for pack in self.packs]
+            self.indexes = [packformat.open_index(dulwich_private.pack_path(pack)) for pack in self.packs]
         for n, pack in enumerate(self.packs):
             index = self.indexes[n]
             if index is not None:
@@ -428,7 +418,7 @@ class StoreReader:
         for _ in range(_MAX_CHAIN):
             fd, offset = where
             # The header and, for most objects, all of the entry: one read, not two.
-            head = os.pread(fd, _FIRST_READ, offset)
+            head = os.pread(fd, packformat.FIRST_READ, offset)
             try:
                 kind, size, pos = packformat.read_header(head)
                 if kind == packformat.OFS_DELTA:

@@ -21,6 +21,9 @@ COMMIT, TREE, BLOB, TAG = 1, 2, 3, 4
 OFS_DELTA = 6
 REF_DELTA = 7
 HEADER_MAX = 32  # a type/size header and a delta base reference fit in this
+# What a reader of one entry reads with its header: most objects and deltas whole (one pread,
+# not a header read and then a stream read).
+FIRST_READ = 16 << 10
 # Objects at least this big are streamed, never held whole: worktree writes such blobs in
 # chunks, and the store never keeps one as a delta (packindex, packcopy store it whole).
 STREAM_ABOVE = 8 << 20
@@ -130,6 +133,15 @@ class PackIdx:
 
     def close(self) -> None:
         self._map.close()
+
+
+def open_index(pack_path: str) -> PackIdx | None:
+    """The mapped index of the pack at ``pack_path``; None when it is not version 2 or cannot
+    be read (the caller uses dulwich's lookup then, which says what is wrong)."""
+    try:
+        return PackIdx(pack_path[:-len(".pack")] + ".idx")
+    except (OSError, ValueError):
+        return None
 
 
 def write_index(f: BinaryIO, rows: list[tuple[bytes, int, int]], checksum: bytes) -> None:

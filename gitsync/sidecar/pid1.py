@@ -20,7 +20,6 @@ import sys
 
 TYPE_CHECKING = False  # typing's, without importing typing: every start imports this module
 if TYPE_CHECKING:
-    from collections.abc import Sequence
     from typing import Any
 
 WRAPPER_FAILED = 127
@@ -30,7 +29,7 @@ def is_init() -> bool:
     return os.getpid() == 1
 
 
-def run_as_init(argv: Sequence[str]) -> int | None:
+def run_as_init() -> int | None:
     """Fork the sidecar as the only child and stand in for init until it ends: the child's
     exit code, in the parent; None in the child, which goes on as gitsync with the signal
     handlers and mask a fresh start has. (What this imports is imported here: every start
