@@ -94,7 +94,7 @@ def test_a_source_index_that_does_not_fit_its_pack_is_not_followed(tmp_path: Pat
     # they are copied): the copy must refuse the source rather than write a broken store.
     # What refuses it here is the blob's own header parse at the wrong start; the CRC-32 check
     # of the entry before it (packcopy._Table) is not what this case proves: the test passes
-    # without it. A case only that check catches is still to be written.
+    # without it. The next test is one only that check catches.
     work, head = _source(tmp_path)
     idx = next((work / ".git" / "objects" / "pack").glob("*.idx"))
     blob = git("-C", str(work), "rev-parse", f"{head}:d3/f3.txt")
@@ -107,3 +107,27 @@ def test_a_source_index_that_does_not_fit_its_pack_is_not_followed(tmp_path: Pat
     idx.write_bytes(bytes(data))
     with pytest.raises(ProtocolError, match="unreadable object"):
         _cloned(tmp_path, work, head)
+
+
+def test_a_source_crc_that_does_not_fit_its_entry_is_not_copied_into_the_new_index(
+    tmp_path: Path,
+) -> None:
+    # The source index gives each entry's CRC-32, which a copy made in windows reuses for the
+    # new index. One wrong CRC (the offsets all right): the entry is read again by inflating,
+    # and the new index holds the CRC of what was written, which git's verify-pack checks.
+    work, head = _source(tmp_path)
+    idx = next((work / ".git" / "objects" / "pack").glob("*.idx"))
+    # A blob of the clone stored whole in the source (a delta's entry is written anew).
+    at_head = set(git("-C", str(work), "ls-tree", "-r", "--object-only", head).split())
+    whole = [line.split()[0] for line in git("verify-pack", "-v", str(idx)).splitlines()
+             if len(line.split()) == 5 and line.split()[1] == "blob"]
+    blob = next(sha for sha in whole if sha in at_head)
+    data = bytearray(idx.read_bytes())
+    count = int.from_bytes(data[8 + 255 * 4:8 + 256 * 4], "big")
+    names = [bytes(data[8 + 1024 + 20 * i:8 + 1024 + 20 * (i + 1)]) for i in range(count)]
+    at = 8 + 1024 + 20 * count + 4 * names.index(bytes.fromhex(blob))
+    data[at:at + 4] = (int.from_bytes(data[at:at + 4], "big") ^ 0xFFFFFFFF).to_bytes(4, "big")
+    os.chmod(idx, 0o644)
+    idx.write_bytes(bytes(data))
+    _cloned(tmp_path, work, head)  # git fsck, and verify-pack (the new index's CRC-32s)
+    assert git("--git-dir", str(tmp_path / "store.git"), "cat-file", "-t", blob) == "blob"
