@@ -375,6 +375,19 @@ def test_unsorted_tree_is_refused(scene: Scene) -> None:
     assert "is not sorted" in err
 
 
+def test_a_tree_named_as_a_file_too_is_refused_naming_the_file(scene: Scene) -> None:
+    """One tree as directory ``sub`` and as file ``zz``: refused for ``zz`` (not a blob).
+    The file:// fetch once took the tree for a blob when the file came first and never
+    read what is below it: the checkout then blamed the server for a missing tree. (Over
+    http, git's upload-pack refuses to send such a commit: "possible repository corruption".)"""
+    inner = scene.forge.tree([("100644", b"deep", scene.forge.blob("deep\n"))])
+    sub = scene.forge.tree([("40000", b"inner", inner), ("100644", b"PWNED", scene.payload)])
+    commit = scene.commit_with([("40000", b"sub", sub), ("100644", b"zz", sub)])
+    code, err = scene.sync()
+    scene.assert_refused(code, err, commit, "zz")
+    assert "not a blob" in err
+
+
 def test_a_directory_sorts_as_its_name_with_a_slash(scene: Scene) -> None:
     """git's order: ``a.txt`` before the directory ``a`` (``a/``), which is before ``a0``."""
     blob = scene.forge.blob("x\n")

@@ -129,10 +129,12 @@ def missing_objects(source: BaseRepo, target: BaseRepo, wants: list[ObjectID],
         pending.append((commit.tree, b""))
         if (depth is None or level < depth) and sha not in boundary:
             commits.extend((p, level + 1) for p in commit.parents)
+    walked: set[ObjectID] = set()  # not ``out``: a hostile tree may name a tree as a file too
     while pending:
         tid, path = pending.pop()
-        if tid in out or tid in have:
+        if tid in walked or tid in have:
             continue
+        walked.add(tid)
         out[tid] = None
         for name, mode, sha in _tree_entries(src, reader, tid, path):
             if mode == _MODE_TREE:
