@@ -1,0 +1,163 @@
+"""Work split in two: half in this process, half in a forked copy of it.
+
+Why: a cold checkout is file creation, in the kernel and in Python's per-file steps, and the
+GIL keeps one process on one core. Threads gained nothing (docs/performance.md); a second
+process writing its own half of the files, in directories made beforehand, takes about half
+the time on two cores. ``git clone`` uses two cores as well (its fetch's processes overlap),
+though git's own checkout writes with one by default.
+
+The child is a fork: it already has the plan, the attributes and the open packs, and sends
+back only its result (or its exception), pickled through a pipe. It is a copy of a process
+with threads, so it must not take a lock another thread may have held at the fork (logging,
+progress counters): the work given to it logs nothing. It dies with its parent
+(``PR_SET_PDEATHSIG``) and leaves by ``os._exit``: no exit handlers, no flush of the
+parent's buffered output. A child that ends without a result (killed, out of memory) fails
+the work; the parent kills the child when its own half fails or the sync is abandoned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import pickle
+import select
+import signal
+import struct
+import threading
+from collections.abc import Callable
+from typing import NoReturn, TypeVar
+
+from gitsync.errors import Cancelled, LocalError
+
+R = TypeVar("R")
+
+_PR_SET_PDEATHSIG = 1
+_PART = struct.Struct("=H")
+MAX_PARTS = 32768  # the part numbers fill the pipe before the fork: 64 KiB, Linux's default
+_POLL_S = 0.2  # how often the parent, waiting for the child's result, looks at the cancel flag
+
+
+def cores() -> int:
+    """The CPUs this process may run on: with one, a second process only adds its fork."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def in_two(count: int, work: Callable[[int, bool], R], cancel: threading.Event) -> list[R]:
+    """``work(n, in_child)`` for each ``n`` below ``count``, shared between this process and
+    a forked child: each takes the next ``n`` when it is free, so neither waits long for
+    the other whatever the sizes of the parts. The results come back in ``n``'s order; a
+    part's exception is raised once this process has no part left."""
+    if count > MAX_PARTS:
+        raise ValueError(f"{count} parts, at most {MAX_PARTS}")
+    parent = os.getpid()
+    # The numbers to take, all written before the fork: a pipe read of 2 bytes is whole
+    # (the kernel holds the pipe for each read), so each part goes to exactly one process.
+    take_r, take_w = os.pipe()
+    try:
+        os.write(take_w, b"".join(_PART.pack(n) for n in range(count)))
+    finally:
+        os.close(take_w)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        _child(w, take_r, work, parent)
+    os.close(w)
+    results: dict[int, R] = {}
+    payload = b""
+    try:
+        while (n := _take(take_r)) is not None:
+            if cancel.is_set():
+                raise Cancelled("sync abandoned while writing the worktree")
+            results[n] = work(n, False)
+        payload = _receive(r, cancel)
+    except BaseException:
+        _kill(pid)
+        raise
+    finally:
+        os.close(r)
+        os.close(take_r)
+        status = _reap(pid)
+    if not payload:
+        why = (f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
+               else f"exit status {os.waitstatus_to_exitcode(status)}")
+        raise LocalError(f"the checkout's second process ended without a result ({why})")
+    error, theirs = pickle.loads(payload)
+    if error is not None:
+        raise error
+    results.update(theirs)
+    if len(results) != count:
+        raise LocalError(f"the checkout's second process left {count - len(results)} parts undone")
+    return [results[n] for n in range(count)]
+
+
+def _take(fd: int) -> int | None:
+    raw = os.read(fd, _PART.size)
+    return _PART.unpack(raw)[0] if raw else None
+
+
+def _child(w: int, take: int, work: Callable[[int, bool], object], parent: int) -> NoReturn:
+    try:
+        _die_with(parent)
+        try:
+            done: dict[int, object] = {}
+            while (n := _take(take)) is not None:
+                done[n] = work(n, True)
+            payload = pickle.dumps((None, done), pickle.HIGHEST_PROTOCOL)
+        except BaseException as e:  # everything goes to the parent, which raises it
+            try:
+                payload = pickle.dumps((e, None), pickle.HIGHEST_PROTOCOL)
+            except Exception:
+                payload = pickle.dumps(
+                    (LocalError(f"the checkout's second process failed: {type(e).__name__}: {e}"),
+                     None), pickle.HIGHEST_PROTOCOL)
+        view = memoryview(payload)
+        while view:
+            view = view[os.write(w, view):]
+    finally:
+        os._exit(0)
+
+
+def _die_with(parent: int) -> None:
+    """SIGKILL when the parent goes (a sidecar killed mid-sync leaves no writer behind)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # gone before the prctl took effect
+        os._exit(1)
+
+
+def _receive(r: int, cancel: threading.Event) -> bytes:
+    """The child's whole payload (empty when it ended without one)."""
+    parts: list[bytes] = []
+    while True:
+        if cancel.is_set():
+            raise Cancelled("sync abandoned while writing the worktree")
+        ready, _, _ = select.select([r], [], [], _POLL_S)
+        if not ready:
+            continue
+        chunk = os.read(r, 1 << 20)
+        if not chunk:
+            return b"".join(parts)
+        parts.append(chunk)
+
+
+def _kill(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def _reap(pid: int) -> int:
+    while True:
+        try:
+            return os.waitpid(pid, 0)[1]
+        except InterruptedError:
+            continue
+        except ChildProcessError:  # reaped by someone else (PID 1's reaper): nothing to tell
+            return 0

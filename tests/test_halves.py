@@ -1,0 +1,237 @@
+"""A fresh tree written by two processes (gitsync/checkout/halves.py).
+
+From ``worktree.SPLIT_MIN_FILES`` files, a first checkout's files are written half by this
+process and half by a forked child, each taking the next part when it is free. What a user
+must not be able to tell: every file, mode, link and index entry is what one process writes
+(``git status`` and ``git diff-files`` find nothing), an error in either half fails the sync
+the same way, and no writer outlives the sync, whether it fails, is abandoned or is killed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from support.gitsync_proc import assert_synced, base_env, run_once
+from support.hostile import Forge
+from support.upstream import Exec, FileValue, Symlink, Upstream, git, git_env, many_files
+
+from gitsync.checkout import halves
+from gitsync.checkout.worktree import SPLIT_MIN_FILES
+from gitsync.errors import Cancelled, LocalError, UnsafeTree
+
+pytestmark = pytest.mark.timeout(120)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    status = Path(f"/proc/{pid}/status")
+    return status.exists() and "\nState:\tZ" in status.read_text()
+
+
+# ----------------------------------------------------------------------------- the split itself
+
+
+def test_every_part_is_done_once_in_order_and_both_processes_take_some() -> None:
+    def work(n: int, in_child: bool) -> tuple[int, int, bool]:
+        time.sleep(0.002)
+        return n, os.getpid(), in_child
+
+    results = halves.in_two(300, work, threading.Event())
+    assert [r[0] for r in results] == list(range(300))
+    assert {r[2] for r in results} == {True, False}
+    assert len({r[1] for r in results}) == 2
+    assert all((r[1] == os.getpid()) != r[2] for r in results)
+
+
+def test_a_part_failing_in_the_child_is_raised_here_as_it_was() -> None:
+    def work(n: int, in_child: bool) -> int:
+        if in_child:
+            raise UnsafeTree(f"path part-{n} is bad", hint="what to do")
+        time.sleep(0.01)
+        return n
+
+    with pytest.raises(UnsafeTree) as raised:
+        halves.in_two(50, work, threading.Event())
+    assert raised.value.message.startswith("path part-")
+    assert raised.value.hint == "what to do"
+
+
+def test_a_child_killed_mid_way_fails_the_work_instead_of_returning_part_of_it() -> None:
+    def work(n: int, in_child: bool) -> int:
+        if in_child:
+            os.kill(os.getpid(), signal.SIGKILL)
+        time.sleep(0.01)
+        return n
+
+    with pytest.raises(LocalError, match=r"ended without a result \(signal 9\)"):
+        halves.in_two(50, work, threading.Event())
+
+
+def test_an_abandoned_sync_kills_the_child_at_once() -> None:
+    cancel = threading.Event()
+    children: list[int] = []
+    pid_r, pid_w = os.pipe()
+
+    def work(n: int, in_child: bool) -> int:
+        if in_child:
+            os.write(pid_w, str(os.getpid()).encode())
+            time.sleep(60)  # stuck: only a kill ends it
+        elif n > 5:
+            children.append(int(os.read(pid_r, 32)))
+            cancel.set()
+        return n
+
+    started = time.monotonic()
+    try:
+        with pytest.raises(Cancelled):
+            halves.in_two(100, work, cancel)
+    finally:
+        os.close(pid_r)
+        os.close(pid_w)
+    assert time.monotonic() - started < 10
+    assert children and _gone(children[0])
+
+
+def test_the_child_does_not_outlive_a_killed_sidecar(tmp_path: Path) -> None:
+    """kill -9 of the sidecar mid-checkout: its writer goes too (PR_SET_PDEATHSIG)."""
+    pid_file = tmp_path / "child.pid"
+    script = f"""
+import os, sys, threading, time
+sys.path.insert(0, {str(REPO_ROOT)!r})
+from gitsync.checkout import halves
+def work(n, in_child):
+    if in_child:
+        with open({str(pid_file)!r} + ".tmp", "w") as f:
+            f.write(str(os.getpid()))
+        os.rename({str(pid_file)!r} + ".tmp", {str(pid_file)!r})
+        time.sleep(60)
+    time.sleep(60)
+halves.in_two(10, work, threading.Event())
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.monotonic() + 20
+        while not pid_file.exists():
+            assert time.monotonic() < deadline, "the child never started"
+            assert proc.poll() is None, "the parent ended early"
+            time.sleep(0.02)
+        child = int(pid_file.read_text())
+        proc.kill()
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while not _gone(child):
+            assert time.monotonic() < deadline, f"the writer {child} outlived its parent"
+            time.sleep(0.02)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+# ----------------------------------------------------------------------------- through gitsync
+
+
+def _big_tree() -> dict[str, FileValue]:
+    files: dict[str, FileValue] = dict(many_files(SPLIT_MIN_FILES + 700, size=300))
+    for i in range(0, 400, 7):
+        files[f"bin/tool{i:03d}.sh"] = Exec(f"#!/bin/sh\necho {i}\n")
+        files[f"links/l{i:03d}"] = Symlink(f"../bin/tool{i:03d}.sh")
+    files[".gitattributes"] = "*.crlf text eol=crlf\n"
+    for i in range(300):
+        files[f"text/d{i % 9}/t{i:03d}.crlf"] = f"line one {i}\nline two\n"
+    return files
+
+
+def test_a_first_checkout_written_by_two_processes_is_what_git_writes(
+        make_upstream, tmp_path: Path) -> None:
+    up: Upstream = make_upstream()
+    up.commit(_big_tree())
+    root = tmp_path / "root"
+    env = base_env(tmp_path / "home", GITSYNC_REPO=up.file_url, GITSYNC_ROOT=str(root),
+                   GITSYNC_LINK="link")
+    res = run_once(env, timeout=90)
+    assert res.returncode == 0, res.stderr
+    wt = assert_synced(root / "link", up.head_sha())
+    clone = tmp_path / "clone"
+    git("clone", "-q", up.file_url, str(clone), env=git_env(up.home))
+    ours = _snapshot(wt)
+    assert len(ours) > SPLIT_MIN_FILES
+    assert ours == _snapshot(clone)
+    # Every index entry's stat data is the file's (no refresh: diff-files trusts the index).
+    assert git("-C", str(wt), "diff-files", "--name-only", env=git_env(up.home)) == ""
+    assert git("-C", str(wt), "status", "--porcelain", env=git_env(up.home)) == ""
+
+
+def test_a_bad_entry_in_a_fresh_big_tree_fails_the_sync_naming_it(
+        make_upstream, tmp_path: Path) -> None:
+    """Whichever process meets it: a file entry naming a tree. Exit 1, the commit and the
+    path named, nothing published, no partial worktree left, no writer left running."""
+    up: Upstream = make_upstream()
+    up.commit(dict(many_files(SPLIT_MIN_FILES + 500)))
+    forge = Forge(up)
+    top = git("-C", str(up.bare), "ls-tree", "HEAD", env=git_env(up.home))
+    entries = []
+    for line in top.splitlines():
+        meta, _, name = line.partition("\t")
+        mode, _kind, sha = meta.split(" ")
+        entries.append((mode.lstrip("0") if mode == "040000" else mode, name.encode(), sha))
+    subtree = next(sha for mode, _name, sha in entries if mode == "40000")
+    bad = forge.tree([*entries, ("100644", b"zz-last-file", subtree)])
+    commit = forge.commit(bad, [up.head_sha()])
+    root = tmp_path / "root"
+    env = base_env(tmp_path / "home", GITSYNC_REPO=up.file_url, GITSYNC_ROOT=str(root),
+                   GITSYNC_LINK="link")
+    res = run_once(env, timeout=90)
+    assert res.returncode == 1, res.stderr
+    assert "Traceback" not in res.stderr
+    last = res.stderr.strip().splitlines()[-1]
+    assert commit in last and "zz-last-file" in last and "not a blob" in last, last
+    assert not (root / "link").exists()
+    assert [p.name for p in (root / ".worktrees").iterdir()] == []
+    assert _running_with(f"GITSYNC_ROOT={root}") == []
+
+
+def _running_with(setting: str) -> list[int]:
+    """Processes whose environment holds ``setting``: a forked writer keeps its parent's."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                environ = (proc / "environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if setting.encode() in environ and not _gone(int(proc.name)):
+                found.append(int(proc.name))
+    return found
+
+
+def _snapshot(top: Path) -> dict[str, tuple[str, ...]]:
+    out: dict[str, tuple[str, ...]] = {}
+    for dirpath, dirnames, filenames in os.walk(top):
+        if dirpath == str(top):
+            dirnames[:] = [d for d in dirnames if d != ".git"]
+            filenames = [f for f in filenames if f != ".git"]
+        for name in filenames + dirnames:
+            path = os.path.join(dirpath, name)
+            rel = os.path.relpath(path, top)
+            st = os.lstat(path)
+            if os.path.islink(path):
+                out[rel] = ("link", os.readlink(path))
+            elif os.path.isdir(path):
+                out[rel] = ("dir",)
+            else:
+                with open(path, "rb") as f:
+                    out[rel] = ("file", oct(st.st_mode & 0o100), f.read().hex())
+    return out
