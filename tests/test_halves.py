@@ -55,6 +55,16 @@ def test_every_part_is_done_once_in_order_and_both_processes_take_some() -> None
     assert all((r[1] == os.getpid()) != r[2] for r in results)
 
 
+def test_a_refused_fork_does_every_part_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pids limit or no memory for the copy: the work is done, by one process."""
+    def refuse() -> int:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(os, "fork", refuse)
+    results = halves.in_two(40, lambda n, in_child: (n, in_child), threading.Event())
+    assert results == [(n, False) for n in range(40)]
+
+
 def test_a_part_failing_in_the_child_is_raised_here_as_it_was() -> None:
     def work(n: int, in_child: bool) -> int:
         if in_child:

@@ -62,7 +62,12 @@ def in_two(count: int, work: Callable[[int, bool], R], cancel: threading.Event) 
     finally:
         os.close(take_w)
     r, w = os.pipe()
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError:  # refused (a pids limit, memory): every part is done here
+        for fd in (r, w, take_r):
+            os.close(fd)
+        return [work(n, False) for n in range(count)]
     if pid == 0:
         os.close(r)
         _child(w, take_r, work, parent)

@@ -28,7 +28,7 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, cast
 
 from dulwich.object_store import DiskObjectStore
 from dulwich.objects import Blob, Commit, ObjectID, TreeEntry
@@ -686,7 +686,7 @@ class _Writer:
         size = max(_PART_FILES, -(-len(specs) // halves.MAX_PARTS))
         forked = False
 
-        def part(n: int, in_child: bool) -> tuple[Sequence[tuple[object, ...]], list[int]]:
+        def part(n: int, in_child: bool) -> tuple[Sequence[tuple[object, ...]], list[int], bool]:
             nonlocal forked
             if in_child and not forked:
                 # dulwich reads some objects by seek() and read() on a file the parent shares.
@@ -696,15 +696,20 @@ class _Writer:
             self._write_files(specs[n * size:(n + 1) * size], None if in_child else progress.count)
             # Plain tuples from the child: pickled in a third of the time named ones take.
             return ([tuple(e) for e in self.entries] if in_child else self.entries,
-                    self.lfs_candidates)
+                    self.lfs_candidates, in_child)
 
         before = self.entries
         parts = halves.in_two(-(-len(specs) // size), part, self.cancel)
         self.entries, self.lfs_candidates = before, []
-        for entries, lfs in parts:
+        theirs = 0
+        for entries, lfs, in_child in parts:
             self.lfs_candidates.extend(n + len(self.entries) for n in lfs)
-            self.entries.extend(e if isinstance(e, IndexEntry) else IndexEntry._make(e)
-                                for e in entries)
+            if in_child:
+                self.entries.extend(map(IndexEntry._make, entries))
+                theirs += len(entries)
+            else:
+                self.entries.extend(cast("list[IndexEntry]", entries))
+        progress.count("files", theirs)  # the child's, which it could not count
 
     def _count_repeats(self, specs: list[_Spec]) -> None:
         uses = collections.Counter(s.sha for s in specs if s.mode != _MODE_GITLINK)
