@@ -264,6 +264,35 @@ def _isatty(stream: TextIO) -> bool:
         return False
 
 
+Captured = list[tuple[str, dict[str, Any]]]
+
+
+def capture() -> Captured:
+    """In a forked copy of the process (checkout/halves.py): what it logs is kept here, for
+    the parent to log (``replay``), instead of written. Another thread may have held the
+    writer's lock (structlog's, the stream's) at the fork; in the copy nobody would free it."""
+    events: Captured = []
+
+    def keep(_logger: WrappedLogger, method: str, event: EventDict) -> EventDict:
+        events.append((method, {k: v if isinstance(v, (str, int, float, bool, type(None)))
+                                else str(v) for k, v in event.items()}))
+        raise structlog.DropEvent
+
+    # dulwich's and paramiko's records reach it too, through the stdlib bridge (logging makes
+    # its handlers' locks anew in a forked child).
+    structlog.configure(processors=[keep], logger_factory=structlog.ReturnLoggerFactory(),
+                        cache_logger_on_first_use=False)
+    return events
+
+
+def replay(events: Captured) -> None:
+    """Log what a forked copy captured (``capture``)."""
+    logger = get()
+    for method, event in events:
+        fields = dict(event)
+        getattr(logger, method, logger.info)(str(fields.pop("event", "")), **fields)
+
+
 def get(name: str = "") -> FilteringBoundLogger:
     """structlog's default logger class (a filtering bound logger), typed as such."""
     return cast("FilteringBoundLogger", structlog.get_logger(name))

@@ -9,6 +9,8 @@ the same way, and no writer outlives the sync, whether it fails, is abandoned or
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import signal
 import subprocess
@@ -22,6 +24,7 @@ from support.gitsync_proc import assert_synced, base_env, run_once
 from support.hostile import Forge
 from support.upstream import Exec, FileValue, Symlink, Upstream, git, git_env, many_files
 
+from gitsync import log
 from gitsync.checkout import halves
 from gitsync.checkout.worktree import SPLIT_MIN_FILES
 from gitsync.errors import Cancelled, LocalError, UnsafeTree
@@ -63,6 +66,27 @@ def test_a_refused_fork_does_every_part_here(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(os, "fork", refuse)
     results = halves.in_two(40, lambda n, in_child: (n, in_child), threading.Event())
     assert results == [(n, False) for n in range(40)]
+
+
+def test_what_the_child_logs_is_logged_once_by_the_parent() -> None:
+    """The child never writes the log itself (a lock another thread held at the fork would
+    hang it): its lines come back with its result and the parent logs them."""
+    stream = io.StringIO()
+    log.configure(stream=stream, fmt="json")
+    try:
+        def work(n: int, in_child: bool) -> int:
+            time.sleep(0.002)
+            log.get().warning("part written", part=n, by_child=in_child)
+            return n
+
+        halves.in_two(60, work, threading.Event())
+    finally:
+        log.configure()
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    parts = sorted(line["part"] for line in lines if line.get("msg") == "part written")
+    assert parts == list(range(60))
+    assert {line["by_child"] for line in lines} == {True, False}
+    assert all(line["level"] == "warning" for line in lines)
 
 
 def test_a_part_failing_in_the_child_is_raised_here_as_it_was() -> None:
@@ -120,6 +144,7 @@ def test_the_child_does_not_outlive_a_killed_sidecar(tmp_path: Path) -> None:
     script = f"""
 import os, sys, threading, time
 sys.path.insert(0, {str(REPO_ROOT)!r})
+from gitsync import log
 from gitsync.checkout import halves
 def work(n, in_child):
     if in_child:
@@ -184,6 +209,32 @@ def test_a_first_checkout_written_by_two_processes_is_what_git_writes(
     assert git("-C", str(wt), "status", "--porcelain", env=git_env(up.home)) == ""
 
 
+def test_warnings_of_both_processes_reach_the_log(make_upstream, tmp_path: Path) -> None:
+    """An unknown working-tree-encoding: git and gitsync write the blob as stored, with a
+    warning per file, whichever process wrote it."""
+    up: Upstream = make_upstream()
+    files: dict[str, FileValue] = dict(many_files(SPLIT_MIN_FILES + 200))
+    for i in range(400):
+        files[f"odd/d{i % 20:02d}/f{i:03d}.odd"] = f"text {i}\n"
+    up.commit(files)
+    # Added by plumbing: git add refuses files under an encoding it does not know.
+    forge = Forge(up)
+    rule = forge.blob("*.odd working-tree-encoding=NO-SUCH-CHARSET\n")
+    forge.commit(forge.tree([*_top_entries(up), ("100644", b".gitattributes", rule)]),
+                 [up.head_sha()])
+    root = tmp_path / "root"
+    env = base_env(tmp_path / "home", GITSYNC_REPO=up.file_url, GITSYNC_ROOT=str(root),
+                   GITSYNC_LINK="link")
+    res = run_once(env, timeout=90)
+    assert res.returncode == 0, res.stderr
+    warned = [json.loads(line) for line in res.stderr.splitlines()
+              if "unknown working-tree-encoding" in line]
+    assert len(warned) == 400, res.stderr[-2000:]
+    assert all(w["level"] == "warning" and w["encoding"] == "NO-SUCH-CHARSET" for w in warned)
+    wt = assert_synced(root / "link", up.head_sha())
+    assert (wt / "odd/d07/f007.odd").read_text() == "text 7\n"
+
+
 def test_a_bad_entry_in_a_fresh_big_tree_fails_the_sync_naming_it(
         make_upstream, tmp_path: Path) -> None:
     """Whichever process meets it: a file entry naming a tree. Exit 1, the commit and the
@@ -191,12 +242,7 @@ def test_a_bad_entry_in_a_fresh_big_tree_fails_the_sync_naming_it(
     up: Upstream = make_upstream()
     up.commit(dict(many_files(SPLIT_MIN_FILES + 500)))
     forge = Forge(up)
-    top = git("-C", str(up.bare), "ls-tree", "HEAD", env=git_env(up.home))
-    entries = []
-    for line in top.splitlines():
-        meta, _, name = line.partition("\t")
-        mode, _kind, sha = meta.split(" ")
-        entries.append((mode.lstrip("0") if mode == "040000" else mode, name.encode(), sha))
+    entries = _top_entries(up)
     subtree = next(sha for mode, _name, sha in entries if mode == "40000")
     bad = forge.tree([*entries, ("100644", b"zz-last-file", subtree)])
     commit = forge.commit(bad, [up.head_sha()])
@@ -211,6 +257,16 @@ def test_a_bad_entry_in_a_fresh_big_tree_fails_the_sync_naming_it(
     assert not (root / "link").exists()
     assert [p.name for p in (root / ".worktrees").iterdir()] == []
     assert _running_with(f"GITSYNC_ROOT={root}") == []
+
+
+def _top_entries(up: Upstream) -> list[tuple[str, bytes, str]]:
+    """The top tree of the upstream's HEAD as raw entries for ``Forge.tree``."""
+    entries = []
+    for line in git("-C", str(up.bare), "ls-tree", "HEAD", env=git_env(up.home)).splitlines():
+        meta, _, name = line.partition("\t")
+        mode, _kind, sha = meta.split(" ")
+        entries.append((mode.lstrip("0") if mode == "040000" else mode, name.encode(), sha))
+    return entries
 
 
 def _running_with(setting: str) -> list[int]:

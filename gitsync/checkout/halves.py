@@ -8,8 +8,9 @@ though git's own checkout writes with one by default.
 
 The child is a fork: it already has the plan, the attributes and the open packs, and sends
 back only its result (or its exception), pickled through a pipe. It is a copy of a process
-with threads, so it must not take a lock another thread may have held at the fork (logging,
-progress counters): the work given to it logs nothing. It dies with its parent
+with threads, so it must not take a lock another thread may have held at the fork: what it
+logs is captured and logged by the parent (``log.capture``), and the work given to it counts
+no progress. It dies with its parent
 (``PR_SET_PDEATHSIG``) and leaves by ``os._exit``: no exit handlers, no flush of the
 parent's buffered output. A child that ends without a result (killed, out of memory) fails
 the work; the parent kills the child when its own half fails or the sync is abandoned.
@@ -28,6 +29,7 @@ import threading
 from collections.abc import Callable
 from typing import NoReturn, TypeVar
 
+from gitsync import log
 from gitsync.errors import Cancelled, LocalError
 
 R = TypeVar("R")
@@ -91,7 +93,8 @@ def in_two(count: int, work: Callable[[int, bool], R], cancel: threading.Event) 
         why = (f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
                else f"exit status {os.waitstatus_to_exitcode(status)}")
         raise LocalError(f"the checkout's second process ended without a result ({why})")
-    error, theirs = pickle.loads(payload)
+    error, theirs, logged = pickle.loads(payload)
+    log.replay(logged)
     if error is not None:
         raise error
     results.update(theirs)
@@ -108,18 +111,19 @@ def _take(fd: int) -> int | None:
 def _child(w: int, take: int, work: Callable[[int, bool], object], parent: int) -> NoReturn:
     try:
         _die_with(parent)
+        logged = log.capture()
         try:
             done: dict[int, object] = {}
             while (n := _take(take)) is not None:
                 done[n] = work(n, True)
-            payload = pickle.dumps((None, done), pickle.HIGHEST_PROTOCOL)
+            payload = pickle.dumps((None, done, logged), pickle.HIGHEST_PROTOCOL)
         except BaseException as e:  # everything goes to the parent, which raises it
             try:
-                payload = pickle.dumps((e, None), pickle.HIGHEST_PROTOCOL)
+                payload = pickle.dumps((e, None, logged), pickle.HIGHEST_PROTOCOL)
             except Exception:
                 payload = pickle.dumps(
                     (LocalError(f"the checkout's second process failed: {type(e).__name__}: {e}"),
-                     None), pickle.HIGHEST_PROTOCOL)
+                     None, logged), pickle.HIGHEST_PROTOCOL)
         view = memoryview(payload)
         while view:
             view = view[os.write(w, view):]
