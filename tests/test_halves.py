@@ -175,6 +175,47 @@ halves.in_two(10, work, threading.Event())
             proc.wait(timeout=10)
 
 
+def _cgroup(tmp_path: Path, membership: str, files: dict[str, str]) -> tuple[Path, Path]:
+    """A cgroup mount as a container sees it, and its /proc/self/cgroup."""
+    root = tmp_path / "cgroup"
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    member = tmp_path / "self-cgroup"
+    member.write_text(membership)
+    return root, member
+
+
+@pytest.mark.parametrize(("membership", "files", "cpus"), [
+    # v2 in a pod: resources.limits.cpu 500m, 1, 1500m; no limit
+    ("0::/\n", {"cpu.max": "50000 100000\n"}, 1),
+    ("0::/\n", {"cpu.max": "100000 100000\n"}, 1),
+    ("0::/\n", {"cpu.max": "150000 100000\n"}, 2),
+    ("0::/\n", {"cpu.max": "max 100000\n"}, None),
+    # v2 on a host: the process's own cgroup
+    ("0::/kubepods/pod1/ctr\n", {"kubepods/pod1/ctr/cpu.max": "100000 100000\n"}, 1),
+    # v1, and a hybrid host whose cpu controller is v1
+    ("4:cpu,cpuacct:/kubepods/x\n1:name=systemd:/\n",
+     {"cpu,cpuacct/kubepods/x/cpu.cfs_quota_us": "100000\n",
+      "cpu,cpuacct/kubepods/x/cpu.cfs_period_us": "100000\n"}, 1),
+    ("1:cpu:/\n0::/\n", {"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"},
+     None),
+    # v1 without a cgroup namespace: the host's path, the container's cgroup at the mount
+    ("3:cpu:/docker/abc\n", {"cpu/cpu.cfs_quota_us": "50000\n",
+                              "cpu/cpu.cfs_period_us": "100000\n"}, 1),
+    # nothing readable
+    ("0::/\n", {}, None),
+])
+def test_a_cpu_quota_below_two_cpus_keeps_the_checkout_in_one_process(
+        membership: str, files: dict[str, str], cpus: int | None, tmp_path: Path) -> None:
+    """A sidecar limited to one CPU or less (a pod's resources.limits.cpu, which the
+    affinity does not show) would only share its quota between two writers."""
+    root, member = _cgroup(tmp_path, membership, files)
+    allowed = len(os.sched_getaffinity(0))
+    expected = allowed if cpus is None else min(cpus, allowed)
+    assert halves.cores(root, member) == expected
+
+
 # ----------------------------------------------------------------------------- through gitsync
 
 

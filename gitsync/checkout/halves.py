@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import math
 import os
 import pickle
 import select
@@ -27,6 +28,7 @@ import signal
 import struct
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import NoReturn, TypeVar
 
 from gitsync import log
@@ -40,12 +42,53 @@ MAX_PARTS = 32768  # the part numbers fill the pipe before the fork: 64 KiB, Lin
 _POLL_S = 0.2  # how often the parent, waiting for the child's result, looks at the cancel flag
 
 
-def cores() -> int:
-    """The CPUs this process may run on: with one, a second process only adds its fork."""
+def cores(cgroup: Path = Path("/sys/fs/cgroup"), membership: Path = Path("/proc/self/cgroup")) -> int:
+    """The CPUs this process may use: with one, a second process only adds its fork.
+
+    Its affinity, lowered by its cgroup's CPU quota: a container's ``resources.limits.cpu``
+    does not show in the affinity, and two processes sharing one CPU's quota gain nothing."""
     try:
-        return len(os.sched_getaffinity(0))
+        n = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        return os.cpu_count() or 1
+        n = os.cpu_count() or 1
+    quota = _quota(cgroup, membership)
+    return n if quota is None else max(1, min(n, math.ceil(quota)))
+
+
+def _quota(cgroup: Path, membership: Path) -> float | None:
+    """CPUs the quota allows (cgroup v1 ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``, v2
+    ``cpu.max``), the controller found through ``/proc/self/cgroup`` (or at the mount's
+    root, as a container without its own cgroup namespace sees it); None when unlimited or
+    unknown."""
+    try:
+        lines = membership.read_text().splitlines()
+    except OSError:
+        return None
+    entries = [line.split(":", 2) for line in lines if line.count(":") >= 2]
+    for _, controllers, path in entries:  # v1 (or a hybrid host's v1 cpu controller)
+        if "cpu" in controllers.split(","):
+            rel = path.lstrip("/")
+            for top in dict.fromkeys((cgroup / controllers, cgroup / "cpu")):
+                for where in (top / rel, top):
+                    try:
+                        quota = int((where / "cpu.cfs_quota_us").read_text())
+                        period = int((where / "cpu.cfs_period_us").read_text())
+                    except (OSError, ValueError):
+                        continue
+                    return quota / period if quota > 0 and period > 0 else None
+            return None
+    for _, controllers, path in entries:  # v2
+        if controllers == "":
+            for where in (cgroup / path.lstrip("/"), cgroup):
+                try:
+                    limit, every_text = (where / "cpu.max").read_text().split()
+                    if limit == "max":
+                        return None
+                    quota, every = int(limit), int(every_text)
+                except (OSError, ValueError):
+                    continue
+                return quota / every if quota > 0 and every > 0 else None
+    return None
 
 
 def in_two(count: int, work: Callable[[int, bool], R], cancel: threading.Event) -> list[R]:
