@@ -28,6 +28,9 @@ from gitsync import log
 from gitsync.checkout import halves
 from gitsync.checkout.worktree import SPLIT_MIN_FILES
 from gitsync.errors import Cancelled, LocalError, UnsafeTree
+from gitsync.git.remote import Remote
+from gitsync.git.store import Store
+from gitsync.sidecar.sync import Syncer
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -248,6 +251,30 @@ def test_a_first_checkout_written_by_two_processes_is_what_git_writes(
     # Every index entry's stat data is the file's (no refresh: diff-files trusts the index).
     assert git("-C", str(wt), "diff-files", "--name-only", env=git_env(up.home)) == ""
     assert git("-C", str(wt), "status", "--porcelain", env=git_env(up.home)) == ""
+
+
+def test_an_update_linked_by_two_processes_leaves_a_spare_whose_files_are_kept(
+        upstream: Upstream, tmp_path: Path) -> None:
+    """The first update of a process hard-links the unchanged files of the current tree, in
+    two processes; each link moves a file's ctime, which the tree becoming the spare must
+    record, or the next update would write all its files again. Every unchanged file of the
+    third tree is the inode of the first: kept, whichever process linked it."""
+    upstream.commit(dict(many_files(SPLIT_MIN_FILES + 300)), "many")
+    root = tmp_path / "root"
+    root.mkdir()
+    s = Syncer(remote=Remote(upstream.file_url), store=Store(root, upstream.file_url),
+               root=root, link=root / "link", ref="HEAD", depth=1, stale_worktree_timeout=0)
+    first = s.run(True, threading.Event()).commit
+    inodes = {p: p.stat().st_ino for p in (root / ".worktrees" / first).rglob("*.txt")}
+    upstream.commit({"data/d00/f00000.txt": "changed\n"}, "one file")
+    s.run(False, threading.Event())  # linked from the first tree, which becomes the spare
+    third = upstream.commit({"data/d01/f00001.txt": "changed too\n"}, "another")
+    assert s.run(False, threading.Event()).commit == third
+    now = root / ".worktrees" / third
+    rewritten = [str(p.relative_to(root / ".worktrees" / first)) for p, ino in inodes.items()
+                 if (now / p.relative_to(root / ".worktrees" / first)).stat().st_ino != ino]
+    assert sorted(rewritten) == ["data/d00/f00000.txt", "data/d01/f00001.txt"]
+    assert git("-C", str(now), "status", "--porcelain", env=git_env(upstream.home)) == ""
 
 
 def test_warnings_of_both_processes_reach_the_log(make_upstream, tmp_path: Path) -> None:

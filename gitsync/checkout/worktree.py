@@ -622,6 +622,9 @@ class _Writer:
         self.entries: list[IndexEntry] = []
         self.lfs = lfs
         self.lfs_candidates: list[int] = []  # entries whose files have filter=lfs (with lfs)
+        # Files hard-linked from ``prev`` whose inode's ctime the link moved (path, ctime):
+        # recorded in its entries once written (Materializer._refresh).
+        self.relinked: list[tuple[bytes, int]] = []
         self._dirs: set[bytes] = {b""}
         self.trees: dict[bytes, bytes] = {}  # directory prefix → tree sha, for the next update
         self._reuse: Callable[[bytes, bytes], None] = self._link
@@ -660,19 +663,23 @@ class _Writer:
         if self.base is not None:
             self._clear(specs)
             specs = self._keep(specs)
-        if (len(specs) >= SPLIT_MIN_FILES and self.prev is None and self.base is None
-                and self.fetcher is None and halves.cores() > 1):
+        if (len(specs) >= SPLIT_MIN_FILES and self.base is None and self.fetcher is None
+                and halves.cores() > 1):
             self._write_halves(specs)
         else:
             self._count_repeats(specs)
             self._write_files(specs, progress.count)
+        if self.prev is not None and self.relinked:
+            for rel, ctime_ns in self.relinked:
+                self.prev.entries[rel] = self.prev.entries[rel]._replace(ctime_ns=ctime_ns)
+            self.prev.relinked = True
 
     def _write_halves(self, specs: list[_Spec]) -> None:
-        """A fresh tree written by two processes (``halves``), in parts of ``_PART_FILES``.
-
-        Only a tree written afresh: reusing the previous one records what was relinked in
-        it, and a partial clone's fetcher would talk to the server from the child. The
-        directories are all made first, so that neither process makes one the other needs.
+        """A new tree written by two processes (``halves``), in parts of ``_PART_FILES``:
+        afresh, or linking the previous tree's unchanged files (each process returns the
+        files it relinked). Not the spare's rebuild, which writes a few files after one pass
+        over all, nor a partial clone, whose fetcher would talk to the server from the child.
+        The directories are all made first, so that neither process makes one the other needs.
         """
         dirs = self._dirs
         for spec in specs:
@@ -686,24 +693,26 @@ class _Writer:
         size = max(_PART_FILES, -(-len(specs) // halves.MAX_PARTS))
         forked = False
 
-        def part(n: int, in_child: bool) -> tuple[Sequence[tuple[object, ...]], list[int], bool]:
+        def part(n: int, in_child: bool) -> tuple[Sequence[tuple[object, ...]], list[int],
+                                                  list[tuple[bytes, int]], bool]:
             nonlocal forked
             if in_child and not forked:
                 # dulwich reads some objects by seek() and read() on a file the parent shares.
                 self.objects = DiskObjectStore(self.objects.path)
                 forked = True
-            self.entries, self.lfs_candidates = [], []
+            self.entries, self.lfs_candidates, self.relinked = [], [], []
             self._write_files(specs[n * size:(n + 1) * size], None if in_child else progress.count)
             # Plain tuples from the child: pickled in a third of the time named ones take.
             return ([tuple(e) for e in self.entries] if in_child else self.entries,
-                    self.lfs_candidates, in_child)
+                    self.lfs_candidates, self.relinked, in_child)
 
         before = self.entries
         parts = halves.in_two(-(-len(specs) // size), part, self.cancel)
-        self.entries, self.lfs_candidates = before, []
+        self.entries, self.lfs_candidates, self.relinked = before, [], []
         theirs = 0
-        for entries, lfs, in_child in parts:
+        for entries, lfs, relinked, in_child in parts:
             self.lfs_candidates.extend(n + len(self.entries) for n in lfs)
+            self.relinked.extend(relinked)
             if in_child:
                 self.entries.extend(map(IndexEntry._make, entries))
                 theirs += len(entries)
@@ -1031,8 +1040,7 @@ class _Writer:
                         now = os.lstat(target)
                         self.entries.append(IndexEntry.from_stat(rel, mode, sha, now))
                         if now.st_ino == st.st_ino:
-                            self.prev.entries[rel] = old._replace(ctime_ns=now.st_ctime_ns)
-                            self.prev.relinked = True
+                            self.relinked.append((rel, now.st_ctime_ns))
                         return
                 except OSError:
                     pass
