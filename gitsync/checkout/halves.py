@@ -10,10 +10,10 @@ The child is a fork: it already has the plan, the attributes and the open packs,
 back only its result (or its exception), pickled through a pipe. It is a copy of a process
 with threads, so it must not take a lock another thread may have held at the fork: what it
 logs is captured and logged by the parent (``log.capture``), and the work given to it counts
-no progress. It dies with its parent
-(``PR_SET_PDEATHSIG``) and leaves by ``os._exit``: no exit handlers, no flush of the
-parent's buffered output. A child that ends without a result (killed, out of memory) fails
-the work; the parent kills the child when its own half fails or the sync is abandoned.
+no progress. It dies with its parent (``PR_SET_PDEATHSIG``) and leaves by ``os._exit``: no
+exit handlers, no flush of the parent's buffered output. A child that ends without a result
+(killed, out of memory) fails the work; the parent kills the child when its own half fails
+or the sync is abandoned. A refused fork does all the work here.
 """
 
 from __future__ import annotations
