@@ -13,7 +13,8 @@ logs is captured and logged by the parent (``log.capture``), and the work given 
 no progress. It dies with its parent (``PR_SET_PDEATHSIG``) and leaves by ``os._exit``: no
 exit handlers, no flush of the parent's buffered output. A child that ends without a result
 (killed, out of memory) fails the work; the parent kills the child when its own half fails
-or the sync is abandoned. A refused fork does all the work here.
+or the sync is abandoned. A refused fork, or part numbers the pipe cannot hold, does all
+the work here.
 """
 
 from __future__ import annotations
@@ -101,11 +102,19 @@ def in_two(count: int, work: Callable[[int, bool], R], cancel: threading.Event) 
     parent = os.getpid()
     # The numbers to take, all written before the fork: a pipe read of 2 bytes is whole
     # (the kernel holds the pipe for each read), so each part goes to exactly one process.
+    # Written without blocking: a user over its pipe quota gets pipes of a page or two.
+    numbers = b"".join(_PART.pack(n) for n in range(count))
     take_r, take_w = os.pipe()
+    os.set_blocking(take_w, False)
     try:
-        os.write(take_w, b"".join(_PART.pack(n) for n in range(count)))
+        fits = os.write(take_w, numbers) == len(numbers)
+    except BlockingIOError:
+        fits = False
     finally:
         os.close(take_w)
+    if not fits:
+        os.close(take_r)
+        return [work(n, False) for n in range(count)]
     r, w = os.pipe()
     try:
         pid = os.fork()
