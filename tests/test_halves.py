@@ -255,10 +255,7 @@ def test_a_first_checkout_written_by_two_processes_is_what_git_writes(
         make_upstream, tmp_path: Path) -> None:
     up: Upstream = make_upstream()
     up.commit(_big_tree())
-    root = tmp_path / "root"
-    env = base_env(tmp_path / "home", GITSYNC_REPO=up.file_url, GITSYNC_ROOT=str(root),
-                   GITSYNC_LINK="link")
-    res = run_once(env, timeout=90)
+    root, res = _sync_once(up, tmp_path)
     assert res.returncode == 0, res.stderr
     wt = assert_synced(root / "link", up.head_sha())
     clone = tmp_path / "clone"
@@ -308,10 +305,7 @@ def test_warnings_of_both_processes_reach_the_log(make_upstream, tmp_path: Path)
     rule = forge.blob("*.odd working-tree-encoding=NO-SUCH-CHARSET\n")
     forge.commit(forge.tree([*_top_entries(up), ("100644", b".gitattributes", rule)]),
                  [up.head_sha()])
-    root = tmp_path / "root"
-    env = base_env(tmp_path / "home", GITSYNC_REPO=up.file_url, GITSYNC_ROOT=str(root),
-                   GITSYNC_LINK="link")
-    res = run_once(env, timeout=90)
+    root, res = _sync_once(up, tmp_path)
     assert res.returncode == 0, res.stderr
     warned = [json.loads(line) for line in res.stderr.splitlines()
               if "unknown working-tree-encoding" in line]
@@ -332,10 +326,7 @@ def test_a_bad_entry_in_a_fresh_big_tree_fails_the_sync_naming_it(
     subtree = next(sha for mode, _name, sha in entries if mode == "40000")
     bad = forge.tree([*entries, ("100644", b"zz-last-file", subtree)])
     commit = forge.commit(bad, [up.head_sha()])
-    root = tmp_path / "root"
-    env = base_env(tmp_path / "home", GITSYNC_REPO=up.file_url, GITSYNC_ROOT=str(root),
-                   GITSYNC_LINK="link")
-    res = run_once(env, timeout=90)
+    root, res = _sync_once(up, tmp_path)
     assert res.returncode == 1, res.stderr
     assert "Traceback" not in res.stderr
     last = res.stderr.strip().splitlines()[-1]
@@ -366,16 +357,21 @@ def test_a_hostile_name_in_a_fresh_big_tree_writes_nothing(case: str, make_upstr
     }[case]
     commit = forge.commit(forge.tree([*_top_entries(up), *extra], sort=case != "symlink-then-directory"),
                           [up.head_sha()])
-    root = tmp_path / "root"
-    env = base_env(tmp_path / "home", GITSYNC_REPO=up.file_url, GITSYNC_ROOT=str(root),
-                   GITSYNC_LINK="link")
-    res = run_once(env, timeout=90)
+    root, res = _sync_once(up, tmp_path)
     assert res.returncode == 1, res.stderr
     assert "Traceback" not in res.stderr and commit in res.stderr.strip().splitlines()[-1]
     assert list(canary.iterdir()) == []
     assert not (root / "link").exists()
     assert [p.name for p in (root / ".worktrees").iterdir()] == []
     assert not [p for p in tmp_path.rglob("PWNED") if ".worktrees" not in p.parts]
+
+
+def _sync_once(up: Upstream, tmp_path: Path) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """A one-time sync of ``up`` over file:// into a new root (link ``link``)."""
+    root = tmp_path / "root"
+    env = base_env(tmp_path / "home", GITSYNC_REPO=up.file_url, GITSYNC_ROOT=str(root),
+                   GITSYNC_LINK="link")
+    return root, run_once(env, timeout=90)
 
 
 def _top_entries(up: Upstream) -> list[tuple[str, bytes, str]]:
