@@ -75,6 +75,15 @@ def test_client_hooks_are_called() -> None:
     assert seen == ["http", "connect", "connect"]
 
 
+def test_no_progress_is_a_fetch_capability_asked() -> None:
+    """A v0 fetch asks for the capabilities of this set that the server advertises."""
+    for client in (HttpGitClient("http://127.0.0.1:1/"), TCPGitClient("127.0.0.1"), SSHGitClient("127.0.0.1")):
+        assert b"no-progress" not in client._fetch_capabilities
+        dulwich_private.ask_no_progress(client)
+        assert b"no-progress" in client._fetch_capabilities
+        assert b"thin-pack" in client._fetch_capabilities
+
+
 def test_http_discovery_hook_is_what_polls_and_fetches_call() -> None:
     """remote.py hands a v0 server's poll advertisement to the fetch through this hook."""
     http = HttpGitClient("http://127.0.0.1:1/")

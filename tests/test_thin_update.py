@@ -78,6 +78,37 @@ def test_one_file_update_receives_the_change_not_the_tree(
     git("--git-dir", str(root / ".git"), "fsck", "--strict", "--no-dangling")
 
 
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("by", ["branch", "sha"])
+def test_an_update_is_sent_as_small_as_to_git_fetch(
+        git_http: GitHttpServer, upstream: Upstream, gs_env: dict[str, str], root: Path,
+        tmp_path: Path, by: str) -> None:
+    """What the server sends for a one-file update (the upload-pack answer on the wire, not
+    the pack stored) is what it sends ``git fetch`` without a terminal: no progress messages
+    ("Counting objects: ..."), which made it twice git's. A branch is fetched in protocol v0
+    (the poll's advertisement reused), a commit named by its sha in v2."""
+    old = upstream.commit({f"d{d}/f{i}.txt": f"{d} {i}\n" * 20 for d in range(30) for i in range(30)})
+    env = {**gs_env, "GITSYNC_REPO": upstream.http_url}
+    _sync(env, old, root)
+    new = upstream.commit({"d3/f7.txt": "changed\n"})
+    before = git_http.upload_pack_bytes
+    if by == "sha":
+        _sync(env, new, root)
+    else:
+        res = run_once({**env, "GITSYNC_REF": upstream.default_branch}, timeout=300)
+        assert res.returncode == 0, res.stderr[-3000:]
+        assert read_link_sha(root / "link") == new
+    by_gitsync = git_http.upload_pack_bytes - before
+    where = tmp_path / "git.git"
+    git("init", "-q", "--bare", str(where))
+    git("--git-dir", str(where), "fetch", "-q", "--depth", "1", upstream.http_url, f"{old}:refs/heads/s")
+    before = git_http.upload_pack_bytes
+    git("--git-dir", str(where), "fetch", "-q", "--depth", "1", upstream.http_url, f"+{new}:refs/heads/s")
+    by_git = git_http.upload_pack_bytes - before
+    assert 0 < by_gitsync <= by_git * 1.2, f"sent {by_gitsync} bytes to gitsync, {by_git} to git"
+    _assert_checkout_is_the_commit(root / "link", upstream.bare, new)
+
+
 @pytest.mark.timeout(600)
 def test_libgit2_update_brings_what_git_fetch_brings(
         git_http: GitHttpServer, upstream_root: Path, gs_env: dict[str, str], root: Path,

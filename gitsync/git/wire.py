@@ -3,8 +3,9 @@ fill its memory: a cap on the ref advertisement, no dumb HTTP, and read timeouts
 cancellation (cancel.py) for git://; and no reading of ACKs while a v0 deepen is answered.
 
 dulwich's clients take no hooks for these, so ``guard`` wraps the two methods where a
-connection starts: ``_http_request`` (smart HTTP) and ``_connect`` (SSH and git://). HTTP
-and SSH connections are registered with the sync's cancellation by their own factories
+connection starts: ``_http_request`` (smart HTTP) and ``_connect`` (SSH and git://); the
+first also asks a v2 server for a pack without progress messages, as v0's capabilities do.
+HTTP and SSH connections are registered with the sync's cancellation by their own factories
 (auth/http.py, auth/ssh.py); dulwich opens git:// sockets itself, so they are found here.
 """
 
@@ -51,6 +52,7 @@ class _Budget:
 def guard(client: GitClient, display_url: str, timeout: float | None) -> None:
     """Wrap ``client``'s connection methods (see the module docstring); ``timeout`` is the
     per-read timeout of git:// sockets."""
+    dulwich_private.ask_no_progress(client)
     if isinstance(client, AbstractHttpGitClient):
         _guard_http(client, display_url)
     elif isinstance(client, TraditionalGitClient):
@@ -64,6 +66,10 @@ def _guard_http(client: AbstractHttpGitClient, display_url: str) -> None:
 def _checked(request: dulwich_private.HttpRequest, display_url: str) -> dulwich_private.HttpRequest:
     def checked(url: str, headers: dict[str, str] | None = None, data: Any = None,
                 raise_for_status: bool = True) -> tuple[Any, Callable[[int], bytes]]:
+        if isinstance(data, bytes) and data.startswith(_V2_FETCH):
+            data = _quiet_v2_fetch(data)
+            if headers is not None and "Content-Length" in headers:
+                headers = {**headers, "Content-Length": str(len(data))}
         resp, read = request(url, headers, data, raise_for_status)
         if data is not None:  # protocol v2 asks for the refs in a POST
             listing = isinstance(data, bytes) and b"command=ls-refs" in data
@@ -83,6 +89,23 @@ def _checked(request: dulwich_private.HttpRequest, display_url: str) -> dulwich_
         return resp, _Budget(read, display_url)
 
     return checked
+
+
+# A v2 fetch request as dulwich writes it: the command, its capabilities, a delimiter, then
+# the arguments, "thin-pack" first. dulwich sends neither "no-progress" (nobody reads the
+# server's "Counting objects: ..." lines, a small update's bytes doubled by them) nor
+# "ofs-delta" (a delta's base named by its 20-byte id instead of a short offset), which git
+# sends and v0's capabilities carry (dulwich_private.ask_no_progress).
+_V2_FETCH = b"0012command=fetch\n"
+_THIN = b"000ethin-pack\n"
+_QUIET = b"0010no-progress\n000eofs-delta\n"
+
+
+def _quiet_v2_fetch(data: bytes) -> bytes:
+    head, delim, args = data.partition(b"0001")
+    if not delim or not args.startswith(_THIN) or b"no-progress" in args:
+        return data
+    return head + delim + _THIN + _QUIET + args[len(_THIN):]
 
 
 def _guard_stream(client: TraditionalGitClient, display_url: str, timeout: float | None) -> None:

@@ -83,6 +83,7 @@ class GitHttpServer:
         self.rate: int | None = None  # bytes per second for upload-pack answers (throttle)
         self._lock = threading.Lock()
         self._requests: list[RequestRecord] = []
+        self.upload_pack_bytes = 0  # the bodies of every upload-pack answer sent whole
         self._release = threading.Event()
         self._procs: set[subprocess.Popen[bytes]] = set()
         self._httpd: _Server | None = None
@@ -420,6 +421,9 @@ class _Handler(BaseHTTPRequestHandler):
             if not has_length:
                 self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
+            if upload:
+                with owner._lock:
+                    owner.upload_pack_bytes += sent
             feeder.join(timeout=30)
             proc.wait(timeout=30)
             return status
