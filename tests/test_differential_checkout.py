@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
+from conftest import MakeHttpServer
 from support.corpus import tarball
 from support.gitsync_proc import assert_synced, base_env, run_once
 from support.upstream import git, git_env
@@ -376,14 +377,16 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return where
 
 
-def _corpus_sequence(corpus: Path, tmp_path: Path, repo: str, revs: list[str]) -> int:
+def _corpus_sequence(corpus: Path, tmp_path: Path, repo: str, revs: list[str],
+                     url: str | None = None) -> int:
     """Sync each of ``revs`` in turn into one gitsync root (the first a clone, each later one
-    an update) and compare each with git's checkout of the same commit."""
+    an update) from ``url`` (default: the bare copy over file://) and compare each with
+    git's checkout of the same commit."""
     bare = corpus / f"{repo}.git"
     compared = 0
     for n, rev in enumerate(revs):
         sha = git("-C", str(bare), "rev-parse", f"{rev}^{{commit}}")
-        ours = gitsync_checkout(f"file://{bare}", sha, tmp_path / "root", tmp_path / "home")
+        ours = gitsync_checkout(url or f"file://{bare}", sha, tmp_path / "root", tmp_path / "home")
         theirs = git_checkout(bare, sha, tmp_path / f"git-{n}")
         compared += assert_same_checkout(ours, theirs)
         shutil.rmtree(theirs)  # disk, not correctness: the next commit gets a new directory
@@ -399,6 +402,18 @@ def _corpus_sequence(corpus: Path, tmp_path: Path, repo: str, revs: list[str]) -
 def test_corpus_commits_check_out_as_git_does(corpus: Path, tmp_path: Path, repo: str,
                                                revs: list[str]) -> None:
     assert _corpus_sequence(corpus, tmp_path, repo, revs) > 1000 * len(revs)
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("repo", ["libgit2", "ansible"])
+def test_corpus_commits_over_http_check_out_as_git_does(
+        corpus: Path, tmp_path: Path, make_http_server: MakeHttpServer, repo: str) -> None:
+    """The same over git http-backend: a commit named by its sha is fetched in protocol v2
+    (the request gitsync completes with no-progress and ofs-delta), a clone then a thin
+    update whose deltas resolve against the store."""
+    server = make_http_server(project_root=corpus)
+    url = server.url_for(corpus / f"{repo}.git")
+    assert _corpus_sequence(corpus, tmp_path, repo, ["HEAD~1", "HEAD"], url) > 2000
 
 
 @pytest.mark.soak

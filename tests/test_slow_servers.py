@@ -113,6 +113,22 @@ def test_an_endless_advertisement_is_refused_at_a_cap_with_bounded_memory(
         gs.wait_for_sha(upstream.head_sha(), timeout=15)
 
 
+def test_endless_progress_messages_stop_at_the_deadline_in_bounded_memory(
+    tmp_path: Path, root: Path, upstream: Upstream, server: CraftedServer
+) -> None:
+    """gitsync asks for no progress messages; a server that sends them anyway, and nothing
+    else, forever (some 6 MB/s of side-band 2), is cut at the sync's deadline, memory flat."""
+    server.endless_progress = True
+    with running(_env(tmp_path, root, server, "2s")) as gs:
+        gs.wait_for(lambda: any("timed out" in e for e in _errors(gs)), 30, "a timeout")
+        assert server.bytes_sent > 1 << 20  # the stream did flow
+        assert b"no-progress" in server.requests[-1].raw
+        server.endless_progress = False
+        gs.wait_for_sha(upstream.head_sha(), timeout=15)
+        assert _status(gs.proc.pid, "VmHWM") < RSS_BOUND_KB
+        assert _status(gs.proc.pid, "Threads") <= 3
+
+
 def test_a_dripping_git_daemon_is_cut_at_the_timeout(
     tmp_path: Path, root: Path, daemon: CraftedDaemon
 ) -> None:

@@ -4,9 +4,10 @@ Each exists because dulwich has no public way to do what it does: read a pack's 
 offset without mapping it whole, find a loose object's file, let go of a pack's mapped pages,
 wrap the point where a client opens a connection (the advertisement cap, no dumb HTTP,
 ``git://`` timeouts) and where an HTTP client asks for the advertisement (a v0 server's is
-asked once per sync), ask a server for no progress messages, and answer a shallow request as ``git upload-pack`` does (the relay). ``tests/test_dulwich_private.py`` checks each against the installed
-dulwich, so an upgrade that renames one fails there, by name, and not as a slow or
-unbounded sync.
+asked once per sync), ask a server for no progress messages, and answer a shallow request
+as ``git upload-pack`` does (the relay). ``tests/test_dulwich_private.py`` checks each
+against the installed dulwich, so an upgrade that renames one fails there, by name, and not
+as a slow or unbounded sync.
 """
 
 from __future__ import annotations

@@ -102,10 +102,24 @@ _QUIET = b"0010no-progress\n000eofs-delta\n"
 
 
 def _quiet_v2_fetch(data: bytes) -> bytes:
-    head, delim, args = data.partition(b"0001")
-    if not delim or not args.startswith(_THIN) or b"no-progress" in args:
-        return data
-    return head + delim + _THIN + _QUIET + args[len(_THIN):]
+    """``data`` with the two arguments after its ``thin-pack``; as it is when that packet is
+    not the first after the delimiter (read packet by packet, not searched for)."""
+    at = 0
+    while at + 4 <= len(data):
+        try:
+            size = int(data[at:at + 4], 16)
+        except ValueError:
+            return data
+        if size == 1:  # the delimiter
+            at += 4
+            if data[at:at + len(_THIN)] != _THIN or _QUIET in data:
+                return data
+            at += len(_THIN)
+            return data[:at] + _QUIET + data[at:]
+        if size < 4:
+            return data
+        at += size
+    return data
 
 
 def _guard_stream(client: TraditionalGitClient, display_url: str, timeout: float | None) -> None:

@@ -45,10 +45,11 @@ class Request:
     haves: list[str] = field(default_factory=list)
     shallow: list[str] = field(default_factory=list)
     deepen: int | None = None
+    raw: bytes = b""  # the whole body
 
 
 def parse_request(body: bytes) -> Request:
-    req = Request()
+    req = Request(raw=body)
     pos = 0
     while pos + 4 <= len(body):
         size = int(body[pos:pos + 4], 16)
@@ -109,6 +110,7 @@ class CraftedServer:
         self.drip: float | None = None  # seconds between bytes of the upload-pack answer
         self.endless_refs = False
         self.endless_pause = 0.0  # seconds between blocks of 512 endless refs (0: flat out)
+        self.endless_progress = False  # answer a fetch with progress lines (side-band 2), forever
         self.content_type = "application/x-git-upload-pack-advertisement"
         self.requests: list[Request] = []
         self.bytes_sent = 0
@@ -195,6 +197,21 @@ class CraftedServer:
                 req = parse_request(body)
                 server.requests.append(req)
                 server.open_answers += 1
+                if server.endless_progress:
+                    # A server that ignores "no-progress" and never gets to the pack.
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/x-git-upload-pack-result")
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    line = pkt(b"\x02Counting objects:  50% (1/2)\r") * 2048
+                    with contextlib.suppress(OSError):
+                        self.wfile.write(server.answer(req).split(pkt(b"NAK\n"))[0] + pkt(b"NAK\n"))
+                        while not server._stop.is_set():
+                            self.wfile.write(line)
+                            server.bytes_sent += len(line)
+                            server._stop.wait(0.01)
+                    server.open_answers -= 1
+                    return
                 try:
                     with contextlib.suppress(OSError):
                         self._send(server.answer(req), "application/x-git-upload-pack-result",
