@@ -144,6 +144,28 @@ def test_what_consumers_did_to_the_spare_is_undone(upstream: Upstream, tmp_path:
     _assert_like_git(s, upstream, third, tmp_path / "git")
 
 
+def test_unchanged_symlinks_are_kept_and_replaced_ones_made_again(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    upstream.commit({**BASE, "other_link": Symlink("d/x.txt")}, "base")
+    s = _syncer(upstream, tmp_path / "root")
+    first = _sync(s, first=True)
+    old = s.root / ".worktrees" / first
+    before = os.lstat(old / "link")
+    # While the first tree is published, a consumer points one of its symlinks elsewhere.
+    os.unlink(old / "other_link")
+    os.symlink(tmp_path / "outside", old / "other_link")
+    upstream.commit({"other.txt": "1\n"}, "unrelated")
+    _sync(s)  # the first tree is now the spare
+    third = upstream.commit({"more.txt": "2\n"}, "another")
+    assert _sync(s) == third
+    after = os.lstat(s.link / "link")
+    assert (after.st_ino, after.st_ctime_ns) == (before.st_ino, before.st_ctime_ns), (
+        "an unchanged symlink is kept in place, not made again")
+    assert os.readlink(s.link / "other_link") == "d/x.txt", "the consumer's symlink is replaced"
+    _assert_like_git(s, upstream, third, tmp_path / "git")
+
+
 def test_changed_attributes_rewrite_kept_files(upstream: Upstream, tmp_path: Path) -> None:
     # The spare's files were converted by its attributes: a blob unchanged since then must
     # be written again when the attributes that convert it changed.

@@ -767,53 +767,51 @@ class _Writer:
         is checked by ``_keep``.
         """
         assert self.base is not None
-        files: set[bytes] = set()
+        # Comprehensions, not one loop of adds: ansible's 5,053 paths in 2,330 directories
+        # made this scan a third of an update.
+        files = {spec.rel for spec in specs if spec.mode != _MODE_GITLINK}
         dirs: set[bytes] = {b""}
-        attributes_now: dict[bytes, bytes] = {}
-        for spec in specs:
-            if spec.mode == _MODE_GITLINK:
-                continue
-            rel = spec.rel
-            files.add(rel)
-            if rel.endswith(b".gitattributes"):
-                attributes_now[rel] = spec.sha
-            parent = rel.rpartition(b"/")[0]
+        for parent in {rel.rpartition(b"/")[0] for rel in files}:
             while parent not in dirs:
                 dirs.add(parent)
                 parent = parent.rpartition(b"/")[0]
         # A kept file was converted by the spare's attributes: only the same ones will do.
+        attributes_now = {spec.rel: spec.sha for spec in specs
+                          if spec.rel.endswith(b".gitattributes") and spec.rel in files}
         attributes_then = {path: e.sha for path, e in self.base.items() if path.endswith(b".gitattributes")}
         self._keep_ok = attributes_now == attributes_then
-        stack = [b""]
+        present, made = self._present, self._dirs
+        stack = [(self.dest, b"")]  # a directory, and its path as a prefix of its entries'
         while stack:
-            rel_dir = stack.pop()
-            with os.scandir(self.dest + b"/" + rel_dir if rel_dir else self.dest) as it:
+            where, prefix = stack.pop()
+            with os.scandir(where) as it:
                 found = list(it)
             for entry in found:
-                rel = rel_dir + b"/" + entry.name if rel_dir else entry.name
+                rel = prefix + entry.name
                 if entry.is_dir(follow_symlinks=False):
                     if rel in dirs:
-                        self._dirs.add(rel)
-                        stack.append(rel)
+                        made.add(rel)
+                        stack.append((entry.path, rel + b"/"))
                     else:
                         rmtree(os.fsdecode(entry.path))
                 elif rel in files:
-                    self._present.add(rel)
+                    present.add(rel)
                 else:
                     os.unlink(entry.path)
             self._tick()
 
     def _keep(self, specs: list[_Spec]) -> list[_Spec]:
-        """Keep each of the spare's files that holds its blob as written, and return the
-        specs left to write; the others found in the spare are removed (symlinks are always
-        written again).
+        """Keep each of the spare's files and symlinks that holds its blob as written, and
+        return the specs left to write; the others found in the spare are removed.
 
         Kept means git's stat check passes and the exec bit is right: a consumer's chmod or
         in-place write has the file rewritten. ctime too, unlike the hard-link path: the
         published tree shared this inode, and a consumer's write there may have set the mtime
-        back; nobody can set a ctime. A pass of its own, before any file is written: on an
-        update of 10,000 files nearly every spec ends here, at one lstat each, and the entry
-        read from the spare's index is the one to write again (the same stat).
+        back; nobody can set a ctime. A symlink cannot be changed in place, only replaced (a
+        new inode and ctime), so the same check keeps it (ansible's 60 were made again on
+        every update). A pass of its own, before any file is written: on an update of 10,000
+        files nearly every spec ends here, at one lstat each, and the entry read from the
+        spare's index is the one to write again (the same stat).
         """
         base = self.base if self.base is not None and self._keep_ok else {}
         present, prefix = self._present, self.dest + b"/"
@@ -838,9 +836,10 @@ class _Writer:
                     st = lstat(target)
                 except OSError:
                     st = None
-                if (st is not None and spec.mode != _MODE_LINK and old.mode == mode
-                        and stat.S_ISREG(st.st_mode) and old.unchanged(st)
-                        and st.st_ctime_ns == old.ctime_ns and _exec_matches(st, mode)):
+                if (st is not None and old.mode == mode and old.unchanged(st)
+                        and st.st_ctime_ns == old.ctime_ns
+                        and (stat.S_ISLNK(st.st_mode) if mode == _MODE_LINK
+                             else stat.S_ISREG(st.st_mode) and _exec_matches(st, mode))):
                     entries.append(old)
                     continue
             with contextlib.suppress(FileNotFoundError):
