@@ -10,7 +10,17 @@ from pathlib import Path
 
 from . import gitseq
 from .clients import LoopingGitsync
-from .measure import Bench, Cell, Replay, cold_pair, discard, median, replay_git, replay_gitsync
+from .measure import (
+    Bench,
+    Cell,
+    Replay,
+    cold_pair,
+    discard,
+    median,
+    replay_git,
+    replay_gitsync,
+    reps_for,
+)
 from .params import IDLE_PERIOD, IDLE_RSS_AFTER, MB, T_FIRST_SYNC, UPDATE_FILES
 from .procs import BenchError, tree_cpu_seconds, tree_rss_kb
 from .upstream import Upstream
@@ -40,17 +50,6 @@ class SyntheticMover:
 
     def publish(self, sha: str) -> float:
         return self.up.publish(sha)
-
-
-def reps_for(b: Bench, n: int) -> int:
-    """Cold-sync repetitions: 3, one at 40,000 files and up (and above 1,000 with --quick)."""
-    if b.args.reps:
-        return int(b.args.reps)
-    if n >= 40_000:
-        return 1
-    if b.args.quick:
-        return 3 if n <= 1000 else 1
-    return 3
 
 
 def generated(b: Bench, n: int, per_dir: int = 25) -> Upstream:

@@ -157,6 +157,17 @@ def empty_trash() -> None:
     shutil.rmtree(TRASH_DIR, ignore_errors=True)
 
 
+def reps_for(b: Bench, n: int) -> int:
+    """Cold-sync repetitions: 3, one at 40,000 files and up (and above 1,000 with --quick)."""
+    if b.args.reps:
+        return int(b.args.reps)
+    if n >= 40_000:
+        return 1
+    if b.args.quick:
+        return 3 if n <= 1000 else 1
+    return 3
+
+
 def cold_pair(
     b: Bench, url: str, sha: str, reps: int, cold: Cell, rss: Cell | None, verify: Verify | None,
     where: str,

@@ -79,7 +79,7 @@ def render_table(rows: list[Row], floor_mb: float) -> str:
         out.append(line(cells))
     out += [
         "",
-        "ratio = gitsync/git. cold: best of the repetitions (corpus: one), the sides taking turns"
+        "ratio = gitsync/git. cold: best of the repetitions, the sides taking turns"
         " to go first, nothing deleted meanwhile; latency: median of the updates.",
         "git = the git CLI doing git-sync's sequence (fetch --depth 1, rev-parse, reset --soft,"
         " worktree add, reset --hard, link swap), timed directly;",
