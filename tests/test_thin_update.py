@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 from support.corpus import tarball
 from support.gitsync_proc import read_link_sha, run_once
+from support.servers.git_daemon import GitDaemon
 from support.servers.git_http import GitHttpServer
+from support.servers.tcp_relay import TcpRelay
 from support.upstream import Upstream, git
 
 
@@ -106,6 +108,51 @@ def test_an_update_is_sent_as_small_as_to_git_fetch(
     git("--git-dir", str(where), "fetch", "-q", "--depth", "1", upstream.http_url, f"+{new}:refs/heads/s")
     by_git = git_http.upload_pack_bytes - before
     assert 0 < by_gitsync <= by_git * 1.2, f"sent {by_gitsync} bytes to gitsync, {by_git} to git"
+    _assert_checkout_is_the_commit(root / "link", upstream.bare, new)
+
+
+def _progress_lines(answer: bytes) -> list[bytes]:
+    """The side-band 2 (progress) packets of a v2 upload-pack answer: every pkt-line after
+    the "packfile" section header whose band byte is 2."""
+    out, at, in_pack = [], 0, False
+    while at + 4 <= len(answer):
+        size = int(answer[at:at + 4], 16)
+        if size < 4:  # flush, delimiter, response end
+            at += 4
+            continue
+        payload = answer[at + 4:at + size]
+        if in_pack and payload[:1] == b"\2":
+            out.append(payload[1:])
+        in_pack = in_pack or payload == b"packfile\n"
+        at += size
+    return out
+
+
+@pytest.mark.timeout(300)
+def test_a_fetch_over_git_protocol_v2_receives_no_progress(
+        git_daemon: GitDaemon, upstream: Upstream, gs_env: dict[str, str], root: Path,
+        tmp_path: Path) -> None:
+    """git:// and ssh:// fetch in protocol v2, the request written packet by packet to the
+    stream (not handed over whole as over HTTP): it asks for no progress messages too."""
+    old = upstream.commit({f"d{d}/f{i}.txt": f"{d} {i}\n" * 20 for d in range(10) for i in range(10)})
+    with TcpRelay(git_daemon.port) as relay:
+        url = upstream.git_url.replace(f":{git_daemon.port}/", f":{relay.port}/")
+        assert url != upstream.git_url
+        env = {**gs_env, "GITSYNC_REPO": url, "GITSYNC_REF": upstream.default_branch}
+        res = run_once(env, timeout=120)
+        assert res.returncode == 0, res.stderr[-3000:]
+        new = upstream.commit({"d3/f7.txt": "changed\n"})
+        res = run_once(env, timeout=120)
+        assert res.returncode == 0, res.stderr[-3000:]
+        assert read_link_sha(root / "link") == new
+        packs = [a for a in relay.answers() if b"packfile\n" in a]
+        assert len(packs) == 2, "a cold sync and an update, each one fetch"
+        assert [_progress_lines(a) for a in packs] == [[], []]
+        # The same check sees git's own progress when it is asked for.
+        where = tmp_path / "git.git"
+        git("init", "-q", "--bare", str(where))
+        git("--git-dir", str(where), "fetch", "--progress", "--depth", "1", url, f"{old}:refs/heads/s")
+        assert _progress_lines(relay.answers()[-1]), "git --progress got progress lines"
     _assert_checkout_is_the_commit(root / "link", upstream.bare, new)
 
 

@@ -143,10 +143,17 @@ def _connected(connect: dulwich_private.Connect, display_url: str,
         budget = _Budget(proto.read, display_url)
         write = proto.write
         deepening = [False]  # a v0 deepen request is out and its "done" not yet
+        fetching = [False]  # a v2 fetch command is being written
 
         def watched_write(data: bytes) -> Any:
             if not budget.spent and (b"want " in data or b"command=fetch" in data):
                 budget.spent = True
+            if data == _V2_FETCH:
+                fetching[0] = True
+            elif data == _THIN and fetching[0]:
+                # dulwich writes each packet alone here: the two arguments follow it.
+                fetching[0] = False
+                return write(data + _QUIET)
             if data[4:11] == b"deepen " and not deepening[0]:
                 deepening[0] = True
             elif data[4:8] == b"done":

@@ -1,0 +1,93 @@
+"""A TCP relay on 127.0.0.1 in front of another server, keeping what the server sends.
+
+For ``git://`` the bytes a fetch receives are only visible on the wire: the relay carries
+each connection to the target port and keeps, per connection, the bytes going back to the
+client (tests' repositories are small).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import select
+import socket
+import socketserver
+import threading
+
+from . import wait_port
+
+
+class TcpRelay:
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self._answers: list[bytearray] = []
+        self._lock = threading.Lock()
+        self._server: _Server | None = None
+
+    def answers(self) -> list[bytes]:
+        """What the target sent back on each connection so far, in the order they opened."""
+        with self._lock:
+            return [bytes(a) for a in self._answers]
+
+    def _opened(self) -> bytearray:
+        answer = bytearray()
+        with self._lock:
+            self._answers.append(answer)
+        return answer
+
+    def start(self) -> TcpRelay:
+        server = _Server(("127.0.0.1", 0), _Handler)
+        server.owner = self
+        self._server = server
+        self.port = int(server.server_address[1])
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                         daemon=True).start()
+        if not wait_port(self.port, 5):
+            raise RuntimeError("relay did not listen")
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> TcpRelay:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+
+class _Server(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    owner: TcpRelay
+
+
+class _Handler(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        owner: TcpRelay = self.server.owner  # type: ignore[attr-defined]
+        client: socket.socket = self.request
+        answer = owner._opened()
+        with socket.create_connection(("127.0.0.1", owner.target_port), timeout=30) as upstream:
+            ends = {client: upstream, upstream: client}
+            reading = [client, upstream]  # a side that ended is passed on, the other read on
+            while reading:
+                ready, _, _ = select.select(reading, [], [], 30)
+                if not ready:
+                    return
+                for sock in ready:
+                    try:
+                        data = sock.recv(65536)
+                    except OSError:
+                        return
+                    if not data:
+                        with contextlib.suppress(OSError):
+                            ends[sock].shutdown(socket.SHUT_WR)
+                        reading.remove(sock)
+                        continue
+                    ends[sock].sendall(data)
+                    if sock is upstream:
+                        with owner._lock:
+                            answer += data
