@@ -79,18 +79,10 @@ def files_section(b: Bench, up: Upstream) -> Path | None:
               up.verify_checkout, where)  # fmt: skip
 
     b.log(f"{where}: update latency over file://")
-    git_root: Path | None = b.fresh("git-loop")
-    assert git_root is not None
     gs_root: Path | None = None
     updates = SyntheticMover(up, b.genv, [UPDATE_FILES] * b.args.updates)
-    try:
-        gitseq.cold_sync(b.genv, up.url, git_root)
-        git = replay_git(b, up.url, git_root, updates, b.args.updates)
-        lat.cell.git_samples, lat.cell.git = git.latency, median(git.latency)
-    except BenchError as e:
-        b.error(lat.cell, "git", e)
-        discard(git_root)
-        git_root = None
+    # gitsync first: git-sync's sequence deletes a worktree per update, which slows the next
+    # file creations for a minute here (measure.discard); gitsync's deletes none.
     if not b.gitsync_missing(lat.cell):
         loop_root = b.fresh("gitsync-loop")
         try:
@@ -106,6 +98,16 @@ def files_section(b: Bench, up: Upstream) -> Path | None:
         gs_root = b.fresh("gitsync-idle")
     else:
         b.gitsync_missing(idle_cpu.cell)
+    git_root: Path | None = b.fresh("git-loop")
+    assert git_root is not None
+    try:
+        gitseq.cold_sync(b.genv, up.url, git_root)
+        git = replay_git(b, up.url, git_root, updates, b.args.updates)
+        lat.cell.git_samples, lat.cell.git = git.latency, median(git.latency)
+    except BenchError as e:
+        b.error(lat.cell, "git", e)
+        discard(git_root)
+        git_root = None
 
     b.log(f"{where}: idle, {b.args.idle_seconds:.0f}s (gitsync and git side by side)")
     measure_idle(b, up, idle_cpu.cell, idle_rss.cell, gs_root, git_root)
@@ -221,6 +223,19 @@ def http_section(b: Bench, up: Upstream, git_root: Path | None) -> None:
             setattr(cell, side, value)
 
     b.log(f"{where}: updates over http ({k} of {UPDATE_FILES} files, then 1 of 1 file)")
+    # gitsync first, as in files_section (git's deletions would slow it for a minute).
+    if not b.gitsync_missing(lat.cell):
+        root = b.fresh("gitsync-http")
+        try:
+            r = replay_gitsync(b, url, root, updates, k + 1, b.work / f"gitsync-http-{n}.log",
+                               up.verify_checkout)  # fmt: skip
+            record("gitsync", r)
+            if r.problem:
+                b.note(where, r.problem)
+        except BenchError as e:
+            b.error(lat.cell, "gitsync", e)
+        finally:
+            discard(root)
     root = git_root or b.fresh("git-http")
     try:
         if git_root is None:
@@ -228,19 +243,6 @@ def http_section(b: Bench, up: Upstream, git_root: Path | None) -> None:
         record("git", replay_git(b, url, root, updates, k + 1))
     except BenchError as e:
         b.error(lat.cell, "git", e)
-    finally:
-        discard(root)
-    if b.gitsync_missing(lat.cell):
-        return
-    root = b.fresh("gitsync-http")
-    try:
-        r = replay_gitsync(b, url, root, updates, k + 1, b.work / f"gitsync-http-{n}.log",
-                           up.verify_checkout)  # fmt: skip
-        record("gitsync", r)
-        if r.problem:
-            b.note(where, r.problem)
-    except BenchError as e:
-        b.error(lat.cell, "gitsync", e)
     finally:
         discard(root)
 
