@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from . import gitseq
 from .clients import Gitsync, LoopingGitsync
 from .httpserve import ByteCountingServer
-from .params import LOOP_PERIOD, POLL_WAIT, RECENTLY_DELETED_S, T_FIRST_SYNC, T_UPDATE, TRASH_DIR
+from .params import LOOP_PERIOD, POLL_WAIT, T_FIRST_SYNC, T_UPDATE, TRASH_DIR
 from .procs import BenchError, reset_peak_rss, tree_hwm_kb
 
 
@@ -99,7 +99,6 @@ class Bench:
     rows: list[Row] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     counter: int = 0
-    deleted_at: float = 0.0  # monotonic time of git's last deletion of a worktree (settle)
 
     def fresh(self, label: str) -> Path:
         self.counter += 1
@@ -149,7 +148,9 @@ def discard(p: Path) -> None:
     scanning its inode tables, so creating 10,000 files right after deleting 10,000 took 5-10 s
     of kernel time here where it took under 1 s otherwise. With git measured first in each pair
     and the previous tree deleted between them, gitsync's cold syncs always paid it and git's
-    first one never did. A rename frees no inode.
+    first one never did. A rename frees no inode. (Waiting the 60 s out after git's replays,
+    tried on 3 December, did not make the next cold sync fast: the first of each pair still
+    took 3-10x the others, for both sides; best of three absorbs it.)
     """
     if not p.exists():
         return
@@ -159,21 +160,6 @@ def discard(p: Path) -> None:
 
 def empty_trash() -> None:
     shutil.rmtree(TRASH_DIR, ignore_errors=True)
-
-
-def settle(b: Bench) -> None:
-    """Before a measurement that makes files: wait until the inodes git's last replay freed are
-    no longer recently deleted (``discard``), written back first (``os.sync``) so that the
-    window is ext4's 60 s and not 360. git-sync's sequence deletes the worktree each update
-    unpublishes; that cost is git's own updates', not that of whatever is measured next."""
-    if not b.deleted_at:
-        return
-    os.sync()
-    left = b.deleted_at + RECENTLY_DELETED_S - time.monotonic()
-    if left > 0:
-        b.log(f"  waiting {left:.0f}s for the inodes git's updates freed to age")
-        time.sleep(left)
-    b.deleted_at = 0.0
 
 
 def reps_for(b: Bench, n: int) -> int:
@@ -193,7 +179,6 @@ def cold_pair(
 ) -> None:  # fmt: skip
     """Cold syncs of both sides ``reps`` times, git first in odd repetitions and gitsync first
     in even ones (neither always follows the other's writes): best wall time, largest peak RSS."""
-    settle(b)
 
     def git_once(i: int) -> bool:
         root = b.fresh("git-cold")
@@ -273,7 +258,6 @@ class Replay:
 
 def replay_git(b: Bench, url: str, root: Path, mover: Mover, n: int) -> Replay:
     """git's loop: publish, then one timed update step (+ the average poll wait)."""
-    settle(b)
     out = Replay()
     _, sha = gitseq.update_step(b.genv, url, root)  # untimed: be at the current head
     gitseq.GitSeq(b.genv, url, root).cleanup(sha)
@@ -294,7 +278,6 @@ def replay_git(b: Bench, url: str, root: Path, mover: Mover, n: int) -> Replay:
             extra = f", {fetched:,} bytes"
         b.log(f"  update git #{i + 1}: {seq.wall:.3f}s + {POLL_WAIT}s{extra} ({seq.detail()})")
         gitseq.GitSeq(b.genv, url, root).cleanup(new)
-        b.deleted_at = time.monotonic()
     return out
 
 
@@ -304,7 +287,6 @@ def replay_gitsync(
 ) -> Replay:  # fmt: skip
     """gitsync looping at LOOP_PERIOD: publish, then time until the link names the commit."""
     assert b.gs is not None
-    settle(b)
     out = Replay()
     loop = LoopingGitsync(b.gs, url, root, f"{int(LOOP_PERIOD * 1000)}ms", log)
     try:

@@ -28,4 +28,3 @@ IDLE_PERIOD = 1.0  # GITSYNC_PERIOD during the idle test
 LINK_POLL = 0.002  # readlink polling interval
 IDLE_RSS_AFTER = 10.0  # seconds of idle looping before VmRSS is read
 POLL_WAIT = LOOP_PERIOD / 2  # added to git's update: git-sync's average wait for its next poll
-RECENTLY_DELETED_S = 61.0  # ext4 without a journal: a freed inode's age before reuse (settle)
