@@ -11,7 +11,9 @@ import contextlib
 import os
 import shutil
 import socket
+import socketserver
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from typing import Protocol, TypeVar
@@ -105,3 +107,19 @@ def wait_port(port: int, timeout: float, alive: object = None) -> bool:
         except OSError:
             time.sleep(0.02)
     return False
+
+
+def serve_in_thread(server: socketserver.BaseServer, port: int, what: str) -> None:
+    """Serve ``server`` (listening on ``port``) from a daemon thread; raise when it does not
+    accept connections within 5 s. ``shut`` stops it."""
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                     daemon=True).start()
+    if not wait_port(port, 5):
+        raise RuntimeError(f"{what} did not listen")
+
+
+def shut(server: socketserver.BaseServer | None) -> None:
+    """Stop a server ``serve_in_thread`` started (None: nothing to stop)."""
+    if server is not None:
+        server.shutdown()
+        server.server_close()

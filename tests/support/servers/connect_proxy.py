@@ -13,7 +13,7 @@ import socket
 import socketserver
 import threading
 
-from . import wait_port
+from . import serve_in_thread, shut
 
 
 class ConnectProxy:
@@ -23,7 +23,6 @@ class ConnectProxy:
         self.targets: list[str] = []
         self._lock = threading.Lock()
         self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
@@ -39,18 +38,12 @@ class ConnectProxy:
         server.owner = self
         self._server = server
         self.port = int(server.server_address[1])
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
-        self._thread.start()
-        if not wait_port(self.port, 5):
-            raise RuntimeError("proxy did not listen")
+        serve_in_thread(server, self.port, "proxy")
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        shut(self._server)
+        self._server = None
 
     def _record(self, target: str) -> None:
         with self._lock:

@@ -13,7 +13,7 @@ import socket
 import socketserver
 import threading
 
-from . import wait_port
+from . import serve_in_thread, shut
 
 
 class TcpRelay:
@@ -40,17 +40,12 @@ class TcpRelay:
         server.owner = self
         self._server = server
         self.port = int(server.server_address[1])
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                         daemon=True).start()
-        if not wait_port(self.port, 5):
-            raise RuntimeError("relay did not listen")
+        serve_in_thread(server, self.port, "relay")
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        shut(self._server)
+        self._server = None
 
     def __enter__(self) -> TcpRelay:
         return self.start()

@@ -23,7 +23,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from . import free_port, wait_port
+from . import free_port, serve_in_thread, shut
 from .git_http import GitHttpServer
 
 
@@ -61,17 +61,12 @@ class _Service:
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self._httpd.daemon_threads = True
-        threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                         daemon=True).start()
-        if not wait_port(self.port, 5):
-            raise RuntimeError("service did not listen")
+        serve_in_thread(self._httpd, self.port, "service")
         return self
 
     def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
+        shut(self._httpd)
+        self._httpd = None
 
 
 class AskpassService(_Service):
