@@ -279,15 +279,20 @@ def test_an_update_linked_by_two_processes_leaves_a_spare_whose_files_are_kept(
     root.mkdir()
     s = Syncer(remote=Remote(upstream.file_url), store=Store(root, upstream.file_url),
                root=root, link=root / "link", ref="HEAD", depth=1, stale_worktree_timeout=0)
-    first = s.run(True, threading.Event()).commit
-    inodes = {p: p.stat().st_ino for p in (root / ".worktrees" / first).rglob("*.txt")}
+    s.run(True, threading.Event())
     upstream.commit({"data/d00/f00000.txt": "changed\n"}, "one file")
     s.run(False, threading.Event())  # linked from the first tree, which becomes the spare
+    # Inode and ctime: a file written again may get the inode number just freed.
+    spare = root / ".git" / "gitsync-spare"
+    before = {str(p.relative_to(spare)): (p.stat().st_ino, p.stat().st_ctime_ns)
+              for p in spare.rglob("*.txt")}
+    spare_dir = spare.stat().st_ino
     third = upstream.commit({"data/d01/f00001.txt": "changed too\n"}, "another")
     assert s.run(False, threading.Event()).commit == third
     now = root / ".worktrees" / third
-    rewritten = [str(p.relative_to(root / ".worktrees" / first)) for p, ino in inodes.items()
-                 if (now / p.relative_to(root / ".worktrees" / first)).stat().st_ino != ino]
+    assert now.stat().st_ino == spare_dir, "the third tree is the spare, rebuilt"
+    rewritten = [rel for rel, was in before.items()
+                 if ((now / rel).stat().st_ino, (now / rel).stat().st_ctime_ns) != was]
     assert sorted(rewritten) == ["data/d00/f00000.txt", "data/d01/f00001.txt"]
     assert git("-C", str(now), "status", "--porcelain", env=git_env(upstream.home)) == ""
 
