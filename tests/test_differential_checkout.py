@@ -381,12 +381,17 @@ def _corpus_sequence(corpus: Path, tmp_path: Path, repo: str, revs: list[str],
                      url: str | None = None) -> int:
     """Sync each of ``revs`` in turn into one gitsync root (the first a clone, each later one
     an update) from ``url`` (default: the bare copy over file://) and compare each with
-    git's checkout of the same commit."""
+    git's checkout of the same commit. The second update on is the first tree rewritten in
+    place (the spare: files and symlinks kept by their stat, the rest written)."""
     bare = corpus / f"{repo}.git"
     compared = 0
+    trees: list[int] = []
     for n, rev in enumerate(revs):
         sha = git("-C", str(bare), "rev-parse", f"{rev}^{{commit}}")
         ours = gitsync_checkout(url or f"file://{bare}", sha, tmp_path / "root", tmp_path / "home")
+        trees.append(ours.stat().st_ino)
+        if n == 2:
+            assert trees[2] == trees[0], "the third tree is the first, rebuilt as the spare"
         theirs = git_checkout(bare, sha, tmp_path / f"git-{n}")
         compared += assert_same_checkout(ours, theirs)
         shutil.rmtree(theirs)  # disk, not correctness: the next commit gets a new directory
@@ -396,8 +401,9 @@ def _corpus_sequence(corpus: Path, tmp_path: Path, repo: str, revs: list[str],
 
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize(("repo", "revs"), [
-    ("libgit2", ["HEAD~1", "HEAD"]),  # a clone, then an update that reuses files
-    ("ansible", ["HEAD~1", "HEAD"]),
+    # a clone, an update that links the unchanged files, one that rebuilds the spare
+    ("libgit2", ["HEAD~2", "HEAD~1", "HEAD"]),
+    ("ansible", ["HEAD~2", "HEAD~1", "HEAD"]),
 ])
 def test_corpus_commits_check_out_as_git_does(corpus: Path, tmp_path: Path, repo: str,
                                                revs: list[str]) -> None:
@@ -413,7 +419,7 @@ def test_corpus_commits_over_http_check_out_as_git_does(
     update whose deltas resolve against the store."""
     server = make_http_server(project_root=corpus)
     url = server.url_for(corpus / f"{repo}.git")
-    assert _corpus_sequence(corpus, tmp_path, repo, ["HEAD~1", "HEAD"], url) > 2000
+    assert _corpus_sequence(corpus, tmp_path, repo, ["HEAD~2", "HEAD~1", "HEAD"], url) > 3000
 
 
 @pytest.mark.soak

@@ -166,6 +166,28 @@ def test_unchanged_symlinks_are_kept_and_replaced_ones_made_again(
     _assert_like_git(s, upstream, third, tmp_path / "git")
 
 
+def test_a_kept_symlink_out_of_the_tree_is_no_way_out_when_it_becomes_a_directory(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    """A symlink pointing out of the tree, kept by two spare rebuilds, then a directory with a
+    file at its path: the file is written in the tree, nothing through the symlink."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    upstream.commit({**BASE, "escape": Symlink(str(outside))}, "base")
+    s = _syncer(upstream, tmp_path / "root")
+    _sync(s, first=True)
+    for n in range(3):  # the first and second trees are each rebuilt once from the spare
+        upstream.commit({"other.txt": f"{n}\n"}, f"unrelated {n}")
+        _sync(s)
+    assert os.readlink(s.link / "escape") == str(outside)
+    last = upstream.commit({"escape": None, "escape/inside.txt": "in the tree\n"}, "a directory")
+    assert _sync(s) == last
+    assert list(outside.iterdir()) == [], "nothing written through the kept symlink"
+    assert not (s.link / "escape").is_symlink()
+    assert (s.link / "escape" / "inside.txt").read_text() == "in the tree\n"
+    _assert_like_git(s, upstream, last, tmp_path / "git")
+
+
 def test_changed_attributes_rewrite_kept_files(upstream: Upstream, tmp_path: Path) -> None:
     # The spare's files were converted by its attributes: a blob unchanged since then must
     # be written again when the attributes that convert it changed.

@@ -16,7 +16,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import gitseq
-from .measure import Bench, Row, cold_pair, discard, median, replay_git, replay_gitsync, reps_for
+from .measure import (
+    Bench,
+    Cell,
+    Replay,
+    Row,
+    cold_pair,
+    discard,
+    median,
+    replay_git,
+    replay_gitsync,
+    reps_for,
+)
 from .params import CORPUS_DIR
 from .procs import BenchError, run
 from .upstream import move_ref
@@ -90,6 +101,10 @@ def corpus_section(b: Bench, name: str) -> None:
         b.log(f"  ERROR {e}")
         return
     n = len(repo.commits) - 1
+    # Cold syncs best of three, as the generated repositories' (one run moved git's ansible
+    # cold sync from 0.5 s to 4.6 s, and libgit2's ratio from 0.18x to 1.35x).
+    files = len(run(["git", "ls-tree", "-r", "--name-only", repo.commits[0]], cwd=repo.bare,
+                    env=b.genv).out.splitlines())
     for t in transports:
         url = b.url(repo.bare, t)
         where = f"corpus {name} {t}"
@@ -98,10 +113,6 @@ def corpus_section(b: Bench, name: str) -> None:
         rss = rows[t, "update_rss"].cell
         sent = rows[t, "bytes"].cell if t == "http" else None
         repo.rewind()
-        # Best of three, as the generated repositories' (one run moved git's ansible cold sync
-        # from 0.5 s to 4.6 s, and libgit2's ratio from 0.18x to 1.35x).
-        files = len(run(["git", "ls-tree", "-r", "--name-only", repo.head()], cwd=repo.bare,
-                        env=b.genv).out.splitlines())
         cold_pair(b, url, repo.head(), reps_for(b, files), cold, None, None, where)
         # gitsync replays first: git-sync's sequence deletes the worktree each update
         # unpublishes, and files made within a minute of a mass deletion cost several times
@@ -112,11 +123,7 @@ def corpus_section(b: Bench, name: str) -> None:
             root = b.fresh("gitsync-corpus")
             try:
                 gs = replay_gitsync(b, url, root, repo, n, b.work / f"gitsync-{name}-{t}.log")
-                lat.gitsync, lat.gitsync_samples = median(gs.latency), gs.latency
-                rss.gitsync, rss.gitsync_samples = gs.peak_rss_kb / 1024, [gs.peak_rss_kb / 1024]
-                if sent is not None:
-                    sent.gitsync_samples = [x / 1024 for x in gs.fetch_bytes]
-                    sent.gitsync = sum(sent.gitsync_samples)
+                record("gitsync", gs, lat, rss, sent)
             except BenchError as e:
                 b.error(lat, "gitsync", e)
             finally:
@@ -125,14 +132,24 @@ def corpus_section(b: Bench, name: str) -> None:
         root = b.fresh("git-corpus")
         try:
             gitseq.cold_sync(b.genv, url, root)
-            g = replay_git(b, url, root, repo, n)
-            lat.git, lat.git_samples = median(g.latency), g.latency
-            rss.git, rss.git_samples = g.peak_rss_kb / 1024, [g.peak_rss_kb / 1024]
-            if sent is not None:
-                sent.git_samples = [x / 1024 for x in g.fetch_bytes]
-                sent.git = sum(sent.git_samples)
+            record("git", replay_git(b, url, root, repo, n), lat, rss, sent)
         except BenchError as e:
             b.error(lat, "git", e)
         finally:
             discard(root)
     discard(repo.bare)
+
+
+def record(side: str, r: Replay, lat: Cell, rss: Cell, sent: Cell | None) -> None:
+    """One side's replay into its cells: the median update, the peak RSS, the bytes of all
+    updates (http)."""
+    cells: list[tuple[Cell, list[float], float | None]] = [
+        (lat, r.latency, median(r.latency)),
+        (rss, [r.peak_rss_kb / 1024], r.peak_rss_kb / 1024),
+    ]
+    if sent is not None:
+        kb = [x / 1024 for x in r.fetch_bytes]
+        cells.append((sent, kb, sum(kb)))
+    for cell, samples, value in cells:
+        setattr(cell, f"{side}_samples", samples)
+        setattr(cell, side, value)

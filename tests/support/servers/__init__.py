@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import shutil
 import socket
 import socketserver
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Protocol, TypeVar
 
 import pytest
@@ -123,3 +124,32 @@ def shut(server: socketserver.BaseServer | None) -> None:
     if server is not None:
         server.shutdown()
         server.server_close()
+
+
+def pump(client: socket.socket, upstream: socket.socket,
+         received: Callable[[bytes], None] | None = None) -> None:
+    """Copy bytes both ways until both sides have closed (or 30 s of silence); a side that
+    ends has its end passed on while the other is read to its own. ``received`` sees what
+    ``upstream`` sends."""
+    ends = {client: upstream, upstream: client}
+    reading = [client, upstream]
+    while reading:
+        ready, _, _ = select.select(reading, [], [], 30)
+        if not ready:
+            return
+        for sock in ready:
+            try:
+                data = sock.recv(65536)
+            except OSError:
+                return
+            if not data:
+                with contextlib.suppress(OSError):
+                    ends[sock].shutdown(socket.SHUT_WR)
+                reading.remove(sock)
+                continue
+            try:
+                ends[sock].sendall(data)
+            except OSError:
+                return
+            if sock is upstream and received is not None:
+                received(data)

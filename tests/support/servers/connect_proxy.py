@@ -7,13 +7,11 @@ else gets 405. Optional ``auth`` requires ``Proxy-Authorization: Basic``.
 from __future__ import annotations
 
 import base64
-import contextlib
-import select
 import socket
 import socketserver
 import threading
 
-from . import serve_in_thread, shut
+from . import pump, serve_in_thread, shut
 
 
 class ConnectProxy:
@@ -90,23 +88,5 @@ class _Handler(socketserver.StreamRequestHandler):
         self.wfile.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
         self.wfile.flush()
         with upstream:
-            _relay(self.connection, upstream)
+            pump(self.connection, upstream)
 
-
-def _relay(client: socket.socket, upstream: socket.socket) -> None:
-    """Copy bytes both ways until one side closes (or 30 s of silence)."""
-    sockets = [client, upstream]
-    while True:
-        readable, _, _ = select.select(sockets, [], [], 30)
-        if not readable:
-            return
-        for sock in readable:
-            try:
-                data = sock.recv(65536)
-            except OSError:
-                return
-            if not data:
-                return
-            other = upstream if sock is client else client
-            with contextlib.suppress(OSError):
-                other.sendall(data)

@@ -7,13 +7,11 @@ client (tests' repositories are small).
 
 from __future__ import annotations
 
-import contextlib
-import select
 import socket
 import socketserver
 import threading
 
-from . import serve_in_thread, shut
+from . import pump, serve_in_thread, shut
 
 
 class TcpRelay:
@@ -65,24 +63,10 @@ class _Handler(socketserver.BaseRequestHandler):
         owner: TcpRelay = self.server.owner  # type: ignore[attr-defined]
         client: socket.socket = self.request
         answer = owner._opened()
+
+        def received(data: bytes) -> None:
+            with owner._lock:
+                answer.extend(data)
+
         with socket.create_connection(("127.0.0.1", owner.target_port), timeout=30) as upstream:
-            ends = {client: upstream, upstream: client}
-            reading = [client, upstream]  # a side that ended is passed on, the other read on
-            while reading:
-                ready, _, _ = select.select(reading, [], [], 30)
-                if not ready:
-                    return
-                for sock in ready:
-                    try:
-                        data = sock.recv(65536)
-                    except OSError:
-                        return
-                    if not data:
-                        with contextlib.suppress(OSError):
-                            ends[sock].shutdown(socket.SHUT_WR)
-                        reading.remove(sock)
-                        continue
-                    ends[sock].sendall(data)
-                    if sock is upstream:
-                        with owner._lock:
-                            answer += data
+            pump(client, upstream, received)
